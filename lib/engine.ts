@@ -1,0 +1,341 @@
+/**
+ * The engine: one object that wires the store, the provider, the feeds and the executor, and
+ * offers the operations the API needs. The gRPC layer only validates the wire shape and calls
+ * this; tests drive it directly. It knows nothing of gRPC.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { getLogger } from "@logtape/logtape";
+import { InvalidArgumentError, ShuttingDownError } from "./errors.ts";
+import { createFakeProvider, type TimingProfile } from "./fake_provider.ts";
+import { EventFeed, type EventFeedOptions, LogJournal, type LogJournalOptions } from "./feeds.ts";
+import {
+  type LogChunk,
+  type Machine,
+  type Operation,
+  Operation_OperationType as OperationType,
+  Operation_Phase as OperationPhase,
+  type OperationEvent,
+  OperationEventSchema,
+} from "./gen/baremetal/v1/baremetal_pb.ts";
+import { createExecutor, type Executor, type ExecutorOptions } from "./executor.ts";
+import { isTerminalPhase } from "./lifecycle.ts";
+import { createMemoryStore } from "./memory_store.ts";
+import { DEFAULT_IMAGE_REF } from "./plans.ts";
+import type { Provider } from "./provider.ts";
+import { parseOperationFilter } from "./query.ts";
+import type {
+  CreateOperationResult,
+  ListQuery,
+  MachinePatch,
+  Page,
+  RegisterMachineResult,
+  Store,
+} from "./store.ts";
+
+const logger = getLogger(["bmdemo", "engine"]);
+
+/** Options of {@linkcode createEngine}. */
+export interface EngineOptions {
+  /** Where data lives. @default a new in-memory store */
+  store?: Store;
+  /** Hardware provider. @default the fake provider with `timing` */
+  provider?: Provider;
+  /** Timing profile of the default fake provider. @default "normal" */
+  timing?: TimingProfile;
+  /** Executor options (concurrency bound, backoff, plans). */
+  executor?: ExecutorOptions;
+  /** Event feed options (per-watcher queue bound). */
+  events?: EventFeedOptions;
+  /** Log journal options (lines kept per operation). */
+  logs?: LogJournalOptions;
+}
+
+/** A request to start an operation, as the API receives it. */
+export interface StartOperationRequest {
+  /** Machine to act on. */
+  machineId: string;
+  /** Idempotency key. */
+  requestId: string;
+  /** Operation type. */
+  type: OperationType;
+  /** REIMAGE: image to write; {@linkcode DEFAULT_IMAGE_REF} when empty. */
+  imageRef?: string;
+  /** REBOOT: power-cycle instead of a graceful reboot. */
+  force?: boolean;
+}
+
+/** Options of {@linkcode Engine.watch}. */
+export interface WatchOptions {
+  /** Filter with the ListOperations grammar. */
+  filter?: string;
+  /** First yield one `Snapshot` event per matching active operation. */
+  sendInitialSnapshot?: boolean;
+  /** Stops the watch when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The parameters an operation stores: REIMAGE always records its image (default filled in), a
+ * forced REBOOT records `force=true`, other types have none. Defaults are filled in before the
+ * idempotency check, so "no image" and the default image are the same request.
+ *
+ * @param request The request.
+ * @returns The parameters.
+ */
+export function operationParams(request: StartOperationRequest): Record<string, string> {
+  switch (request.type) {
+    case OperationType.REIMAGE:
+      return { image_ref: request.imageRef || DEFAULT_IMAGE_REF };
+    case OperationType.REBOOT:
+      return request.force ? { force: "true" } : {};
+    default:
+      return {};
+  }
+}
+
+/**
+ * Creates an engine.
+ *
+ * @param options Store, provider, and options of the parts.
+ * @returns The engine; dispose it (or call `shutdown()`) to stop its operations.
+ *
+ * @example
+ * ```ts
+ * await using engine = createEngine({ timing: "zero" });
+ * ```
+ */
+export function createEngine(options: EngineOptions = {}): Engine {
+  return new Engine(options);
+}
+
+/** The lifecycle engine; see the module documentation. */
+export class Engine implements AsyncDisposable {
+  /** Machines and operations. */
+  readonly store: Store;
+  /** Operation events. */
+  readonly events: EventFeed;
+  /** Operation logs. */
+  readonly logs: LogJournal;
+  /** Runs operations. */
+  readonly executor: Executor;
+  #shutdown?: Promise<void>;
+
+  /**
+   * @param options See {@linkcode EngineOptions}.
+   */
+  constructor(options: EngineOptions = {}) {
+    this.store = options.store ?? createMemoryStore();
+    this.events = new EventFeed(options.events);
+    this.logs = new LogJournal(options.logs);
+    this.executor = createExecutor({
+      store: this.store,
+      provider: options.provider ?? createFakeProvider({ timing: options.timing ?? "normal" }),
+      events: this.events,
+      logs: this.logs,
+    }, options.executor);
+  }
+
+  /**
+   * Registers a machine or updates an existing one's spec and labels.
+   *
+   * @param machine The machine.
+   * @returns The stored machine and whether it was created.
+   * @throws {InvalidArgumentError} For a refused initial phase.
+   */
+  registerMachine(machine: Machine): RegisterMachineResult {
+    return this.store.registerMachine(machine);
+  }
+
+  /**
+   * Returns a machine.
+   *
+   * @param machineId The machine.
+   * @returns The machine.
+   * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
+   */
+  getMachine(machineId: string): Machine {
+    return this.store.getMachine(machineId);
+  }
+
+  /**
+   * Lists machines in registration order.
+   *
+   * @param query Page size, token and filter.
+   * @returns One page.
+   * @throws {InvalidArgumentError} For a bad filter, page size or token.
+   */
+  listMachines(query: ListQuery): Page<Machine> {
+    return this.store.listMachines(query);
+  }
+
+  /**
+   * Replaces a machine's spec and/or labels.
+   *
+   * @param machineId The machine.
+   * @param patch New spec and/or labels.
+   * @returns The machine.
+   * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
+   */
+  updateMachine(machineId: string, patch: MachinePatch): Machine {
+    return this.store.updateMachine(machineId, patch);
+  }
+
+  /**
+   * Starts an operation (or returns the original on a replay of the same request id).
+   *
+   * @param request Machine, request id, type and parameters.
+   * @returns The operation and whether it was created.
+   * @throws {ShuttingDownError} During shutdown.
+   * @throws {InvalidArgumentError} Missing fields, unknown type, `REQUEST_ID_REUSED`.
+   * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
+   * @throws {FailedPreconditionError} `PHASE_PRECONDITION`, `MACHINE_BUSY`.
+   */
+  startOperation(request: StartOperationRequest): CreateOperationResult {
+    const input = {
+      machineId: request.machineId,
+      requestId: request.requestId,
+      type: request.type,
+      params: operationParams(request),
+    };
+    if (this.executor.closing) {
+      throw new ShuttingDownError(
+        `Cannot start an operation on machine "${request.machineId}": the server is shutting down`,
+        { metadata: { machineId: request.machineId } },
+      );
+    }
+    const result = this.store.createOperation(input);
+    if (result.created) {
+      this.events.publish(result.operation, "Operation created");
+      this.executor.submit(result.operation.operationId);
+    } else if (result.operation.phase === OperationPhase.PENDING) {
+      // A replay of an operation nobody holds (e.g. admitted by another process sharing the
+      // store) is scheduled again; submit() ignores ones already queued or running.
+      this.executor.submit(result.operation.operationId);
+    }
+    return result;
+  }
+
+  /**
+   * Cancels an operation.
+   *
+   * @param operationId The operation.
+   * @returns The operation, CANCELED.
+   * @throws {NotFoundError} `OPERATION_NOT_FOUND`.
+   * @throws {FailedPreconditionError} `OPERATION_FINISHED`.
+   */
+  cancelOperation(operationId: string): Operation {
+    return this.executor.cancel(operationId);
+  }
+
+  /**
+   * Returns an operation.
+   *
+   * @param operationId The operation.
+   * @returns The operation.
+   * @throws {NotFoundError} `OPERATION_NOT_FOUND`.
+   */
+  getOperation(operationId: string): Operation {
+    return this.store.getOperation(operationId);
+  }
+
+  /**
+   * Lists operations in creation order.
+   *
+   * @param query Page size, token and filter.
+   * @returns One page.
+   * @throws {InvalidArgumentError} For a bad filter, page size or token.
+   */
+  listOperations(query: ListQuery): Page<Operation> {
+    return this.store.listOperations(query);
+  }
+
+  /**
+   * Watches operation events. The filter is checked before anything is returned; with
+   * `sendInitialSnapshot` the matching active operations come first (message `Snapshot`), then
+   * live events, with no gap and no duplicate between them. A watcher that falls behind its
+   * bounded queue gets {@linkcode LaggedError}.
+   *
+   * @param options Filter, snapshot flag and signal.
+   * @returns An async iterable of events.
+   * @throws {InvalidArgumentError} `INVALID_FILTER`, synchronously.
+   */
+  watch(options: WatchOptions = {}): AsyncIterable<OperationEvent> & Disposable {
+    const filter = parseOperationFilter(options.filter ?? "");
+    // Subscribe and read the snapshot in one synchronous step: nothing can happen in between.
+    const subscription = this.events.subscribe({
+      filter: (op) => filter.matches(op),
+      signal: options.signal,
+    });
+    const snapshot = options.sendInitialSnapshot
+      ? this.store.activeOperations().filter((op) => filter.matches(op))
+      : [];
+    return {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for (const op of snapshot) yield snapshotEvent(op);
+          yield* subscription;
+        } finally {
+          subscription.close();
+        }
+      },
+      [Symbol.dispose]() {
+        subscription.close();
+      },
+    };
+  }
+
+  /**
+   * Streams an operation's log: retained lines, then live ones, ending once the operation is
+   * terminal and every line was read.
+   *
+   * @param operationId The operation.
+   * @param options Signal to stop early.
+   * @returns An async iterable of log chunks.
+   * @throws {NotFoundError} `OPERATION_NOT_FOUND`, synchronously.
+   */
+  streamLogs(operationId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<LogChunk> {
+    if (operationId === "") throw new InvalidArgumentError("operation_id is required");
+    const operation = this.store.getOperation(operationId);
+    // An operation that ended without the executor ever holding it (e.g. recovered from a
+    // previous run) has a complete journal already.
+    if (isTerminalPhase(operation.phase) && !this.executor.holds(operationId)) {
+      this.logs.end(operationId);
+    }
+    return this.logs.read(operationId, options);
+  }
+
+  /**
+   * Stops accepting operations, cancels the active ones (see the executor's shutdown rule),
+   * waits for every task to settle, then ends every watch. Idempotent.
+   *
+   * @returns A promise that resolves when everything has stopped.
+   */
+  shutdown(): Promise<void> {
+    this.#shutdown ??= (async () => {
+      logger.info("Engine shutting down: {running} running, {queued} queued operations", {
+        running: this.executor.runningCount,
+        queued: this.executor.queuedCount,
+      });
+      await this.executor.shutdown();
+      this.events.closeAll();
+    })();
+    return this.#shutdown;
+  }
+
+  /** Same as {@linkcode Engine.shutdown}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}
+
+function snapshotEvent(operation: Operation): OperationEvent {
+  return create(OperationEventSchema, {
+    ts: timestampNow(),
+    snapshot: operation,
+    message: "Snapshot",
+  });
+}

@@ -1,0 +1,466 @@
+/**
+ * Feeds: the operation event fan-out (WatchOperations) and the per-operation log journal
+ * (StreamOperationLogs). Publishing never waits for a reader and never blocks the executor;
+ * every buffer is bounded, and a reader that falls too far behind is told so rather than being
+ * fed a stream with gaps.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { LaggedError } from "./errors.ts";
+import {
+  type LogChunk,
+  LogChunkSchema,
+  type Operation,
+  type OperationEvent,
+  OperationEventSchema,
+} from "./gen/baremetal/v1/baremetal_pb.ts";
+import type { LogStream } from "./provider.ts";
+
+/** A FIFO queue with amortised O(1) shift. */
+class Queue<T> {
+  #items: T[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.#head === this.#items.length) return undefined;
+    const item = this.#items[this.#head++];
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+}
+
+/** Options of {@linkcode EventFeed.subscribe}. */
+export interface SubscribeOptions {
+  /** Only operations for which this returns `true` are delivered. @default every operation */
+  filter?: (operation: Operation) => boolean;
+  /** Events a subscriber may have queued before it is dropped as lagging. @default the feed's */
+  capacity?: number;
+  /** Ends the subscription (the iterator then finishes) when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@linkcode EventFeed}. */
+export interface EventFeedOptions {
+  /** Default per-subscriber queue bound. @default 4096 */
+  capacity?: number;
+  /** Clock for event timestamps. @default () => new Date() */
+  now?: () => Date;
+}
+
+/**
+ * Fans operation events out to subscribers. Each subscriber has its own bounded queue; one that
+ * falls behind by more than its capacity is dropped and its iterator throws
+ * {@linkcode LaggedError} after yielding what it had queued.
+ *
+ * @example
+ * ```ts
+ * const feed = new EventFeed();
+ * using sub = feed.subscribe();
+ * ```
+ */
+export class EventFeed {
+  readonly #capacity: number;
+  readonly #now: () => Date;
+  readonly #subscribers = new Set<EventSubscription>();
+  #published = 0;
+
+  /**
+   * @param options Queue bound and clock.
+   */
+  constructor(options: EventFeedOptions = {}) {
+    this.#capacity = options.capacity ?? 4096;
+    if (!Number.isInteger(this.#capacity) || this.#capacity < 1) {
+      throw new RangeError(`EventFeed capacity must be a positive integer: got ${this.#capacity}`);
+    }
+    this.#now = options.now ?? (() => new Date());
+  }
+
+  /** Number of live subscribers. */
+  get subscriberCount(): number {
+    return this.#subscribers.size;
+  }
+
+  /** Number of events published so far. */
+  get publishedCount(): number {
+    return this.#published;
+  }
+
+  /**
+   * Publishes one event about an operation to every matching subscriber. Never waits.
+   *
+   * @param snapshot The operation right after the change.
+   * @param message What changed.
+   * @returns The event.
+   */
+  publish(snapshot: Operation, message: string): OperationEvent {
+    const event = create(OperationEventSchema, {
+      ts: timestampFromDate(this.#now()),
+      snapshot,
+      message,
+    });
+    this.#published++;
+    for (const subscriber of this.#subscribers) subscriber.offer(event);
+    return event;
+  }
+
+  /**
+   * Subscribes to events published from now on. Subscribing is synchronous, so a caller that
+   * reads the store's current state in the same tick misses nothing and sees nothing twice.
+   *
+   * @param options Filter, queue bound and signal.
+   * @returns The subscription, an async iterator of events.
+   */
+  subscribe(options: SubscribeOptions = {}): EventSubscription {
+    const subscription = new EventSubscription(
+      options.filter ?? (() => true),
+      options.capacity ?? this.#capacity,
+      () => this.#subscribers.delete(subscription),
+    );
+    this.#subscribers.add(subscription);
+    if (options.signal) {
+      const signal = options.signal;
+      if (signal.aborted) subscription.close();
+      else {
+        const onAbort = () => subscription.close();
+        signal.addEventListener("abort", onAbort, { once: true });
+        subscription.onClose(() => signal.removeEventListener("abort", onAbort));
+      }
+    }
+    return subscription;
+  }
+
+  /** Ends every subscription (their iterators finish after draining); used at shutdown. */
+  closeAll(): void {
+    for (const subscriber of [...this.#subscribers]) subscriber.close();
+  }
+}
+
+/** One subscriber's view of an {@linkcode EventFeed}: an async iterator of events. */
+export class EventSubscription implements AsyncIterableIterator<OperationEvent>, Disposable {
+  readonly #filter: (operation: Operation) => boolean;
+  readonly #capacity: number;
+  readonly #queue = new Queue<OperationEvent>();
+  readonly #detach: () => void;
+  readonly #onClose: (() => void)[] = [];
+  #waiter?: () => void;
+  #closed = false;
+  #lagged?: LaggedError;
+
+  /**
+   * @param filter Which operations to deliver.
+   * @param capacity Queue bound.
+   * @param detach Removes the subscription from its feed.
+   */
+  constructor(filter: (operation: Operation) => boolean, capacity: number, detach: () => void) {
+    this.#filter = filter;
+    this.#capacity = capacity;
+    this.#detach = detach;
+  }
+
+  /** Events queued and not yet read. */
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  /** Whether the subscription ended (closed or lagged). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Queues an event if it matches; drops the subscriber if its queue is full. Called by the feed.
+   *
+   * @param event The event.
+   */
+  offer(event: OperationEvent): void {
+    if (this.#closed || !this.#filter(event.snapshot!)) return;
+    if (this.#queue.length >= this.#capacity) {
+      this.#lagged = new LaggedError(
+        `watcher fell more than ${this.#capacity} events behind and was dropped; reconnect (with send_initial_snapshot) to resynchronise`,
+        { metadata: { capacity: String(this.#capacity) } },
+      );
+      this.close();
+      return;
+    }
+    this.#queue.push(event);
+    this.#wake();
+  }
+
+  /**
+   * Registers a callback run once when the subscription ends.
+   *
+   * @param callback The callback.
+   */
+  onClose(callback: () => void): void {
+    if (this.#closed) callback();
+    else this.#onClose.push(callback);
+  }
+
+  /** Ends the subscription; queued events are still delivered. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#detach();
+    for (const callback of this.#onClose.splice(0)) callback();
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.();
+  }
+
+  /** Returns the next event; throws {@linkcode LaggedError} once a dropped subscriber is drained. */
+  async next(): Promise<IteratorResult<OperationEvent>> {
+    while (true) {
+      const event = this.#queue.shift();
+      if (event) return { value: event, done: false };
+      if (this.#lagged) throw this.#lagged;
+      if (this.#closed) return { value: undefined, done: true };
+      await new Promise<void>((resolve) => this.#waiter = resolve);
+    }
+  }
+
+  /** Ends the subscription early. */
+  return(): Promise<IteratorResult<OperationEvent>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** @returns This iterator. */
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Ends the subscription. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Options of {@linkcode LogJournal}. */
+export interface LogJournalOptions {
+  /** Lines kept per operation; older lines are dropped first. @default 2000 */
+  maxLinesPerOperation?: number;
+  /** Journals of finished operations kept; the oldest finished ones are forgotten first. @default 10000 */
+  maxFinishedOperations?: number;
+  /** Clock for line timestamps. @default () => new Date() */
+  now?: () => Date;
+}
+
+interface Journal {
+  chunks: LogChunk[];
+  /** Sequence number of chunks[0]. */
+  firstSeq: number;
+  /** Sequence number the next line gets. */
+  nextSeq: number;
+  ended: boolean;
+  waiters: Set<() => void>;
+}
+
+/** Options of {@linkcode LogJournal.read}. */
+export interface ReadLogOptions {
+  /** Stops reading (the iterator finishes) when aborted. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Keeps every operation's log lines (bounded) with gap-free sequence numbers. A reader gets the
+ * retained lines, then new ones as they are appended, and finishes once the operation's journal
+ * is ended and drained. Readers pull by sequence number, so a slow reader costs no memory and
+ * never slows a writer; a reader that falls behind the retained window is told how many lines it
+ * missed in a notice line (seq 0) instead of silently skipping them.
+ *
+ * @example
+ * ```ts
+ * const journal = new LogJournal();
+ * journal.append("op-1", "stdout", "hello");
+ * journal.end("op-1");
+ * for await (const chunk of journal.read("op-1")) console.log(chunk.seq);
+ * ```
+ */
+export class LogJournal {
+  readonly #maxLines: number;
+  readonly #maxFinished: number;
+  readonly #now: () => Date;
+  readonly #journals = new Map<string, Journal>();
+  // Finished journals in the order they ended, for eviction.
+  readonly #finished = new Set<string>();
+  readonly #forgotten = new Set<string>();
+  #droppedAfterEnd = 0;
+
+  /**
+   * @param options Bounds and clock.
+   */
+  constructor(options: LogJournalOptions = {}) {
+    this.#maxLines = options.maxLinesPerOperation ?? 2000;
+    this.#maxFinished = options.maxFinishedOperations ?? 10_000;
+    this.#now = options.now ?? (() => new Date());
+    for (
+      const [name, value] of [["maxLinesPerOperation", this.#maxLines], [
+        "maxFinishedOperations",
+        this.#maxFinished,
+      ]] as const
+    ) {
+      if (!Number.isInteger(value) || value < 1) {
+        throw new RangeError(`LogJournal ${name} must be a positive integer: got ${value}`);
+      }
+    }
+  }
+
+  /** Lines appended after their operation's journal ended (a bug indicator; should stay 0). */
+  get droppedAfterEnd(): number {
+    return this.#droppedAfterEnd;
+  }
+
+  #journal(operationId: string): Journal {
+    let journal = this.#journals.get(operationId);
+    if (!journal) {
+      journal = { chunks: [], firstSeq: 1, nextSeq: 1, ended: false, waiters: new Set() };
+      this.#journals.set(operationId, journal);
+    }
+    return journal;
+  }
+
+  /**
+   * Appends one line to an operation's log.
+   *
+   * @param operationId The operation.
+   * @param line The line, without trailing newline.
+   * @param stream `stdout` (default) or `stderr`.
+   * @returns The chunk, or `undefined` when the journal already ended.
+   */
+  append(operationId: string, line: string, stream: LogStream = "stdout"): LogChunk | undefined {
+    const journal = this.#journal(operationId);
+    if (journal.ended) {
+      this.#droppedAfterEnd++;
+      return undefined;
+    }
+    const chunk = create(LogChunkSchema, {
+      ts: timestampFromDate(this.#now()),
+      operationId,
+      stream,
+      data: new TextEncoder().encode(`${line}\n`),
+      seq: BigInt(journal.nextSeq++),
+    });
+    journal.chunks.push(chunk);
+    if (journal.chunks.length > this.#maxLines) {
+      // Drop in batches so the amortised cost per line stays O(1).
+      const drop = Math.max(1, Math.floor(this.#maxLines / 8));
+      journal.chunks.splice(0, drop);
+      journal.firstSeq += drop;
+    }
+    this.#notify(journal);
+    return chunk;
+  }
+
+  /**
+   * Marks an operation's log complete: readers finish once they have read every line. Idempotent.
+   *
+   * @param operationId The operation.
+   */
+  end(operationId: string): void {
+    const journal = this.#journal(operationId);
+    if (journal.ended) return;
+    journal.ended = true;
+    this.#notify(journal);
+    this.#finished.add(operationId);
+    while (this.#finished.size > this.#maxFinished) {
+      const oldest = this.#finished.values().next().value!;
+      this.#finished.delete(oldest);
+      this.#journals.delete(oldest);
+      this.#forgotten.add(oldest);
+    }
+  }
+
+  /**
+   * The retained lines of an operation, in order.
+   *
+   * @param operationId The operation.
+   * @returns The chunks (empty when none).
+   */
+  lines(operationId: string): LogChunk[] {
+    return [...(this.#journals.get(operationId)?.chunks ?? [])];
+  }
+
+  /**
+   * Reads an operation's log: retained lines, then new ones, until the journal ends.
+   *
+   * @param operationId The operation.
+   * @param options Signal to stop early.
+   * @returns An async iterator of chunks.
+   */
+  async *read(operationId: string, options: ReadLogOptions = {}): AsyncGenerator<LogChunk> {
+    const { signal } = options;
+    if (this.#forgotten.has(operationId)) {
+      yield this.#notice(
+        operationId,
+        `[bmdemo] the log of ${operationId} is no longer retained (the server keeps the logs of the last ${this.#maxFinished} finished operations)`,
+      );
+      return;
+    }
+    const journal = this.#journal(operationId);
+    let cursor = 1;
+    while (!signal?.aborted) {
+      if (cursor < journal.firstSeq) {
+        yield this.#notice(
+          operationId,
+          `[bmdemo] ${
+            journal.firstSeq - cursor
+          } earlier lines were dropped (the journal keeps the last ${this.#maxLines} lines of an operation)`,
+        );
+        cursor = journal.firstSeq;
+      }
+      const index = cursor - journal.firstSeq;
+      if (index < journal.chunks.length) {
+        const chunk = journal.chunks[index];
+        cursor++;
+        yield chunk;
+        continue;
+      }
+      if (journal.ended) return;
+      await this.#waitForMore(journal, signal);
+    }
+  }
+
+  #notice(operationId: string, text: string): LogChunk {
+    return create(LogChunkSchema, {
+      ts: timestampFromDate(this.#now()),
+      operationId,
+      stream: "stderr",
+      data: new TextEncoder().encode(`${text}\n`),
+      seq: 0n,
+    });
+  }
+
+  #waitForMore(journal: Journal, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        journal.waiters.delete(done);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      journal.waiters.add(done);
+      signal?.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  #notify(journal: Journal): void {
+    for (const waiter of [...journal.waiters]) waiter();
+  }
+}

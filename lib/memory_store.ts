@@ -1,0 +1,304 @@
+/**
+ * The in-memory {@linkcode Store}: the default store, for demos and tests (a restart starts
+ * clean). Records are immutable snapshots replaced on every change, so a reader holding one is
+ * never affected by a later write and reads cost no copy.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import {
+  ErrorStatusSchema,
+  type Machine,
+  MachineStatus_Phase as MachinePhase,
+  type Operation,
+  Operation_Phase as OperationPhase,
+  OperationSchema,
+} from "./gen/baremetal/v1/baremetal_pb.ts";
+import { newOperationId } from "./ids.ts";
+import { gateRefusal, isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
+import type { CancelCause, Outcome } from "./lifecycle.ts";
+import {
+  decodePageToken,
+  encodePageToken,
+  type Filter,
+  type ListQuery,
+  type Page,
+  parseMachineFilter,
+  parseOperationFilter,
+  resolvePageSize,
+} from "./query.ts";
+import {
+  applyEffects,
+  type CancelOperationResult,
+  checkReplay,
+  type CreateOperationRequest,
+  type CreateOperationResult,
+  freezeSnapshot,
+  machineBusy,
+  machineNotFound,
+  type MachinePatch,
+  newMachine,
+  operationFinished,
+  operationNotFound,
+  type RegisterMachineResult,
+  stamp,
+  type Store,
+  validateCreateRequest,
+  withEffectiveState,
+} from "./store.ts";
+import { FailedPreconditionError } from "./errors.ts";
+
+/** Options of {@linkcode createMemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Clock for timestamps. @default () => new Date() */
+  now?: () => Date;
+}
+
+interface Slot<T> {
+  /** 1-based creation sequence number; page tokens point at it. */
+  seq: number;
+  value: T;
+}
+
+/**
+ * Creates an empty in-memory store.
+ *
+ * @param options Clock.
+ * @returns The store.
+ *
+ * @example
+ * ```ts
+ * import { create } from "@bufbuild/protobuf";
+ * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * const store = createMemoryStore();
+ * store.registerMachine(create(MachineSchema, { machineId: "machine-1" }));
+ * ```
+ */
+export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
+  return new MemoryStore(options.now ?? (() => new Date()));
+}
+
+class MemoryStore implements Store {
+  readonly #now: () => Date;
+  // Arrays in creation order (nothing is ever deleted), plus id indexes into them.
+  readonly #machines: Slot<Machine>[] = [];
+  readonly #machineById = new Map<string, Slot<Machine>>();
+  readonly #operations: Slot<Operation>[] = [];
+  readonly #operationById = new Map<string, Slot<Operation>>();
+  readonly #operationsByMachine = new Map<string, Slot<Operation>[]>();
+  // Idempotency index: `${machineId}\u0000${requestId}` -> operation id.
+  readonly #requests = new Map<string, string>();
+  // Active operation ids in creation order.
+  readonly #active = new Set<string>();
+
+  constructor(now: () => Date) {
+    this.#now = now;
+  }
+
+  registerMachine(machine: Machine): RegisterMachineResult {
+    const existing = machine.machineId === ""
+      ? undefined
+      : this.#machineById.get(machine.machineId);
+    if (existing) {
+      existing.value = freezeSnapshot({
+        ...existing.value,
+        spec: machine.spec,
+        labels: { ...machine.labels },
+      });
+      return { machine: existing.value, created: false };
+    }
+    const stored = freezeSnapshot(newMachine(machine, stamp(this.#now)));
+    const slot = { seq: this.#machines.length + 1, value: stored };
+    this.#machines.push(slot);
+    this.#machineById.set(stored.machineId, slot);
+    return { machine: stored, created: true };
+  }
+
+  getMachine(machineId: string): Machine {
+    const slot = this.#machineById.get(machineId);
+    if (!slot) throw machineNotFound(machineId);
+    return slot.value;
+  }
+
+  listMachines(query: ListQuery): Page<Machine> {
+    const filter = parseMachineFilter(query.filter ?? "");
+    return page(this.#machines, filter, query, "machines");
+  }
+
+  updateMachine(machineId: string, patch: MachinePatch): Machine {
+    const slot = this.#machineById.get(machineId);
+    if (!slot) throw machineNotFound(machineId);
+    slot.value = freezeSnapshot({
+      ...slot.value,
+      spec: patch.spec ?? slot.value.spec,
+      labels: patch.labels ? { ...patch.labels } : slot.value.labels,
+    });
+    return slot.value;
+  }
+
+  createOperation(request: CreateOperationRequest): CreateOperationResult {
+    validateCreateRequest(request);
+    const key = `${request.machineId}\u0000${request.requestId}`;
+    const replayed = this.#requests.get(key);
+    if (replayed !== undefined) {
+      const original = this.#operationById.get(replayed)!.value;
+      checkReplay(original, request);
+      return { operation: original, created: false };
+    }
+    const machineSlot = this.#machineById.get(request.machineId);
+    if (!machineSlot) throw machineNotFound(request.machineId);
+    const machine = machineSlot.value;
+    const refusal = gateRefusal(request.type, {
+      machineId: machine.machineId,
+      phase: machine.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED,
+    });
+    if (refusal !== undefined) {
+      throw new FailedPreconditionError(refusal, {
+        reason: "PHASE_PRECONDITION",
+        metadata: {
+          machineId: machine.machineId,
+          phase: MachinePhase[machine.status?.phase ?? 0],
+        },
+      });
+    }
+    const activeId = machine.status?.activeOperationId ?? "";
+    if (activeId !== "") throw machineBusy(this.#operationById.get(activeId)!.value);
+
+    const operation = freezeSnapshot(create(OperationSchema, {
+      operationId: newOperationId(),
+      machineId: request.machineId,
+      requestId: request.requestId,
+      type: request.type,
+      phase: OperationPhase.PENDING,
+      params: { ...request.params },
+      createdAt: stamp(this.#now),
+    }));
+    const slot = { seq: this.#operations.length + 1, value: operation };
+    this.#operations.push(slot);
+    this.#operationById.set(operation.operationId, slot);
+    const perMachine = this.#operationsByMachine.get(operation.machineId);
+    if (perMachine) perMachine.push(slot);
+    else this.#operationsByMachine.set(operation.machineId, [slot]);
+    this.#requests.set(key, operation.operationId);
+    this.#active.add(operation.operationId);
+    machineSlot.value = freezeSnapshot(withEffectiveState({
+      ...machine,
+      status: { ...machine.status!, activeOperationId: operation.operationId },
+    }));
+    return { operation, created: true };
+  }
+
+  getOperation(operationId: string): Operation {
+    const slot = this.#operationById.get(operationId);
+    if (!slot) throw operationNotFound(operationId);
+    return slot.value;
+  }
+
+  listOperations(query: ListQuery): Page<Operation> {
+    const filter = parseOperationFilter(query.filter ?? "");
+    const source = filter.machineId === undefined
+      ? this.#operations
+      : this.#operationsByMachine.get(filter.machineId) ?? [];
+    return page(source, filter, query, "operations");
+  }
+
+  activeOperations(): Operation[] {
+    return [...this.#active].map((id) => this.#operationById.get(id)!.value);
+  }
+
+  markRunning(operationId: string): Operation | undefined {
+    const slot = this.#operationById.get(operationId);
+    if (!slot || slot.value.phase !== OperationPhase.PENDING) return undefined;
+    slot.value = freezeSnapshot({
+      ...slot.value,
+      phase: OperationPhase.RUNNING,
+      startedAt: stamp(this.#now),
+    });
+    return slot.value;
+  }
+
+  setStage(operationId: string, stage: string): Operation | undefined {
+    const slot = this.#operationById.get(operationId);
+    if (!slot || slot.value.phase !== OperationPhase.RUNNING) return undefined;
+    slot.value = freezeSnapshot({ ...slot.value, currentStage: stage });
+    return slot.value;
+  }
+
+  finishOperation(operationId: string, outcome: Outcome): Operation | undefined {
+    const slot = this.#operationById.get(operationId);
+    if (!slot || !isActivePhase(slot.value.phase)) return undefined;
+    const now = stamp(this.#now);
+    // The machine first: the terminal operation and the machine it changed become visible in
+    // the same synchronous step, so nobody can observe one without the other.
+    const machineSlot = this.#machineById.get(slot.value.machineId);
+    if (machineSlot) {
+      machineSlot.value = freezeSnapshot(applyEffects(machineSlot.value, {
+        operationId,
+        effects: outcomeEffects(slot.value.type, outcome),
+        now,
+      }));
+    }
+    slot.value = freezeSnapshot({
+      ...slot.value,
+      phase: outcome.phase,
+      finishedAt: now,
+      error: outcome.phase === OperationPhase.FAILED
+        ? create(ErrorStatusSchema, outcome.error)
+        : undefined,
+    });
+    this.#active.delete(operationId);
+    return slot.value;
+  }
+
+  cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult {
+    const slot = this.#operationById.get(operationId);
+    if (!slot) throw operationNotFound(operationId);
+    const current = slot.value;
+    if (current.phase === OperationPhase.CANCELED) return { operation: current, changed: false };
+    if (isTerminalPhase(current.phase)) throw operationFinished(current);
+    const operation = this.finishOperation(operationId, {
+      phase: OperationPhase.CANCELED,
+      cause,
+    })!;
+    return { operation, changed: true };
+  }
+}
+
+function page<T>(
+  source: readonly Slot<T>[],
+  filter: Filter<T>,
+  query: ListQuery,
+  list: "machines" | "operations",
+): Page<T> {
+  const size = resolvePageSize(query.pageSize);
+  const after = decodePageToken(query.pageToken ?? "", { list, filter: filter.canonical });
+  const items: T[] = [];
+  let lastSeq = after;
+  // Slots are sorted by seq; skip straight past the cursor.
+  let i = lowerBound(source, after + 1);
+  for (; i < source.length; i++) {
+    const slot = source[i];
+    if (!filter.matches(slot.value)) continue;
+    if (items.length === size) {
+      return {
+        items,
+        nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
+      };
+    }
+    items.push(slot.value);
+    lastSeq = slot.seq;
+  }
+  return { items, nextPageToken: "" };
+}
+
+function lowerBound<T>(slots: readonly Slot<T>[], seq: number): number {
+  let lo = 0;
+  let hi = slots.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (slots[mid].seq < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -1,0 +1,354 @@
+/**
+ * The Store contract: where machines, operations and the idempotency index live, and the rules
+ * every implementation must enforce atomically. The in-memory implementation is in
+ * `memory_store.ts`; the contract tests in `test/store_contract.ts` run against any
+ * implementation unchanged.
+ *
+ * Every method is synchronous and atomic: a store call is one critical section with no `await`
+ * inside it, so no other call can interleave with it. Values returned are immutable snapshots
+ * (deeply frozen): a caller that wants to change something asks the store to.
+ *
+ * This module also holds the pure helpers implementations share (request validation, the
+ * idempotency fingerprint, applying an outcome's effects to a machine). It knows nothing of gRPC.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import { type Timestamp, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "./errors.ts";
+import {
+  type Machine,
+  MachineSchema,
+  type MachineSpec,
+  MachineStatus_Phase as MachinePhase,
+  MachineStatusSchema,
+  type Operation,
+  Operation_OperationType as OperationType,
+  Operation_Phase as OperationPhase,
+} from "./gen/baremetal/v1/baremetal_pb.ts";
+import { newMachineId } from "./ids.ts";
+import {
+  type CancelCause,
+  effectiveState,
+  type MachineEffects,
+  OPERATION_TYPES,
+  type Outcome,
+  setCondition,
+} from "./lifecycle.ts";
+import type { ListQuery, Page } from "./query.ts";
+
+export type { ListQuery, Page } from "./query.ts";
+
+/** Input of {@linkcode Store.createOperation}. */
+export interface CreateOperationRequest {
+  /** Machine to act on. */
+  machineId: string;
+  /** Client idempotency key, unique per machine. */
+  requestId: string;
+  /** Operation type; UNSPECIFIED or unknown values are refused. */
+  type: OperationType;
+  /** Parameters, already normalised (defaults filled in). */
+  params?: Record<string, string>;
+}
+
+/** Result of {@linkcode Store.createOperation}. */
+export interface CreateOperationResult {
+  /** The new operation, or the original one on a replay. */
+  operation: Operation;
+  /** `false` when the request was a replay of an earlier one. */
+  created: boolean;
+}
+
+/** Result of {@linkcode Store.registerMachine}. */
+export interface RegisterMachineResult {
+  /** The machine as stored. */
+  machine: Machine;
+  /** `false` when the id existed and only spec and labels were updated. */
+  created: boolean;
+}
+
+/** Result of {@linkcode Store.cancelOperation}. */
+export interface CancelOperationResult {
+  /** The operation, CANCELED. */
+  operation: Operation;
+  /** `false` when it was already CANCELED (nothing changed). */
+  changed: boolean;
+}
+
+/** Client-owned machine fields {@linkcode Store.updateMachine} may replace. */
+export interface MachinePatch {
+  /** New spec; unchanged when `undefined`. */
+  spec?: MachineSpec;
+  /** New labels; unchanged when `undefined`. */
+  labels?: Record<string, string>;
+}
+
+/** Persistence of machines and operations with atomic lifecycle transitions. */
+export interface Store {
+  /**
+   * Creates a machine, or updates the spec and labels of an existing one (never its status).
+   * A new machine starts in `status.phase` FACTORY_READY (default) or READY.
+   * @throws {InvalidArgumentError} For any other initial phase.
+   */
+  registerMachine(machine: Machine): RegisterMachineResult;
+  /** Returns a machine. @throws {NotFoundError} `MACHINE_NOT_FOUND`. */
+  getMachine(machineId: string): Machine;
+  /** Lists machines in registration order. @throws {InvalidArgumentError} For a bad filter or token. */
+  listMachines(query: ListQuery): Page<Machine>;
+  /** Replaces spec and/or labels, nothing else. @throws {NotFoundError} `MACHINE_NOT_FOUND`. */
+  updateMachine(machineId: string, patch: MachinePatch): Machine;
+  /**
+   * Creates an operation atomically: idempotency lookup first (a replay returns the original
+   * whatever happened since), then machine existence, phase gate, single active operation, then
+   * insert and mark the machine busy.
+   * @throws {InvalidArgumentError} Missing fields, unknown type, or `REQUEST_ID_REUSED`.
+   * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
+   * @throws {FailedPreconditionError} `PHASE_PRECONDITION` or `MACHINE_BUSY`.
+   */
+  createOperation(request: CreateOperationRequest): CreateOperationResult;
+  /** Returns an operation. @throws {NotFoundError} `OPERATION_NOT_FOUND`. */
+  getOperation(operationId: string): Operation;
+  /** Lists operations in creation order. @throws {InvalidArgumentError} For a bad filter or token. */
+  listOperations(query: ListQuery): Page<Operation>;
+  /** Every PENDING or RUNNING operation, in creation order. */
+  activeOperations(): Operation[];
+  /** Moves PENDING to RUNNING (compare-and-set); `undefined` if it was not PENDING. */
+  markRunning(operationId: string): Operation | undefined;
+  /** Sets `current_stage` of a RUNNING operation; `undefined` if it is not RUNNING. */
+  setStage(operationId: string, stage: string): Operation | undefined;
+  /**
+   * Moves an active operation to its terminal phase and applies the outcome's effects to its
+   * machine in the same step; `undefined` when the operation was already terminal (another
+   * outcome won the race; terminal phases never change).
+   */
+  finishOperation(operationId: string, outcome: Outcome): Operation | undefined;
+  /**
+   * Cancels an operation: PENDING or RUNNING becomes CANCELED with its machine effects; an
+   * already CANCELED one is returned unchanged.
+   * @throws {NotFoundError} `OPERATION_NOT_FOUND`.
+   * @throws {FailedPreconditionError} `OPERATION_FINISHED` for SUCCEEDED or FAILED.
+   */
+  cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult;
+}
+
+/**
+ * Deeply freezes a snapshot so that no holder can change what the store returned.
+ *
+ * @param value A message or plain value (must not contain typed arrays).
+ * @returns The same value, frozen.
+ */
+export function freezeSnapshot<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    for (const child of Object.values(value)) freezeSnapshot(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Builds the stored form of a newly registered machine: the client's spec and labels, a
+ * server-owned status with the permitted initial phase.
+ *
+ * @param input The machine from the request.
+ * @param now Current time (unused today; kept so every constructor takes the clock).
+ * @returns The machine to store, not yet frozen.
+ * @throws {InvalidArgumentError} When the initial phase is not FACTORY_READY or READY.
+ */
+export function newMachine(input: Machine, now: Timestamp): Machine {
+  void now;
+  const requested = input.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED;
+  const phase = requested === MachinePhase.PHASE_UNSPECIFIED
+    ? MachinePhase.FACTORY_READY
+    : requested;
+  const machineId = input.machineId === "" ? newMachineId() : input.machineId;
+  if (phase !== MachinePhase.FACTORY_READY && phase !== MachinePhase.READY) {
+    throw new InvalidArgumentError(
+      `Cannot register machine "${machineId}" in phase ${
+        MachinePhase[phase] ?? phase
+      }: a new machine starts in FACTORY_READY or READY`,
+      { metadata: { machineId } },
+    );
+  }
+  return withEffectiveState(create(MachineSchema, {
+    machineId,
+    spec: input.spec,
+    labels: { ...input.labels },
+    status: create(MachineStatusSchema, { phase, conditions: [], activeOperationId: "" }),
+  }));
+}
+
+/**
+ * Returns a copy of `machine` with `status.effective_state` recomputed from its other fields.
+ *
+ * @param machine A machine with a status.
+ * @returns The updated copy.
+ */
+export function withEffectiveState(machine: Machine): Machine {
+  const status = machine.status ?? create(MachineStatusSchema);
+  return {
+    ...machine,
+    status: { ...status, effectiveState: effectiveState(status) },
+  };
+}
+
+/**
+ * Applies an outcome's machine effects: conditions, phase, `last_seen`, and clears the active
+ * operation when it is the one that finished. Spec and labels are left as they are.
+ *
+ * @param machine The machine as stored now.
+ * @param change The finished operation's id and the effects to apply.
+ * @returns The updated machine, not yet frozen.
+ */
+export function applyEffects(
+  machine: Machine,
+  change: { operationId: string; effects: MachineEffects; now: Timestamp },
+): Machine {
+  const status = machine.status ?? create(MachineStatusSchema);
+  let conditions = status.conditions;
+  for (const update of change.effects.conditions) {
+    conditions = setCondition(conditions, update, change.now);
+  }
+  return withEffectiveState({
+    ...machine,
+    status: {
+      ...status,
+      phase: change.effects.phase ?? status.phase,
+      conditions,
+      lastSeen: change.effects.seen ? change.now : status.lastSeen,
+      activeOperationId: status.activeOperationId === change.operationId
+        ? ""
+        : status.activeOperationId,
+    },
+  });
+}
+
+/**
+ * Checks the shape of a create request before any lookup.
+ *
+ * @param request The request.
+ * @throws {InvalidArgumentError} Missing machine_id or request_id, or an unknown type.
+ */
+export function validateCreateRequest(request: CreateOperationRequest): void {
+  if (request.machineId === "") throw new InvalidArgumentError("machine_id is required");
+  if (request.requestId === "") {
+    throw new InvalidArgumentError(
+      "request_id is required for idempotency: send a fresh UUID and reuse it only to retry",
+      { metadata: { machineId: request.machineId } },
+    );
+  }
+  if (!OPERATION_TYPES.includes(request.type)) {
+    throw new InvalidArgumentError(
+      `Cannot create an operation of type ${request.type}: use REBOOT, REIMAGE, ENTER_MAINTENANCE or EXIT_MAINTENANCE`,
+      { metadata: { machineId: request.machineId } },
+    );
+  }
+}
+
+/**
+ * Checks that a replayed request asks for what the original asked for.
+ *
+ * @param original The operation the idempotency key points at.
+ * @param request The new request with the same key.
+ * @throws {InvalidArgumentError} `REQUEST_ID_REUSED` naming the original request.
+ */
+export function checkReplay(original: Operation, request: CreateOperationRequest): void {
+  const params = request.params ?? {};
+  if (original.type === request.type && sameParams(original.params, params)) return;
+  const described = Object.keys(original.params).length === 0
+    ? "no parameters"
+    : Object.keys(original.params).sort().map((k) => `${k}=${original.params[k]}`).join(", ");
+  throw new InvalidArgumentError(
+    `request_id "${request.requestId}" was used for a ${
+      OperationType[original.type]
+    } of ${original.machineId} with ${described}; use a new request_id for a different request`,
+    {
+      reason: "REQUEST_ID_REUSED",
+      metadata: {
+        machineId: original.machineId,
+        requestId: request.requestId,
+        operationId: original.operationId,
+      },
+    },
+  );
+}
+
+function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length &&
+    keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
+/**
+ * The error for a machine id that is not registered.
+ *
+ * @param machineId The id.
+ * @returns The error.
+ */
+export function machineNotFound(machineId: string): NotFoundError {
+  return new NotFoundError(
+    `machine "${machineId}" not found; list machines with bmdemo-cli list or register it first`,
+    { reason: "MACHINE_NOT_FOUND", metadata: { machineId } },
+  );
+}
+
+/**
+ * The error for an operation id that does not exist.
+ *
+ * @param operationId The id.
+ * @returns The error.
+ */
+export function operationNotFound(operationId: string): NotFoundError {
+  return new NotFoundError(
+    `operation "${operationId}" not found; list operations with bmdemo-cli ops`,
+    { reason: "OPERATION_NOT_FOUND", metadata: { operationId } },
+  );
+}
+
+/**
+ * The error for a second operation on a busy machine.
+ *
+ * @param active The machine's active operation.
+ * @returns The error.
+ */
+export function machineBusy(active: Operation): FailedPreconditionError {
+  return new FailedPreconditionError(
+    `machine "${active.machineId}" is busy with operation ${active.operationId} (${
+      OperationType[active.type]
+    }, ${
+      OperationPhase[active.phase]
+    }); wait for it to finish or cancel it (bmdemo-cli cancel ${active.operationId})`,
+    {
+      reason: "MACHINE_BUSY",
+      metadata: { machineId: active.machineId, activeOperationId: active.operationId },
+    },
+  );
+}
+
+/**
+ * The error for cancelling an operation that already SUCCEEDED or FAILED.
+ *
+ * @param operation The finished operation.
+ * @returns The error.
+ */
+export function operationFinished(operation: Operation): FailedPreconditionError {
+  return new FailedPreconditionError(
+    `operation "${operation.operationId}" already finished with phase ${
+      OperationPhase[operation.phase]
+    }; there is nothing to cancel`,
+    {
+      reason: "OPERATION_FINISHED",
+      metadata: { operationId: operation.operationId, phase: OperationPhase[operation.phase] },
+    },
+  );
+}
+
+/**
+ * Converts a clock reading into a protobuf timestamp.
+ *
+ * @param now A clock.
+ * @returns The current time as a timestamp.
+ */
+export function stamp(now: () => Date): Timestamp {
+  return timestampFromDate(now());
+}

@@ -1,0 +1,680 @@
+/**
+ * The Store contract: behaviour every {@linkcode Store} implementation must have. Written once,
+ * run against each implementation unchanged by calling {@linkcode storeContract} from that
+ * implementation's test file.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  BmdemoError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../lib/errors.ts";
+import {
+  type Machine,
+  MachineSchema,
+  MachineStatus_EffectiveState as EffectiveState,
+  MachineStatus_Phase as MachinePhase,
+  Operation_OperationType as OperationType,
+  Operation_Phase as OperationPhase,
+} from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { getCondition } from "../lib/lifecycle.ts";
+import type { CreateOperationRequest, Store } from "../lib/store.ts";
+
+/** Makes a fresh, empty store whose clock is `now`. */
+export type StoreFactory = (options: { now: () => Date }) => Store | Promise<Store>;
+
+const T0 = Date.UTC(2026, 0, 1);
+
+/** A controllable clock. */
+export function testClock(): { now: () => Date; advance(ms: number): void } {
+  let offset = 0;
+  return {
+    now: () => new Date(T0 + offset),
+    advance(ms: number) {
+      offset += ms;
+    },
+  };
+}
+
+/** A machine as an import would register it. */
+export function machine(id: string, init: MessageInitShape<typeof MachineSchema> = {}): Machine {
+  const defaults: MessageInitShape<typeof MachineSchema> = {
+    machineId: id,
+    spec: { provider: "fake", macAddresses: ["02:00:00:00:00:01"] },
+    labels: { role: "worker" },
+  };
+  return create(MachineSchema, Object.assign(defaults, init));
+}
+
+function request(
+  machineId: string,
+  requestId: string,
+  type = OperationType.ENTER_MAINTENANCE,
+  params: Record<string, string> = {},
+): CreateOperationRequest {
+  return { machineId, requestId, type, params };
+}
+
+/** Asserts that `fn` throws a {@linkcode BmdemoError} with the given class and reason. */
+export function assertDomainError(
+  fn: () => unknown,
+  type: new (...args: never[]) => BmdemoError,
+  reason: string,
+  message?: RegExp,
+): BmdemoError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof type, `expected ${type.name}, got ${String(caught)}`);
+  assert.equal((caught as BmdemoError).reason, reason);
+  if (message) assert.match((caught as BmdemoError).message, message);
+  return caught as BmdemoError;
+}
+
+/**
+ * Registers the contract tests for one Store implementation.
+ *
+ * @param name Implementation name, prefixed to every test name.
+ * @param factory Makes a fresh store.
+ */
+export function storeContract(name: string, factory: StoreFactory): void {
+  const opts = { sanitizeOps: true, sanitizeResources: true };
+  async function fresh(): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
+    const clock = testClock();
+    return { store: await factory({ now: clock.now }), clock };
+  }
+
+  /** A store with machine-1 in MAINTENANCE (through a finished ENTER_MAINTENANCE). */
+  async function inMaintenance(): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
+    const env = await fresh();
+    env.store.registerMachine(machine("machine-1"));
+    const { operation } = env.store.createOperation(request("machine-1", "enter"));
+    env.store.markRunning(operation.operationId);
+    env.store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+    return env;
+  }
+
+  Deno.test(`${name}: registerMachine() creates machines`, opts, async (t) => {
+    await t.step("in FACTORY_READY by default, server-owned status", async () => {
+      const { store } = await fresh();
+      const { machine: stored, created } = store.registerMachine(machine("machine-1", {
+        status: {
+          conditions: [{ type: "RMA", status: true }],
+          activeOperationId: "op-forged",
+        },
+      }));
+      assert.equal(created, true);
+      assert.equal(stored.status?.phase, MachinePhase.FACTORY_READY);
+      assert.equal(stored.status?.effectiveState, EffectiveState.NEW);
+      assert.deepEqual(stored.status?.conditions, []);
+      assert.equal(stored.status?.activeOperationId, "");
+      assert.equal(stored.spec?.provider, "fake");
+      assert.deepEqual(stored.labels, { role: "worker" });
+    });
+    await t.step("in READY when asked", async () => {
+      const { store } = await fresh();
+      const { machine: stored } = store.registerMachine(
+        machine("machine-1", { status: { phase: MachinePhase.READY } }),
+      );
+      assert.equal(stored.status?.phase, MachinePhase.READY);
+      assert.equal(stored.status?.effectiveState, EffectiveState.IDLE);
+    });
+    await t.step("refuses MAINTENANCE as an initial phase and stores nothing", async () => {
+      const { store } = await fresh();
+      assertDomainError(
+        () =>
+          store.registerMachine(
+            machine("machine-1", { status: { phase: MachinePhase.MAINTENANCE } }),
+          ),
+        InvalidArgumentError,
+        "INVALID_ARGUMENT",
+        /FACTORY_READY or READY/,
+      );
+      assert.equal(store.listMachines({}).items.length, 0);
+    });
+    await t.step("generates an m- id when none is given", async () => {
+      const { store } = await fresh();
+      const a = store.registerMachine(machine("")).machine;
+      const b = store.registerMachine(machine("")).machine;
+      assert.match(a.machineId, /^m-[0-9a-f-]{36}$/);
+      assert.notEqual(a.machineId, b.machineId);
+    });
+  });
+
+  Deno.test(
+    `${name}: registerMachine() of an existing id updates spec and labels, never status`,
+    opts,
+    async () => {
+      const { store } = await inMaintenance();
+      const { operation } = store.createOperation(
+        request("machine-1", "reimage", OperationType.REIMAGE, { image_ref: "x" }),
+      );
+      const { machine: updated, created } = store.registerMachine(machine("machine-1", {
+        spec: { provider: "fake", rack: "r2" },
+        labels: { role: "gpu" },
+        status: { phase: MachinePhase.FACTORY_READY, activeOperationId: "" },
+      }));
+      assert.equal(created, false);
+      assert.equal(updated.spec?.rack, "r2");
+      assert.deepEqual(updated.labels, { role: "gpu" });
+      assert.equal(updated.status?.phase, MachinePhase.MAINTENANCE);
+      assert.equal(updated.status?.activeOperationId, operation.operationId);
+      assert.equal(updated.status?.effectiveState, EffectiveState.BUSY);
+    },
+  );
+
+  Deno.test(`${name}: getMachine() of an unknown id is MACHINE_NOT_FOUND`, opts, async () => {
+    const { store } = await fresh();
+    assertDomainError(
+      () => store.getMachine("nope"),
+      NotFoundError,
+      "MACHINE_NOT_FOUND",
+      /machine "nope" not found/,
+    );
+  });
+
+  Deno.test(`${name}: snapshots are immutable`, opts, async () => {
+    const { store } = await fresh();
+    const stored = store.registerMachine(machine("machine-1")).machine;
+    assert.throws(() => {
+      (stored.status as { phase: MachinePhase }).phase = MachinePhase.READY;
+    }, TypeError);
+    assert.throws(() => {
+      stored.labels["x"] = "y";
+    }, TypeError);
+    assert.equal(store.getMachine("machine-1").status?.phase, MachinePhase.FACTORY_READY);
+  });
+
+  Deno.test(`${name}: listMachines() pages and filters in registration order`, opts, async (t) => {
+    const { store } = await fresh();
+    for (let i = 1; i <= 5; i++) {
+      store.registerMachine(machine(`machine-${i}`, { labels: { rack: i % 2 ? "odd" : "even" } }));
+    }
+    await t.step("in registration order", () => {
+      assert.deepEqual(
+        store.listMachines({}).items.map((m) => m.machineId),
+        ["machine-1", "machine-2", "machine-3", "machine-4", "machine-5"],
+      );
+    });
+    await t.step("paged with opaque tokens", () => {
+      const ids: string[][] = [];
+      let pageToken = "";
+      do {
+        const page = store.listMachines({ pageSize: 2, pageToken });
+        ids.push(page.items.map((m) => m.machineId));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      assert.deepEqual(ids, [["machine-1", "machine-2"], ["machine-3", "machine-4"], [
+        "machine-5",
+      ]]);
+    });
+    await t.step("an exact last page has no next token", () => {
+      const page = store.listMachines({ pageSize: 5 });
+      assert.equal(page.items.length, 5);
+      assert.equal(page.nextPageToken, "");
+    });
+    await t.step("filtered by label, phase and effective state", () => {
+      const odd = store.listMachines({ filter: "label.rack=odd AND phase=FACTORY_READY" });
+      assert.deepEqual(odd.items.map((m) => m.machineId), ["machine-1", "machine-3", "machine-5"]);
+      assert.equal(store.listMachines({ filter: "effective_state=NEW" }).items.length, 5);
+      assert.equal(store.listMachines({ filter: "phase=READY" }).items.length, 0);
+    });
+    await t.step("paging keeps the filter", () => {
+      const first = store.listMachines({ pageSize: 2, filter: "label.rack=odd" });
+      const second = store.listMachines({
+        pageSize: 2,
+        filter: "label.rack=odd",
+        pageToken: first.nextPageToken,
+      });
+      assert.deepEqual(second.items.map((m) => m.machineId), ["machine-5"]);
+      assertDomainError(
+        () =>
+          store.listMachines({
+            pageSize: 2,
+            filter: "label.rack=even",
+            pageToken: first.nextPageToken,
+          }),
+        InvalidArgumentError,
+        "INVALID_PAGE_TOKEN",
+      );
+    });
+    await t.step("rejects a bad filter, token or page size", () => {
+      assertDomainError(
+        () => store.listMachines({ filter: "color=red" }),
+        InvalidArgumentError,
+        "INVALID_FILTER",
+      );
+      assertDomainError(
+        () => store.listMachines({ pageToken: "garbage" }),
+        InvalidArgumentError,
+        "INVALID_PAGE_TOKEN",
+      );
+      assertDomainError(
+        () => store.listMachines({ pageSize: -1 }),
+        InvalidArgumentError,
+        "INVALID_ARGUMENT",
+      );
+    });
+  });
+
+  Deno.test(`${name}: updateMachine() changes spec and labels only`, opts, async (t) => {
+    await t.step("keeps status, including an active operation", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      const updated = store.updateMachine("machine-1", { labels: { role: "db" } });
+      assert.deepEqual(updated.labels, { role: "db" });
+      assert.equal(updated.spec?.provider, "fake");
+      assert.equal(updated.status?.activeOperationId, operation.operationId);
+    });
+    await t.step(
+      "is not undone when an operation finishes (no whole-record write-back)",
+      async () => {
+        const { store } = await fresh();
+        store.registerMachine(machine("machine-1"));
+        const { operation } = store.createOperation(request("machine-1", "r-1"));
+        store.markRunning(operation.operationId);
+        store.updateMachine("machine-1", {
+          labels: { role: "db" },
+          spec: create(MachineSchema, { spec: { rack: "r9" } }).spec,
+        });
+        store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+        const after = store.getMachine("machine-1");
+        assert.deepEqual(after.labels, { role: "db" });
+        assert.equal(after.spec?.rack, "r9");
+        assert.equal(after.status?.phase, MachinePhase.MAINTENANCE);
+      },
+    );
+    await t.step("of an unknown machine is MACHINE_NOT_FOUND", async () => {
+      const { store } = await fresh();
+      assertDomainError(
+        () => store.updateMachine("nope", { labels: {} }),
+        NotFoundError,
+        "MACHINE_NOT_FOUND",
+      );
+    });
+  });
+
+  Deno.test(`${name}: createOperation() validates the request`, opts, async (t) => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-1"));
+    for (
+      const [label, bad, pattern] of [
+        ["missing machine_id", request("", "r"), /machine_id is required/],
+        ["missing request_id", request("machine-1", ""), /request_id is required/],
+        [
+          "unspecified type",
+          request("machine-1", "r", OperationType.OPERATION_TYPE_UNSPECIFIED),
+          /REBOOT, REIMAGE/,
+        ],
+        ["unknown type", request("machine-1", "r", 99 as OperationType), /type 99/],
+      ] as const
+    ) {
+      await t.step(label, () => {
+        assertDomainError(
+          () => store.createOperation(bad),
+          InvalidArgumentError,
+          "INVALID_ARGUMENT",
+          pattern,
+        );
+      });
+    }
+    await t.step("changes nothing", () => {
+      assert.equal(store.listOperations({}).items.length, 0);
+      assert.equal(store.getMachine("machine-1").status?.activeOperationId, "");
+    });
+  });
+
+  Deno.test(`${name}: createOperation() enforces phase gates`, opts, async (t) => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-2"));
+    await t.step("reimage of a FACTORY_READY machine", () => {
+      assertDomainError(
+        () => store.createOperation(request("machine-2", "r", OperationType.REIMAGE)),
+        FailedPreconditionError,
+        "PHASE_PRECONDITION",
+        /^machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE \(run enter-maintenance first\)$/,
+      );
+    });
+    await t.step("reboot and exit-maintenance of a FACTORY_READY machine", () => {
+      assertDomainError(
+        () => store.createOperation(request("machine-2", "r", OperationType.REBOOT)),
+        FailedPreconditionError,
+        "PHASE_PRECONDITION",
+        /reboot requires READY or MAINTENANCE/,
+      );
+      assertDomainError(
+        () => store.createOperation(request("machine-2", "r", OperationType.EXIT_MAINTENANCE)),
+        FailedPreconditionError,
+        "PHASE_PRECONDITION",
+        /exit-maintenance requires MAINTENANCE/,
+      );
+    });
+    await t.step("of an unknown machine", () => {
+      assertDomainError(
+        () => store.createOperation(request("nope", "r")),
+        NotFoundError,
+        "MACHINE_NOT_FOUND",
+      );
+    });
+    await t.step("a refused request leaves nothing behind", () => {
+      assert.equal(store.listOperations({}).items.length, 0);
+      const created = store.createOperation(
+        request("machine-2", "r", OperationType.ENTER_MAINTENANCE),
+      );
+      assert.equal(created.created, true);
+    });
+  });
+
+  Deno.test(
+    `${name}: createOperation() admits one active operation per machine`,
+    opts,
+    async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const first = store.createOperation(request("machine-1", "r-1")).operation;
+      assert.equal(first.phase, OperationPhase.PENDING);
+      assert.match(first.operationId, /^op-[0-9a-f-]{36}$/);
+      assert.equal(store.getMachine("machine-1").status?.activeOperationId, first.operationId);
+      assert.equal(store.getMachine("machine-1").status?.phase, MachinePhase.FACTORY_READY);
+      const busy = assertDomainError(
+        () => store.createOperation(request("machine-1", "r-2")),
+        FailedPreconditionError,
+        "MACHINE_BUSY",
+        new RegExp(`busy with operation ${first.operationId} \\(ENTER_MAINTENANCE, PENDING\\)`),
+      );
+      assert.equal(busy.metadata.activeOperationId, first.operationId);
+      store.markRunning(first.operationId);
+      store.finishOperation(first.operationId, { phase: OperationPhase.SUCCEEDED });
+      assert.equal(store.createOperation(request("machine-1", "r-2")).created, true);
+    },
+  );
+
+  Deno.test(`${name}: createOperation() replays a request id`, opts, async (t) => {
+    await t.step("returns the original while it runs", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const first = store.createOperation(request("machine-1", "r-1"));
+      const again = store.createOperation(request("machine-1", "r-1"));
+      assert.equal(again.created, false);
+      assert.equal(again.operation.operationId, first.operation.operationId);
+    });
+    await t.step("returns the original after its effect changed the phase", async () => {
+      const { store } = await inMaintenance();
+      const exit = store.createOperation(
+        request("machine-1", "exit", OperationType.EXIT_MAINTENANCE),
+      );
+      store.markRunning(exit.operation.operationId);
+      store.finishOperation(exit.operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      assert.equal(store.getMachine("machine-1").status?.phase, MachinePhase.READY);
+      // The gate would refuse a new EXIT now; the replay must still answer.
+      const replay = store.createOperation(
+        request("machine-1", "exit", OperationType.EXIT_MAINTENANCE),
+      );
+      assert.equal(replay.created, false);
+      assert.equal(replay.operation.phase, OperationPhase.SUCCEEDED);
+    });
+    await t.step("refuses the same id for a different type or parameters", async () => {
+      const { store } = await inMaintenance();
+      store.createOperation(
+        request("machine-1", "r-9", OperationType.REIMAGE, { image_ref: "ubuntu-2404" }),
+      );
+      assertDomainError(
+        () => store.createOperation(request("machine-1", "r-9", OperationType.REBOOT)),
+        InvalidArgumentError,
+        "REQUEST_ID_REUSED",
+        /^request_id "r-9" was used for a REIMAGE of machine-1 with image_ref=ubuntu-2404; use a new request_id/,
+      );
+      assertDomainError(
+        () =>
+          store.createOperation(
+            request("machine-1", "r-9", OperationType.REIMAGE, { image_ref: "other" }),
+          ),
+        InvalidArgumentError,
+        "REQUEST_ID_REUSED",
+      );
+    });
+    await t.step("is scoped to the machine", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      store.registerMachine(machine("machine-2"));
+      const a = store.createOperation(request("machine-1", "same")).operation;
+      const b = store.createOperation(request("machine-2", "same"));
+      assert.equal(b.created, true);
+      assert.notEqual(b.operation.operationId, a.operationId);
+    });
+  });
+
+  Deno.test(`${name}: markRunning() and setStage() are compare-and-set`, opts, async () => {
+    const { store, clock } = await fresh();
+    store.registerMachine(machine("machine-1"));
+    const { operation } = store.createOperation(request("machine-1", "r-1"));
+    assert.equal(store.setStage(operation.operationId, "early"), undefined);
+    clock.advance(1000);
+    const running = store.markRunning(operation.operationId);
+    assert.equal(running?.phase, OperationPhase.RUNNING);
+    assert.equal(timestampDate(running!.startedAt!).getTime(), Date.UTC(2026, 0, 1, 0, 0, 1));
+    assert.equal(store.markRunning(operation.operationId), undefined);
+    assert.equal(store.setStage(operation.operationId, "step-1")?.currentStage, "step-1");
+    assert.equal(store.markRunning("op-unknown"), undefined);
+  });
+
+  Deno.test(`${name}: finishOperation() is terminal exactly once`, opts, async (t) => {
+    await t.step("success applies effects and frees the machine", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      store.markRunning(operation.operationId);
+      const done = store.finishOperation(operation.operationId, {
+        phase: OperationPhase.SUCCEEDED,
+      });
+      assert.equal(done?.phase, OperationPhase.SUCCEEDED);
+      assert.ok(done?.finishedAt);
+      const after = store.getMachine("machine-1");
+      assert.equal(after.status?.phase, MachinePhase.MAINTENANCE);
+      assert.equal(after.status?.activeOperationId, "");
+      assert.equal(after.status?.effectiveState, EffectiveState.MAINTENANCE_IDLE);
+      assert.deepEqual(store.activeOperations(), []);
+    });
+    await t.step("a second outcome loses and changes nothing", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      store.markRunning(operation.operationId);
+      store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      const before = store.getMachine("machine-1");
+      assert.equal(
+        store.finishOperation(operation.operationId, {
+          phase: OperationPhase.FAILED,
+          error: { code: "X", message: "late", retryable: false, details: {} },
+        }),
+        undefined,
+      );
+      assert.equal(store.getOperation(operation.operationId).phase, OperationPhase.SUCCEEDED);
+      assert.deepEqual(store.getMachine("machine-1"), before);
+    });
+    await t.step("failure records the error and flags the machine, phase unchanged", async () => {
+      const { store } = await inMaintenance();
+      const { operation } = store.createOperation(request("machine-1", "r", OperationType.REBOOT));
+      store.markRunning(operation.operationId);
+      const failed = store.finishOperation(operation.operationId, {
+        phase: OperationPhase.FAILED,
+        error: {
+          code: "EXECUTION_FAILED",
+          message: "simulated reboot failure",
+          retryable: true,
+          details: { step: "reboot" },
+        },
+      });
+      assert.equal(failed?.error?.code, "EXECUTION_FAILED");
+      assert.equal(failed?.error?.message, "simulated reboot failure");
+      assert.equal(failed?.error?.retryable, true);
+      assert.deepEqual(failed?.error?.details, { step: "reboot" });
+      const after = store.getMachine("machine-1");
+      assert.equal(after.status?.phase, MachinePhase.MAINTENANCE);
+      assert.equal(after.status?.effectiveState, EffectiveState.ATTENTION);
+      const flag = getCondition(after.status!.conditions, "NeedsIntervention");
+      assert.equal(flag?.status, true);
+      assert.equal(flag?.reason, "OperationFailed");
+      assert.equal(flag?.message, "simulated reboot failure");
+    });
+    await t.step("a later success clears NeedsIntervention", async () => {
+      const { store } = await inMaintenance();
+      const a = store.createOperation(request("machine-1", "a", OperationType.REBOOT)).operation;
+      store.markRunning(a.operationId);
+      store.finishOperation(a.operationId, {
+        phase: OperationPhase.FAILED,
+        error: { code: "E", message: "boom", retryable: true, details: {} },
+      });
+      const b = store.createOperation(request("machine-1", "b", OperationType.REBOOT)).operation;
+      assert.equal(store.getMachine("machine-1").status?.effectiveState, EffectiveState.ATTENTION);
+      store.markRunning(b.operationId);
+      store.finishOperation(b.operationId, { phase: OperationPhase.SUCCEEDED });
+      const after = store.getMachine("machine-1");
+      assert.equal(getCondition(after.status!.conditions, "NeedsIntervention")?.status, false);
+      assert.equal(getCondition(after.status!.conditions, "Reachable")?.status, true);
+      assert.ok(after.status?.lastSeen);
+      assert.equal(after.status?.effectiveState, EffectiveState.MAINTENANCE_IDLE);
+    });
+  });
+
+  Deno.test(`${name}: cancelOperation()`, opts, async (t) => {
+    await t.step("of an unknown id is OPERATION_NOT_FOUND", async () => {
+      const { store } = await fresh();
+      assertDomainError(
+        () => store.cancelOperation("op-nope", "user"),
+        NotFoundError,
+        "OPERATION_NOT_FOUND",
+        /operation "op-nope" not found/,
+      );
+    });
+    await t.step("of a PENDING operation cancels it and frees the machine", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      const { operation: canceled, changed } = store.cancelOperation(
+        operation.operationId,
+        "user",
+      );
+      assert.equal(changed, true);
+      assert.equal(canceled.phase, OperationPhase.CANCELED);
+      assert.ok(canceled.finishedAt);
+      const after = store.getMachine("machine-1");
+      assert.equal(after.status?.activeOperationId, "");
+      assert.equal(after.status?.phase, MachinePhase.FACTORY_READY);
+      const flag = getCondition(after.status!.conditions, "OperationCanceled");
+      assert.deepEqual([flag?.status, flag?.reason], [true, "UserCanceled"]);
+    });
+    await t.step("twice changes nothing the second time, even with a newer operation", async () => {
+      const { store, clock } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const old = store.createOperation(request("machine-1", "r-1")).operation;
+      store.cancelOperation(old.operationId, "user");
+      const newer = store.createOperation(request("machine-1", "r-2")).operation;
+      const before = store.getMachine("machine-1");
+      clock.advance(5000);
+      const again = store.cancelOperation(old.operationId, "user");
+      assert.equal(again.changed, false);
+      assert.equal(again.operation.phase, OperationPhase.CANCELED);
+      assert.deepEqual(store.getMachine("machine-1"), before);
+      assert.equal(before.status?.activeOperationId, newer.operationId);
+    });
+    await t.step("of a finished operation is OPERATION_FINISHED", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      store.markRunning(operation.operationId);
+      store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      assertDomainError(
+        () => store.cancelOperation(operation.operationId, "user"),
+        FailedPreconditionError,
+        "OPERATION_FINISHED",
+        /already finished with phase SUCCEEDED/,
+      );
+    });
+    await t.step("on shutdown records ServerShutdown", async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1"));
+      const { operation } = store.createOperation(request("machine-1", "r-1"));
+      store.markRunning(operation.operationId);
+      store.cancelOperation(operation.operationId, "shutdown");
+      const flag = getCondition(
+        store.getMachine("machine-1").status!.conditions,
+        "OperationCanceled",
+      );
+      assert.equal(flag?.reason, "ServerShutdown");
+    });
+  });
+
+  Deno.test(`${name}: listOperations() pages and filters in creation order`, opts, async (t) => {
+    const { store } = await fresh();
+    for (let i = 1; i <= 3; i++) store.registerMachine(machine(`machine-${i}`));
+    const ids: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      for (let i = 1; i <= 3; i++) {
+        const { operation } = store.createOperation(request(`machine-${i}`, `r-${round}`));
+        ids.push(operation.operationId);
+        if (round === 0) {
+          store.markRunning(operation.operationId);
+          store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+        }
+      }
+    }
+    await t.step("in creation order", () => {
+      assert.deepEqual(store.listOperations({}).items.map((o) => o.operationId), ids);
+    });
+    await t.step("by machine, phase and type, combined", () => {
+      assert.deepEqual(
+        store.listOperations({ filter: "machine_id=machine-2" }).items.map((o) => o.operationId),
+        [ids[1], ids[4]],
+      );
+      assert.deepEqual(
+        store.listOperations({ filter: "machine_id=machine-2 AND phase=PENDING" }).items.map((o) =>
+          o.operationId
+        ),
+        [ids[4]],
+      );
+      assert.equal(
+        store.listOperations({ filter: "type=ENTER_MAINTENANCE AND phase=SUCCEEDED" }).items
+          .length,
+        3,
+      );
+      assert.equal(store.listOperations({ filter: "type=REIMAGE" }).items.length, 0);
+      assert.equal(store.listOperations({ filter: "machine_id=machine-9" }).items.length, 0);
+    });
+    await t.step("paged", () => {
+      const first = store.listOperations({ pageSize: 4 });
+      const second = store.listOperations({ pageSize: 4, pageToken: first.nextPageToken });
+      assert.deepEqual(
+        [...first.items, ...second.items].map((o) => o.operationId),
+        ids,
+      );
+      assert.equal(second.nextPageToken, "");
+      assertDomainError(
+        () => store.listMachines({ pageToken: first.nextPageToken }),
+        InvalidArgumentError,
+        "INVALID_PAGE_TOKEN",
+      );
+    });
+    await t.step("activeOperations() lists PENDING and RUNNING in creation order", () => {
+      assert.deepEqual(store.activeOperations().map((o) => o.operationId), ids.slice(3));
+    });
+    await t.step("rejects an unknown filter field", () => {
+      assertDomainError(
+        () => store.listOperations({ filter: "status=RUNNING" }),
+        InvalidArgumentError,
+        "INVALID_FILTER",
+        /machine_id, phase and type/,
+      );
+    });
+  });
+}
