@@ -27,6 +27,7 @@
  * @module
  */
 
+import { abortableDelay, untilAborted } from "./abort.ts";
 import type { TargetClusterRef } from "./gen/baremetal/v1/baremetal_pb.ts";
 import type { JoinMaterial, LogStream, Provider, ProviderCall, ProviderVerb } from "./provider.ts";
 
@@ -231,7 +232,7 @@ export function createFakeProvider(options: FakeProviderOptions = {}): FakeProvi
   const customDelay = options.delay;
   const delay = customDelay === undefined
     ? abortableDelay
-    : (ms: number, signal: AbortSignal) => raceAbort(customDelay(ms, signal), signal);
+    : (ms: number, signal: AbortSignal) => untilAborted(customDelay(ms, signal), signal);
   const now = options.now ?? (() => new Date());
   const counts = new Map<ProviderVerb, number>(VERBS.map((verb) => [verb, 0]));
 
@@ -242,7 +243,7 @@ export function createFakeProvider(options: FakeProviderOptions = {}): FakeProvi
     const { signal } = call;
     signal.throwIfAborted();
     const hook = hooks[verb];
-    if (hook !== undefined) await raceAbort(hook(call), signal);
+    if (hook !== undefined) await untilAborted(hook(call), signal);
     signal.throwIfAborted();
 
     const fault = faults[verb];
@@ -462,42 +463,6 @@ function validateFaults(faults: Partial<Record<ProviderVerb, Fault>>): void {
 
 function clusterIdOf(cluster: TargetClusterRef): string {
   return cluster.clusterId || DEFAULT_CLUSTER_ID;
-}
-
-/** Resolves after `ms`, or rejects with `signal.reason` once it aborts; leaves no timer or listener. */
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Settles like `promise`, unless `signal` aborts first: then rejects with its reason. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      // Still observe `promise`, so its later rejection is not reported as unhandled.
-      promise.catch(() => {});
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise
-      .then(resolve, reject)
-      .finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** Rejects with `signal.reason` once it aborts; never resolves. */

@@ -19,6 +19,8 @@ import {
 } from "./gen/baremetal/v1/baremetal_pb.ts";
 import type { LogStream } from "./provider.ts";
 
+const ENCODER = new TextEncoder();
+
 /** A FIFO queue with amortised O(1) shift. */
 class Queue<T> {
   #items: T[] = [];
@@ -123,11 +125,16 @@ export class EventFeed {
    *
    * @param options Filter, queue bound and signal.
    * @returns The subscription, an async iterator of events.
+   * @throws {RangeError} When `capacity` is not a positive integer.
    */
   subscribe(options: SubscribeOptions = {}): EventSubscription {
+    const capacity = options.capacity ?? this.#capacity;
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`Subscriber capacity must be a positive integer: got ${capacity}`);
+    }
     const subscription = new EventSubscription(
       options.filter ?? (() => true),
-      options.capacity ?? this.#capacity,
+      capacity,
       () => this.#subscribers.delete(subscription),
     );
     this.#subscribers.add(subscription);
@@ -289,7 +296,7 @@ export interface ReadLogOptions {
  * @example
  * ```ts
  * const journal = new LogJournal();
- * journal.append("op-1", "stdout", "hello");
+ * journal.append("op-1", "hello");
  * journal.end("op-1");
  * for await (const chunk of journal.read("op-1")) console.log(chunk.seq);
  * ```
@@ -355,7 +362,7 @@ export class LogJournal {
       ts: timestampFromDate(this.#now()),
       operationId,
       stream,
-      data: new TextEncoder().encode(`${line}\n`),
+      data: ENCODER.encode(`${line}\n`),
       seq: BigInt(journal.nextSeq++),
     });
     journal.chunks.push(chunk);
@@ -443,7 +450,7 @@ export class LogJournal {
       ts: timestampFromDate(this.#now()),
       operationId,
       stream: "stderr",
-      data: new TextEncoder().encode(`${text}\n`),
+      data: ENCODER.encode(`${text}\n`),
       seq: 0n,
     });
   }

@@ -74,7 +74,13 @@ export function targetCluster(machine: Machine): TargetClusterRef {
 
 const SECOND = 1000;
 
-const REPAVE_JOIN: Plan = Object.freeze({
+/** Freezes a plan and each of its steps: the built-ins are shared by every caller. */
+function deepFreeze(plan: Plan): Plan {
+  for (const step of plan.steps) Object.freeze(step);
+  return Object.freeze(plan);
+}
+
+const REPAVE_JOIN: Plan = deepFreeze({
   id: "plan/repave-join",
   displayName: "Repave and Join Cluster",
   steps: Object.freeze([
@@ -127,7 +133,7 @@ const REPAVE_JOIN: Plan = Object.freeze({
   ]),
 });
 
-const REBOOT: Plan = Object.freeze({
+const REBOOT: Plan = deepFreeze({
   id: "plan/reboot",
   displayName: "Simple Reboot",
   steps: Object.freeze([
@@ -141,13 +147,13 @@ const REBOOT: Plan = Object.freeze({
   ]),
 });
 
-const ENTER_MAINTENANCE: Plan = Object.freeze({
+const ENTER_MAINTENANCE: Plan = deepFreeze({
   id: "plan/enter-maintenance",
   displayName: "Enter Maintenance",
   steps: Object.freeze([]),
 });
 
-const EXIT_MAINTENANCE: Plan = Object.freeze({
+const EXIT_MAINTENANCE: Plan = deepFreeze({
   id: "plan/exit-maintenance",
   displayName: "Exit Maintenance",
   steps: Object.freeze([]),

@@ -91,7 +91,8 @@ function enumValue<E extends number>(
   value: string,
   names: Record<string, E>,
 ): E {
-  const found = names[value];
+  // Own keys only: a value such as "constructor" must not resolve through Object.prototype.
+  const found = Object.hasOwn(names, value) ? names[value] : undefined;
   if (found === undefined) {
     throw filterError(
       text,
@@ -193,12 +194,15 @@ export function parseOperationFilter(text: string): Filter<Operation> {
 export function parseMachineFilter(text: string): Filter<Machine> {
   const terms = splitTerms(text, "phase=MAINTENANCE AND label.role=worker");
   const predicates: ((m: Machine) => boolean)[] = [];
-  for (const { key, value } of terms) {
+  for (const term of terms) {
+    const { key, value } = term;
     if (key === "phase") {
       const phase = enumValue(text, key, value, MACHINE_PHASES);
       predicates.push((m) => (m.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED) === phase);
     } else if (key === "effective_state") {
       const state = enumValue(text, key, value, EFFECTIVE_STATES);
+      // The MAINTENANCE alias and MAINTENANCE_IDLE are one filter (and one page-token binding).
+      term.value = EffectiveState[state];
       predicates.push((m) => m.status?.effectiveState === state);
     } else if (key.startsWith("label.") && key.length > "label.".length) {
       const label = key.slice("label.".length);

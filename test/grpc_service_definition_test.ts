@@ -109,6 +109,19 @@ async function startServer(
   return { address: `127.0.0.1:${port}`, [Symbol.dispose]: () => server.forceShutdown() };
 }
 
+/** Safety net only: fails with a clear message instead of hanging when an awaited event never comes. */
+async function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function isServiceError(err: unknown): err is grpc.ServiceError {
   return err instanceof Error && "code" in err && "details" in err;
 }
@@ -242,7 +255,11 @@ Deno.test("createServiceHandlers() maps what is not a domain error to INTERNAL",
     );
   });
   await t.step("a synchronous throw", async () => {
-    await rejectsWithStatus(client.listMachines({}), grpc.status.INTERNAL, "Page size out of range");
+    await rejectsWithStatus(
+      client.listMachines({}),
+      grpc.status.INTERNAL,
+      "Page size out of range",
+    );
   });
 });
 
@@ -309,11 +326,11 @@ Deno.test("createClient() cancels a unary call when its signal aborts", async ()
   const controller = new AbortController();
 
   const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
-  await started.promise;
+  await within(started.promise, "the handler to start");
   controller.abort();
 
   await rejectsWithStatus(pending, grpc.status.CANCELLED);
-  const reason = await serverAborted.promise;
+  const reason = await within(serverAborted.promise, "the handler's signal to abort");
   assert.ok(reason instanceof DOMException);
   assert.equal(reason.name, "AbortError");
 });
@@ -430,11 +447,11 @@ Deno.test("createClient() cancels the server handler when the consumer leaves th
   }
 
   assert.deepEqual(received, [0n, 1n, 2n]);
-  const reason = await serverAborted.promise;
+  const reason = await within(serverAborted.promise, "the handler's signal to abort");
   assert.ok(reason instanceof DOMException);
   assert.equal(reason.name, "AbortError");
   // send() rejects with the signal's reason, which ends the endless handler.
-  assert.equal(await handlerSettled.promise, reason);
+  assert.equal(await within(handlerSettled.promise, "the handler to settle"), reason);
 });
 
 Deno.test("createServiceHandlers() ends open streams with the toStatus of the shutdown reason", async () => {
@@ -461,7 +478,11 @@ Deno.test("createServiceHandlers() ends open streams with the toStatus of the sh
     }
   };
 
-  await rejectsWithStatus(consume(), grpc.status.UNAVAILABLE, "Server is stopping: Server shutdown");
+  await rejectsWithStatus(
+    consume(),
+    grpc.status.UNAVAILABLE,
+    "Server is stopping: Server shutdown",
+  );
   assert.deepEqual(received, [0n, 1n, 2n]);
 });
 

@@ -433,7 +433,7 @@ async function sendWithBackpressure(
   }
   lifetime.signal.throwIfAborted();
   if (call.write(message)) return;
-  // mutated
+  await drained(call, lifetime.signal);
 }
 
 function drained(

@@ -1,0 +1,104 @@
+/**
+ * Shared test helpers: engines with a zero-delay provider, waiting on events instead of time.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import { createEngine, type Engine, type EngineOptions } from "../lib/engine.ts";
+import { createFakeProvider, type FakeProviderOptions } from "../lib/fake_provider.ts";
+import type { EventSubscription } from "../lib/feeds.ts";
+import {
+  MachineSchema,
+  type Operation,
+  Operation_OperationType as OperationType,
+  Operation_Phase as OperationPhase,
+  type OperationEvent,
+} from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { isTerminalPhase } from "../lib/lifecycle.ts";
+
+/** Test options that turn every Deno sanitizer on (2.9.3 leaves the op sanitizer off). */
+export const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+
+/** Creates an engine with the zero-delay fake provider and no backoff. */
+export function testEngine(
+  provider: FakeProviderOptions = {},
+  options: EngineOptions = {},
+): Engine {
+  return createEngine({
+    provider: createFakeProvider({ timing: "zero", ...provider }),
+    ...options,
+    executor: { backoff: () => 0, ...options.executor },
+  });
+}
+
+/** Registers `machine-1 … machine-N` in FACTORY_READY. */
+export function importMachines(engine: Engine, count: number): void {
+  for (let i = 1; i <= count; i++) {
+    engine.registerMachine(create(MachineSchema, {
+      machineId: `machine-${i}`,
+      spec: { provider: "fake" },
+      labels: { role: "worker" },
+    }));
+  }
+}
+
+/** Reads a subscription until an event matches, and returns it. */
+export async function nextEvent(
+  subscription: EventSubscription,
+  predicate: (event: OperationEvent) => boolean,
+): Promise<OperationEvent> {
+  for (;;) {
+    const { value, done } = await subscription.next();
+    if (done) throw new Error("subscription ended before the expected event");
+    if (predicate(value)) return value;
+  }
+}
+
+/** Starts an operation and waits until it is terminal; returns the final operation. */
+export async function runOperation(
+  engine: Engine,
+  request: { machineId: string; type: OperationType; requestId?: string; imageRef?: string },
+): Promise<Operation> {
+  using subscription = engine.events.subscribe();
+  const { operation } = engine.startOperation({
+    requestId: crypto.randomUUID(),
+    ...request,
+  });
+  if (isTerminalPhase(engine.getOperation(operation.operationId).phase)) {
+    return engine.getOperation(operation.operationId);
+  }
+  const event = await nextEvent(
+    subscription,
+    (e) => e.snapshot?.operationId === operation.operationId && isTerminalPhase(e.snapshot.phase),
+  );
+  return event.snapshot!;
+}
+
+/** Brings machine `id` to MAINTENANCE. */
+export async function enterMaintenance(engine: Engine, machineId: string): Promise<void> {
+  const op = await runOperation(engine, { machineId, type: OperationType.ENTER_MAINTENANCE });
+  if (op.phase !== OperationPhase.SUCCEEDED) throw new Error("enter-maintenance failed");
+}
+
+/** The event messages of one operation, in order. */
+export function messagesOf(events: OperationEvent[], operationId: string): string[] {
+  return events.filter((e) => e.snapshot?.operationId === operationId).map((e) => e.message);
+}
+
+/** Takes every event a subscription has queued right now, without waiting for more. */
+export async function takeQueued(subscription: EventSubscription): Promise<OperationEvent[]> {
+  const events: OperationEvent[] = [];
+  while (subscription.pending > 0) {
+    const { value, done } = await subscription.next();
+    if (done) break;
+    events.push(value);
+  }
+  return events;
+}
+
+/** The log lines of an operation as text. */
+export function logText(engine: Engine, operationId: string): string[] {
+  const decoder = new TextDecoder();
+  return engine.logs.lines(operationId).map((c) => decoder.decode(c.data).trimEnd());
+}
