@@ -78,6 +78,7 @@ export class EventFeed {
   readonly #capacity: number;
   readonly #now: () => Date;
   readonly #subscribers = new Set<EventSubscription>();
+  readonly #listeners = new Set<(event: OperationEvent) => void>();
   #published = 0;
 
   /**
@@ -115,8 +116,28 @@ export class EventFeed {
       message,
     });
     this.#published++;
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A listener is an observer (e.g. the transition log); its failure must not stop the
+        // executor or the other subscribers.
+      }
+    }
     for (const subscriber of this.#subscribers) subscriber.offer(event);
     return event;
+  }
+
+  /**
+   * Calls `listener` synchronously for every event published from now on, for cheap observers
+   * such as logging. It must not block; an exception it throws is ignored.
+   *
+   * @param listener Called with each event.
+   * @returns A function that removes the listener.
+   */
+  listen(listener: (event: OperationEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
   }
 
   /**

@@ -1,0 +1,134 @@
+/**
+ * The two gRPC services, implemented on the {@linkcode Engine}. Handlers only check the wire
+ * shape of a request (required fields, enum values), call the engine, and return or stream
+ * messages; every failure is a typed domain error that `status.ts` maps.
+ *
+ * @module
+ */
+
+import { create } from "@bufbuild/protobuf";
+import type { Engine } from "../engine.ts";
+import { InvalidArgumentError } from "../errors.ts";
+import {
+  ListMachinesResponseSchema,
+  ListOperationsResponseSchema,
+  type MachineService,
+  Operation_OperationType as OperationType,
+  type OperationService,
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { ServiceImpl } from "./service_definition.ts";
+
+function required(value: string, field: string): string {
+  if (value === "") throw new InvalidArgumentError(`${field} is required`);
+  return value;
+}
+
+function requestId(value: string): string {
+  if (value === "") {
+    throw new InvalidArgumentError(
+      "request_id is required for idempotency: send a fresh UUID and reuse it only to retry",
+    );
+  }
+  return value;
+}
+
+/**
+ * Implements MachineService on an engine.
+ *
+ * @param engine The engine.
+ * @returns The handlers.
+ */
+export function machineService(engine: Engine): ServiceImpl<typeof MachineService> {
+  function start(
+    request: { machineId: string; requestId: string },
+    type: OperationType,
+    extra: { imageRef?: string; force?: boolean } = {},
+  ) {
+    return Promise.resolve(
+      engine.startOperation({
+        machineId: required(request.machineId, "machine_id"),
+        requestId: requestId(request.requestId),
+        type,
+        ...extra,
+      }).operation,
+    );
+  }
+  return {
+    registerMachine(request) {
+      if (!request.machine) throw new InvalidArgumentError("machine is required");
+      return Promise.resolve(engine.registerMachine(request.machine).machine);
+    },
+    getMachine(request) {
+      return Promise.resolve(engine.getMachine(required(request.machineId, "machine_id")));
+    },
+    listMachines(request) {
+      const page = engine.listMachines(request);
+      return Promise.resolve(create(ListMachinesResponseSchema, {
+        machines: page.items,
+        nextPageToken: page.nextPageToken,
+      }));
+    },
+    updateMachine(request) {
+      if (!request.machine) throw new InvalidArgumentError("machine is required");
+      const { machineId, spec, labels } = request.machine;
+      // Status is server-owned (seed decision 6); an empty label map means "unchanged" because
+      // proto3 cannot tell an empty map from an absent one.
+      return Promise.resolve(engine.updateMachine(required(machineId, "machine.machine_id"), {
+        spec,
+        labels: Object.keys(labels).length > 0 ? labels : undefined,
+      }));
+    },
+    rebootMachine(request) {
+      return start(request, OperationType.REBOOT, { force: request.force });
+    },
+    reimageMachine(request) {
+      return start(request, OperationType.REIMAGE, { imageRef: request.imageRef });
+    },
+    enterMaintenance(request) {
+      return start(request, OperationType.ENTER_MAINTENANCE);
+    },
+    exitMaintenance(request) {
+      return start(request, OperationType.EXIT_MAINTENANCE);
+    },
+    cancelOperation(request) {
+      return Promise.resolve(
+        engine.cancelOperation(required(request.operationId, "operation_id")),
+      );
+    },
+  };
+}
+
+/**
+ * Implements OperationService on an engine.
+ *
+ * @param engine The engine.
+ * @returns The handlers.
+ */
+export function operationService(engine: Engine): ServiceImpl<typeof OperationService> {
+  return {
+    getOperation(request) {
+      return Promise.resolve(engine.getOperation(required(request.operationId, "operation_id")));
+    },
+    listOperations(request) {
+      const page = engine.listOperations(request);
+      return Promise.resolve(create(ListOperationsResponseSchema, {
+        operations: page.items,
+        nextPageToken: page.nextPageToken,
+      }));
+    },
+    async watchOperations(request, call) {
+      using watch = engine.watch({
+        filter: request.filter,
+        sendInitialSnapshot: request.sendInitialSnapshot,
+        signal: call.signal,
+      });
+      for await (const event of watch) await call.send(event);
+    },
+    async streamOperationLogs(request, call) {
+      const operationId = required(request.operationId, "operation_id");
+      for await (const chunk of engine.streamLogs(operationId, { signal: call.signal })) {
+        await call.send(chunk);
+      }
+    },
+  };
+}

@@ -1,0 +1,54 @@
+/**
+ * The one place where failures become gRPC statuses: every domain error code maps to a status
+ * through an exhaustive table (a new code is a type error until it is mapped), an aborted call
+ * becomes CANCELLED, and anything unknown becomes INTERNAL and is logged.
+ *
+ * @module
+ */
+
+import * as grpc from "@grpc/grpc-js";
+import { getLogger } from "@logtape/logtape";
+import { BmdemoError, type ErrorCode } from "../errors.ts";
+import type { GrpcStatus } from "./service_definition.ts";
+
+const logger = getLogger(["bmdemo", "grpc"]);
+
+/** The gRPC status of each domain error code. */
+export const GRPC_STATUS: Readonly<Record<ErrorCode, grpc.status>> = Object.freeze({
+  invalid_argument: grpc.status.INVALID_ARGUMENT,
+  not_found: grpc.status.NOT_FOUND,
+  failed_precondition: grpc.status.FAILED_PRECONDITION,
+  resource_exhausted: grpc.status.RESOURCE_EXHAUSTED,
+  unavailable: grpc.status.UNAVAILABLE,
+  internal: grpc.status.INTERNAL,
+});
+
+/**
+ * Maps anything a handler throws to the status its call ends with.
+ *
+ * @param error What the handler threw.
+ * @returns The status: the domain error's code and message; CANCELLED for an aborted call;
+ * INTERNAL (logged with its stack) for anything else.
+ *
+ * @example
+ * ```ts
+ * import { NotFoundError } from "../errors.ts";
+ * toGrpcStatus(new NotFoundError('machine "m" not found', { reason: "MACHINE_NOT_FOUND" }));
+ * // { code: 5 (NOT_FOUND), details: 'machine "m" not found' }
+ * ```
+ */
+export function toGrpcStatus(error: unknown): GrpcStatus {
+  if (error instanceof BmdemoError) {
+    return { code: GRPC_STATUS[error.code], details: error.message };
+  }
+  if (error instanceof DOMException && error.name === "AbortError") {
+    return { code: grpc.status.CANCELLED, details: "the call was cancelled" };
+  }
+  logger.error("Unexpected error in a handler: {error}", {
+    error: error instanceof Error ? error.stack ?? error.message : String(error),
+  });
+  return {
+    code: grpc.status.INTERNAL,
+    details: `internal error: ${error instanceof Error ? error.message : String(error)}`,
+  };
+}
