@@ -12,7 +12,7 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
-import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/grpc/logging.ts";
+import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/logging.ts";
 import { startServer } from "./lib/grpc/server.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)

@@ -68,11 +68,17 @@ export interface StartOperationRequest {
   force?: boolean;
 }
 
+/** Message of the event that ends an initial snapshot; it carries no operation. */
+export const SNAPSHOT_COMPLETE = "Snapshot complete";
+
 /** Options of {@linkcode Engine.watch}. */
 export interface WatchOptions {
   /** Filter with the ListOperations grammar. */
   filter?: string;
-  /** First yield one `Snapshot` event per matching active operation. */
+  /**
+   * First yield one `Snapshot` event per matching active operation, then one
+   * {@linkcode SNAPSHOT_COMPLETE} event without an operation.
+   */
   sendInitialSnapshot?: boolean;
   /** Stops the watch when aborted. */
   signal?: AbortSignal;
@@ -256,7 +262,8 @@ export class Engine implements AsyncDisposable {
   /**
    * Watches operation events. The filter is checked before anything is returned; with
    * `sendInitialSnapshot` the matching active operations come first (message `Snapshot`), then
-   * live events, with no gap and no duplicate between them. A watcher that falls behind its
+   * one `Snapshot complete` event without an operation (a sync point: a caller that acts after
+   * it sees every event its action causes), then live events, with no gap and no duplicate. A watcher that falls behind its
    * bounded queue gets {@linkcode LaggedError}.
    *
    * @param options Filter, snapshot flag and signal.
@@ -276,7 +283,14 @@ export class Engine implements AsyncDisposable {
     return {
       async *[Symbol.asyncIterator]() {
         try {
-          for (const op of snapshot) yield snapshotEvent(op);
+          if (options.sendInitialSnapshot) {
+            for (const op of snapshot) yield snapshotEvent(op);
+            // The sync point: everything that happens from here on arrives as a live event.
+            yield create(OperationEventSchema, {
+              ts: timestampNow(),
+              message: SNAPSHOT_COMPLETE,
+            });
+          }
           yield* subscription;
         } finally {
           subscription.close();

@@ -5,7 +5,7 @@ import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { operationParams } from "../lib/engine.ts";
+import { operationParams, SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { DEFAULT_IMAGE_REF } from "../lib/plans.ts";
 import {
   enterMaintenance,
@@ -211,6 +211,9 @@ Deno.test(
       assert.equal(first.value.snapshot?.operationId, running.operationId);
       assert.equal(first.value.snapshot?.phase, OperationPhase.RUNNING);
       assert.equal(first.value.snapshot?.currentStage, "repave-image");
+      const marker = await iterator.next();
+      assert.equal(marker.value.message, SNAPSHOT_COMPLETE);
+      assert.equal(marker.value.snapshot, undefined);
       // An operation on another machine is filtered out.
       await runOperation(engine, { machineId: "machine-2", type: OperationType.REBOOT });
       hold.resolve();
@@ -231,6 +234,30 @@ Deno.test(
         ],
       );
       assert.ok(events.every((e) => e.snapshot?.machineId === "machine-1"));
+    });
+    await t.step("an operation started after the marker is seen from its first event", async () => {
+      const watch = engine.watch({ filter: "machine_id=machine-2", sendInitialSnapshot: true });
+      const iterator = watch[Symbol.asyncIterator]();
+      assert.equal((await iterator.next()).value.message, SNAPSHOT_COMPLETE);
+      const op = engine.startOperation({
+        machineId: "machine-2",
+        requestId: "after-marker",
+        type: OperationType.REBOOT,
+      }).operation;
+      const messages: string[] = [];
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) {
+        assert.equal(r.value.snapshot?.operationId, op.operationId);
+        messages.push(r.value.message);
+        if (r.value.message === "Operation succeeded") break;
+      }
+      watch[Symbol.dispose]();
+      assert.deepEqual(messages, [
+        "Operation created",
+        "Operation started",
+        "Step reboot started",
+        "Step reboot succeeded",
+        "Operation succeeded",
+      ]);
     });
   },
 );

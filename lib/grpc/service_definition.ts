@@ -567,13 +567,14 @@ export type UnaryMethod<I extends DescMessage, O extends DescMessage> = (
 ) => Promise<MessageShape<O>>;
 
 /**
- * Calls a server-streaming method. The call starts when iteration starts; iteration throws a
- * grpc-js `ServiceError` if the call fails, and leaving the loop early cancels the call.
+ * Calls a server-streaming method. The call starts at once (messages wait, bounded, until they
+ * are read); iteration throws a grpc-js `ServiceError` if the call fails, and leaving the loop
+ * early, or calling `return()` without iterating, cancels the call.
  */
 export type ServerStreamingMethod<I extends DescMessage, O extends DescMessage> = (
   request: MessageInitShape<I>,
   options?: ClientCallOptions,
-) => AsyncIterable<MessageShape<O>>;
+) => AsyncIterableIterator<MessageShape<O>>;
 
 /** The client function of one method descriptor; `never` for unsupported method kinds. */
 export type ClientMethod<M extends DescMethod> = M extends { methodKind: "unary" }
@@ -695,13 +696,16 @@ function callUnary(
   });
 }
 
-async function* callServerStreaming(
+function callServerStreaming(
   target: CallTarget,
   request: MessageInitShape<DescMessage>,
   options: ClientCallOptions = {},
-): AsyncGenerator<Message, void, undefined> {
+): AsyncIterableIterator<Message> {
   const { signal, deadline, metadata = new grpc.Metadata() } = options;
   const { channel, method, input } = target;
+  // The call starts now, not at the first next(): a caller can open a stream, then act, and
+  // receive what its action caused. Unread messages wait in grpc-js' bounded buffer, and HTTP/2
+  // flow control holds the server back.
   const call = channel.makeServerStreamRequest<Message, Message>(
     method.path,
     method.requestSerialize,
@@ -716,16 +720,33 @@ async function* callServerStreaming(
   const onAbort = (): void => call.cancel();
   if (signal?.aborted) call.cancel();
   else signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    for await (const message of call) {
-      yield message as Message;
-    }
-  } finally {
+  const finish = (): void => {
     signal?.removeEventListener("abort", onAbort);
     // A no-op once the status arrived; otherwise the consumer left early and the server must
     // learn it (its handler's signal aborts).
     call.cancel();
-  }
+  };
+  const messages = (async function* (): AsyncGenerator<Message, void, undefined> {
+    try {
+      for await (const message of call) {
+        yield message as Message;
+      }
+    } finally {
+      finish();
+    }
+  })();
+  return {
+    next: () => messages.next(),
+    async return(): Promise<IteratorResult<Message>> {
+      // Also ends a stream nobody started iterating (the generator's finally would not run).
+      finish();
+      await messages.return(undefined);
+      return { value: undefined, done: true };
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
 }
 
 function ignoreError(): void {

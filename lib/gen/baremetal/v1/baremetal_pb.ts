@@ -604,7 +604,8 @@ export type OperationEvent = Message<"baremetal.v1.OperationEvent"> & {
   ts?: Timestamp | undefined;
 
   /**
-   * The operation as it was right after the change.
+   * The operation as it was right after the change (unset only on the "Snapshot complete" marker
+   * of WatchOperationsRequest.send_initial_snapshot).
    *
    * @generated from field: baremetal.v1.Operation snapshot = 2;
    */
@@ -1051,8 +1052,10 @@ export type WatchOperationsRequest = Message<"baremetal.v1.WatchOperationsReques
 
   /**
    * Additive: first send one event (message "Snapshot") per matching operation that is PENDING
-   * or RUNNING, so a watcher that connects mid-operation learns the current state; live events
-   * follow without a gap.
+   * or RUNNING, so a watcher that connects mid-operation learns the current state, then one
+   * event with message "Snapshot complete" and no snapshot: from that point on every change
+   * arrives as a live event, without a gap or duplicate. A client that starts an operation after
+   * "Snapshot complete" sees every event of it.
    *
    * @generated from field: bool send_initial_snapshot = 2;
    */

@@ -1,0 +1,290 @@
+/**
+ * Everything the CLI prints is shaped here: tables aligned by display width, phase and state
+ * abbreviations, condition marks, UTC times, `rpc error:` lines and the optional colours.
+ *
+ * @module
+ */
+
+import stringWidth from "string-width";
+import type { Machine, Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
+import {
+  MachineStatus_EffectiveState as EffectiveState,
+  MachineStatus_Phase as MachinePhase,
+  Operation_Phase as OperationPhase,
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+
+// Text-presentation symbols that terminals draw with emoji width; string-width counts them as 1.
+const WIDE_SYMBOLS = new Set(["⚠"]);
+
+/**
+ * The number of terminal cells a string occupies.
+ *
+ * @param text The text.
+ * @returns Its width in cells (⚠ and ⛔ count 2).
+ */
+export function displayWidth(text: string): number {
+  let extra = 0;
+  for (const ch of text) if (WIDE_SYMBOLS.has(ch)) extra += 1;
+  return stringWidth(text) + extra;
+}
+
+/** Options of {@linkcode formatTable}. */
+export interface TableOptions {
+  /** Spaces after the first column (the id column). @default 3 */
+  firstGap?: number;
+  /** Spaces between the other columns. @default 2 */
+  gap?: number;
+}
+
+/**
+ * Formats rows as a left-aligned table, each column as wide as its widest cell (display width),
+ * with no trailing spaces. Ends with a newline.
+ *
+ * @param header The column titles; empty for a table without a header.
+ * @param rows The cells.
+ * @param options Gaps between the columns.
+ * @returns The table text.
+ */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  options: TableOptions = {},
+): string {
+  const { firstGap = 3, gap = 2 } = options;
+  const all = header.length > 0 ? [header, ...rows] : [...rows];
+  const widths: number[] = [];
+  for (const row of all) {
+    row.forEach((cell, i) => widths[i] = Math.max(widths[i] ?? 0, displayWidth(cell)));
+  }
+  return all.map((row) =>
+    row.map((cell, i) => {
+      if (i === row.length - 1) return cell;
+      const pad = widths[i] - displayWidth(cell) + (i === 0 ? firstGap : gap);
+      return cell + " ".repeat(pad);
+    }).join("").trimEnd() + "\n"
+  ).join("");
+}
+
+/**
+ * The PHASE column: FACTORY, READY, MAINT.
+ *
+ * @param machine The machine.
+ * @returns The abbreviation; `UNKNOWN` without a status, `?` for other values.
+ */
+export function phaseLabel(machine: Machine): string {
+  if (!machine.status) return "UNKNOWN";
+  switch (machine.status.phase) {
+    case MachinePhase.FACTORY_READY:
+      return "FACTORY";
+    case MachinePhase.READY:
+      return "READY";
+    case MachinePhase.MAINTENANCE:
+      return "MAINT";
+    default:
+      return "?";
+  }
+}
+
+/**
+ * The EFFECTIVE column: NEW, IDLE, BUSY, MAINT, ⚠ATTN, ⛔BLOCK.
+ *
+ * @param machine The machine.
+ * @returns The abbreviation; `UNKNOWN` without a status, `?` for other values.
+ */
+export function effectiveLabel(machine: Machine): string {
+  if (!machine.status) return "UNKNOWN";
+  switch (machine.status.effectiveState) {
+    case EffectiveState.NEW:
+      return "NEW";
+    case EffectiveState.IDLE:
+      return "IDLE";
+    case EffectiveState.BUSY:
+      return "BUSY";
+    case EffectiveState.MAINTENANCE_IDLE:
+      return "MAINT";
+    case EffectiveState.ATTENTION:
+      return "⚠ATTN";
+    case EffectiveState.BLOCKED:
+      return "⛔BLOCK";
+    default:
+      return "?";
+  }
+}
+
+/**
+ * A condition as a mark: ✓ true, ✗ false, - absent.
+ *
+ * @param machine The machine.
+ * @param type The condition type, e.g. `Provisioned`.
+ * @returns The mark.
+ */
+export function conditionMark(machine: Machine, type: string): string {
+  const condition = machine.status?.conditions.find((c) => c.type === type);
+  if (!condition) return "-";
+  return condition.status ? "✓" : "✗";
+}
+
+/**
+ * An id shortened to its first 8 characters; `-` when empty.
+ *
+ * @param id The id.
+ * @returns The short id.
+ */
+export function shortId(id: string): string {
+  return id === "" ? "-" : id.slice(0, 8);
+}
+
+/**
+ * The machine list table.
+ *
+ * @param machines The machines, in server order.
+ * @returns The table text.
+ */
+export function formatMachineTable(machines: readonly Machine[]): string {
+  return formatTable(
+    ["MACHINE_ID", "PHASE", "EFFECTIVE", "REACHABLE", "PROVISIONED", "ACTIVE_OP"],
+    machines.map((m) => [
+      m.machineId,
+      phaseLabel(m),
+      effectiveLabel(m),
+      conditionMark(m, "Reachable"),
+      conditionMark(m, "Provisioned"),
+      shortId(m.status?.activeOperationId ?? ""),
+    ]),
+  );
+}
+
+/**
+ * Truncates text to a display width, ending with `...` when cut.
+ *
+ * @param text The text.
+ * @param max The width.
+ * @returns The text, at most `max` cells wide.
+ */
+export function truncate(text: string, max: number): string {
+  if (displayWidth(text) <= max) return text;
+  let out = "";
+  for (const ch of text) {
+    if (displayWidth(out + ch) > max - 3) break;
+    out += ch;
+  }
+  return out + "...";
+}
+
+/**
+ * The operations table.
+ *
+ * @param operations The operations.
+ * @returns The table text.
+ */
+export function formatOperationTable(operations: readonly Operation[]): string {
+  return formatTable(
+    ["OPERATION_ID", "MACHINE", "TYPE", "PHASE", "STAGE", "ERROR"],
+    operations.map((op) => [
+      op.operationId,
+      op.machineId,
+      operationTypeName(op),
+      OperationPhase[op.phase] ?? String(op.phase),
+      op.currentStage || "-",
+      op.error?.message ? truncate(op.error.message, 30) : "-",
+    ]),
+  );
+}
+
+/**
+ * The enum name of an operation's type, e.g. `REIMAGE`.
+ *
+ * @param op The operation.
+ * @returns The name.
+ */
+export function operationTypeName(op: Operation): string {
+  const names = ["UNSPECIFIED", "REBOOT", "REIMAGE", "ENTER_MAINTENANCE", "EXIT_MAINTENANCE"];
+  return names[op.type] ?? String(op.type);
+}
+
+/**
+ * A protobuf timestamp as `HH:MM:SS` in UTC.
+ *
+ * @param ts The timestamp.
+ * @returns The time, or `--:--:--` when absent.
+ */
+export function formatTime(ts: { seconds: bigint; nanos: number } | undefined): string {
+  if (!ts) return "--:--:--";
+  return new Date(Number(ts.seconds) * 1000).toISOString().slice(11, 19);
+}
+
+/** The grpc-js status code names, by number. */
+const CODE_NAMES = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+];
+
+/**
+ * A gRPC error as Go prints it: `rpc error: code = FailedPrecondition desc = ...`.
+ *
+ * @param code The numeric status code.
+ * @param details The status message.
+ * @returns The line, without a newline.
+ */
+export function formatRpcError(code: number, details: string): string {
+  return `rpc error: code = ${CODE_NAMES[code] ?? `Code(${code})`} desc = ${details}`;
+}
+
+/**
+ * The message for a server that cannot be reached, naming the fix.
+ *
+ * @param address The address dialled.
+ * @returns The line, without a newline.
+ */
+export function formatUnreachable(address: string): string {
+  return `cannot reach the bmdemo server at ${address}: start it with deno task server ` +
+    `(or pass --server host:port)`;
+}
+
+/** ANSI styles, or identity functions when colour is off. */
+export interface Palette {
+  green(text: string): string;
+  red(text: string): string;
+  yellow(text: string): string;
+  bold(text: string): string;
+  dim(text: string): string;
+}
+
+function sgr(open: number, close: number): (text: string) => string {
+  return (text) => `\x1b[${open}m${text}\x1b[${close}m`;
+}
+
+/**
+ * The palette for a run.
+ *
+ * @param enabled Whether to colour (a TTY without NO_COLOR or --no-color).
+ * @returns The palette.
+ */
+export function palette(enabled: boolean): Palette {
+  if (!enabled) {
+    const id = (text: string): string => text;
+    return { green: id, red: id, yellow: id, bold: id, dim: id };
+  }
+  return {
+    green: sgr(32, 39),
+    red: sgr(31, 39),
+    yellow: sgr(33, 39),
+    bold: sgr(1, 22),
+    dim: sgr(2, 22),
+  };
+}

@@ -1,0 +1,372 @@
+/**
+ * The bmdemo CLI: argument parsing, help, dispatch, and the mapping of failures to exit codes.
+ * `main()` never exits the process; `cli.ts` does.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { createClient } from "../grpc/service_definition.ts";
+import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
+import { formatRpcError, formatUnreachable, palette } from "./format.ts";
+import { importCommand, listCommand, parseCount } from "./machines.ts";
+import {
+  cancelCommand,
+  logsCommand,
+  operationCommand,
+  type OperationCommand,
+  opsCommand,
+  watchCommand,
+} from "./operations.ts";
+import { demoCommand } from "./demo.ts";
+import {
+  type CliIo,
+  EXIT,
+  GRPC_UNAVAILABLE,
+  isServiceError,
+  type Session,
+  UsageError,
+} from "./session.ts";
+
+/** The CLI version. */
+export const VERSION = "0.1.0";
+
+/** The default server address. */
+export const DEFAULT_SERVER = "localhost:50051";
+
+interface CommandSpec {
+  args: string;
+  summary: string;
+  /** Positional arguments: required, optional. */
+  required: number;
+  optional: number;
+  options: ParseArgsOptionsConfig;
+  optionHelp: string[];
+}
+
+const OPERATION_OPTIONS: ParseArgsOptionsConfig = {
+  "request-id": { type: "string" },
+  logs: { type: "boolean", short: "v" },
+};
+const OPERATION_HELP = [
+  "--request-id <id>  Idempotency key (default: a new UUID, printed so a retry is safe)",
+  "-v, --logs         Stream the operation's log lines under each step",
+];
+
+const COMMANDS: Record<string, CommandSpec> = {
+  import: {
+    args: "<N>",
+    summary: "Register N machines (machine-1, machine-2, ...); safe to re-run",
+    required: 1,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+  list: {
+    args: "",
+    summary: "Show machines with phase, effective state, and conditions",
+    required: 0,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+  reboot: {
+    args: "<machine-id>",
+    summary: "Reboot a machine (READY or MAINTENANCE required)",
+    required: 1,
+    optional: 0,
+    options: { ...OPERATION_OPTIONS, force: { type: "boolean" } },
+    optionHelp: [...OPERATION_HELP, "--force            Power-cycle instead of a graceful reboot"],
+  },
+  reimage: {
+    args: "<machine-id>",
+    summary: "Reimage a machine (MAINTENANCE required)",
+    required: 1,
+    optional: 0,
+    options: { ...OPERATION_OPTIONS, image: { type: "string" } },
+    optionHelp: [...OPERATION_HELP, "--image <ref>      Image to write (default: the server's)"],
+  },
+  "enter-maintenance": {
+    args: "<machine-id>",
+    summary: "Enter maintenance mode",
+    required: 1,
+    optional: 0,
+    options: OPERATION_OPTIONS,
+    optionHelp: OPERATION_HELP,
+  },
+  "exit-maintenance": {
+    args: "<machine-id>",
+    summary: "Exit maintenance mode (return to READY)",
+    required: 1,
+    optional: 0,
+    options: OPERATION_OPTIONS,
+    optionHelp: OPERATION_HELP,
+  },
+  ops: {
+    args: "",
+    summary: "List all operations",
+    required: 0,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+  watch: {
+    args: "[machine-id]",
+    summary: "Stream operation events (Ctrl+C to stop)",
+    required: 0,
+    optional: 1,
+    options: {},
+    optionHelp: [],
+  },
+  logs: {
+    args: "<operation-id>",
+    summary: "Stream operation logs (retained lines, then live until the operation ends)",
+    required: 1,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+  cancel: {
+    args: "<operation-id>",
+    summary: "Cancel active operation",
+    required: 1,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+  demo: {
+    args: "",
+    summary: "Run scripted demo for design docs (Markdown, machines demo-1..3)",
+    required: 0,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
+};
+
+const GLOBAL_OPTIONS: ParseArgsOptionsConfig = {
+  server: { type: "string" },
+  "no-color": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+};
+
+const STRING_OPTIONS = new Set(["--server", "--request-id", "--image"]);
+
+const EXIT_HELP = `Exit codes:
+  0    success (operation SUCCEEDED)
+  1    internal error
+  2    usage error
+  3    RPC or connection error
+  4    operation FAILED
+  5    operation CANCELED
+  130  interrupted (Ctrl+C); the operation continues on the server
+`;
+
+const GLOBAL_HELP = `Global options:
+  --server <host:port>  Server address (env BMDEMO_SERVER, default ${DEFAULT_SERVER})
+  --no-color            No colours (also NO_COLOR; colour is only used on a terminal)
+  -h, --help            Show help
+  --version             Show the version
+`;
+
+/**
+ * The general usage text.
+ *
+ * @returns The text.
+ */
+export function usageText(): string {
+  const width = Math.max(...Object.entries(COMMANDS).map(([n, s]) => `${n} ${s.args}`.length));
+  const lines = Object.entries(COMMANDS).map(([name, spec]) =>
+    `  ${`${name} ${spec.args}`.trimEnd().padEnd(width)}  ${spec.summary}`
+  );
+  return `bmdemo - Baremetal Demo CLI
+
+Usage: bmdemo [--server host:port] <command> [args] [options]
+
+Commands:
+${lines.join("\n")}
+
+Columns of list:
+  PHASE      - Imperative intent (FACTORY, READY, MAINT)
+  EFFECTIVE  - Observed state (NEW, IDLE, BUSY, MAINT, ⚠ATTN, ⛔BLOCK)
+
+Options may come before or after the arguments. Run 'bmdemo <command> --help' for details.
+
+${GLOBAL_HELP}
+${EXIT_HELP}`;
+}
+
+/**
+ * The usage text of one command.
+ *
+ * @param name The command.
+ * @returns The text.
+ */
+export function commandUsage(name: string): string {
+  const spec = COMMANDS[name];
+  const options = spec.optionHelp.length > 0
+    ? `\nOptions:\n${spec.optionHelp.map((l) => `  ${l}`).join("\n")}\n`
+    : "";
+  return `Usage: bmdemo ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
+    `${GLOBAL_HELP}\n${EXIT_HELP}`;
+}
+
+/** A parsed command line. */
+export interface ParsedArgs {
+  /** The command, or `undefined` for `--help` / `--version` alone. */
+  command: string | undefined;
+  positionals: string[];
+  values: Record<string, string | boolean | undefined>;
+}
+
+/**
+ * Parses a command line; options may precede or follow positionals.
+ *
+ * @param args The arguments after the program name.
+ * @returns The command, its positionals and option values.
+ * @throws {UsageError} For an unknown command or option, or a wrong argument count.
+ */
+export function parseCommandLine(args: readonly string[]): ParsedArgs {
+  let command: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      command = args[i + 1];
+      break;
+    }
+    if (arg.startsWith("-")) {
+      if (STRING_OPTIONS.has(arg)) i++;
+      continue;
+    }
+    command = arg;
+    break;
+  }
+  if (command !== undefined && !(command in COMMANDS)) {
+    throw new UsageError(`unknown command: ${command}`);
+  }
+  const spec = command === undefined ? undefined : COMMANDS[command];
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...args],
+      options: { ...GLOBAL_OPTIONS, ...spec?.options },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    throw new UsageError(message.replace(/\. To specify a positional.*$/, ""), command);
+  }
+  const positionals = parsed.positionals.slice(command === undefined ? 0 : 1);
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  if (spec && !values.help) {
+    if (positionals.length < spec.required) {
+      throw new UsageError(`missing ${spec.args}`, command);
+    }
+    if (positionals.length > spec.required + spec.optional) {
+      throw new UsageError(`unexpected argument: ${positionals.at(-1)}`, command);
+    }
+  }
+  return { command, positionals, values };
+}
+
+/**
+ * Runs the CLI.
+ *
+ * @param args The arguments after the program name.
+ * @param io Output, environment, terminal flag and interrupt signal.
+ * @returns The exit code (see `--help`).
+ */
+export async function main(args: readonly string[], io: CliIo): Promise<number> {
+  let parsed: ParsedArgs;
+  try {
+    parsed = parseCommandLine(args);
+    if (parsed.values.version) {
+      io.out(`bmdemo ${VERSION}\n`);
+      return EXIT.OK;
+    }
+    if (parsed.command === undefined) {
+      if (parsed.values.help) {
+        io.out(usageText());
+        return EXIT.OK;
+      }
+      throw new UsageError("missing command");
+    }
+    if (parsed.values.help) {
+      io.out(commandUsage(parsed.command));
+      return EXIT.OK;
+    }
+    if (parsed.command === "import") parseCount(parsed.positionals[0]);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.err(`error: ${error.message}\n\n`);
+    io.err(error.command ? commandUsage(error.command) : usageText());
+    return EXIT.USAGE;
+  }
+
+  const env = io.env ?? {};
+  const address = (parsed.values.server as string | undefined) || env.BMDEMO_SERVER ||
+    DEFAULT_SERVER;
+  const color = !!io.isTerminal && !parsed.values["no-color"] && !env.NO_COLOR;
+  const machines = createClient(MachineService, address);
+  const operations = createClient(OperationService, address);
+  const session: Session = {
+    io,
+    address,
+    machines,
+    operations,
+    colors: palette(color),
+    interrupt: io.interrupt ?? new AbortController().signal,
+  };
+  try {
+    return await dispatch(session, parsed);
+  } catch (error) {
+    if (isServiceError(error)) {
+      io.err(
+        (error.code === GRPC_UNAVAILABLE
+          ? formatUnreachable(address)
+          : formatRpcError(error.code, error.details)) + "\n",
+      );
+      return EXIT.RPC;
+    }
+    io.err(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT.INTERNAL;
+  } finally {
+    machines.close();
+    operations.close();
+  }
+}
+
+function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
+  const { command, positionals: [first], values } = parsed;
+  switch (command) {
+    case "import":
+      return importCommand(session, parseCount(first));
+    case "list":
+      return listCommand(session);
+    case "reboot":
+    case "reimage":
+    case "enter-maintenance":
+    case "exit-maintenance":
+      return operationCommand(session, command as OperationCommand, {
+        machineId: first,
+        requestId: (values["request-id"] as string | undefined) || crypto.randomUUID(),
+        force: values.force === true,
+        imageRef: values.image as string | undefined,
+        logs: values.logs === true,
+      });
+    case "ops":
+      return opsCommand(session);
+    case "watch":
+      return watchCommand(session, first);
+    case "logs":
+      return logsCommand(session, first);
+    case "cancel":
+      return cancelCommand(session, first);
+    case "demo":
+      return demoCommand(session);
+    default:
+      throw new UsageError(`unknown command: ${command}`);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * What every CLI command receives: the injected io, the two typed clients, the palette, the
+ * interrupt signal; plus the CLI's exit codes and its usage error.
+ *
+ * @module
+ */
+
+import type { Client } from "../grpc/service_definition.ts";
+import type { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { Palette } from "./format.ts";
+
+/** Exit codes, as documented in `--help`. */
+export const EXIT = Object.freeze({
+  OK: 0,
+  INTERNAL: 1,
+  USAGE: 2,
+  RPC: 3,
+  FAILED: 4,
+  CANCELED: 5,
+  INTERRUPTED: 130,
+});
+
+/** Where the CLI writes and what it knows of its environment. */
+export interface CliIo {
+  /** Writes text to stdout as is (callers add newlines). */
+  out(text: string): void;
+  /** Writes text to stderr as is. */
+  err(text: string): void;
+  /** Environment variables (BMDEMO_SERVER, NO_COLOR). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Whether stdout is a terminal; colour is only used on one. @default false */
+  isTerminal?: boolean;
+  /** Aborted on Ctrl+C (SIGINT). */
+  interrupt?: AbortSignal;
+}
+
+/** A command line that cannot be run; exits with {@linkcode EXIT.USAGE}. */
+export class UsageError extends Error {
+  /** The command whose usage to show, if any. */
+  readonly command: string | undefined;
+
+  /**
+   * @param message What is wrong.
+   * @param command The command whose usage applies.
+   */
+  constructor(message: string, command?: string) {
+    super(message);
+    this.name = "UsageError";
+    this.command = command;
+  }
+}
+
+/** What a command runs with. */
+export interface Session {
+  readonly io: CliIo;
+  /** `host:port` of the server. */
+  readonly address: string;
+  readonly machines: Client<typeof MachineService>;
+  readonly operations: Client<typeof OperationService>;
+  readonly colors: Palette;
+  /** Aborted on Ctrl+C; never aborted when the io has no interrupt. */
+  readonly interrupt: AbortSignal;
+}
+
+/** A grpc-js call error. */
+export interface ServiceError extends Error {
+  code: number;
+  details: string;
+}
+
+/**
+ * Whether a thrown value is a grpc-js `ServiceError`.
+ *
+ * @param error The thrown value.
+ * @returns `true` for a gRPC status error.
+ */
+export function isServiceError(error: unknown): error is ServiceError {
+  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" &&
+    typeof (error as Partial<ServiceError>).details === "string";
+}
+
+/** gRPC status code CANCELLED. */
+export const GRPC_CANCELLED = 1;
+/** gRPC status code UNAVAILABLE. */
+export const GRPC_UNAVAILABLE = 14;
+
+/**
+ * A deadline `ms` from now, for unary calls.
+ *
+ * @param ms Milliseconds.
+ * @returns The deadline.
+ */
+export function deadlineIn(ms: number): Date {
+  return new Date(Date.now() + ms);
+}

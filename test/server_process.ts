@@ -1,0 +1,101 @@
+/**
+ * Runs `server.ts` (or a bundle of it) as a separate process for cross-process tests: waits for
+ * its "listening on" line without sleeping, collects its stderr, and stops exactly that process.
+ *
+ * @module
+ */
+
+/** A server running in a child process. */
+export interface ServerProcess extends AsyncDisposable {
+  /** `host:port` it listens on. */
+  address: string;
+  /** The child process. */
+  child: Deno.ChildProcess;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** Sends a signal and waits for the exit status. */
+  stop(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/** Options of {@linkcode spawnServer}. */
+export interface SpawnServerOptions {
+  /** Script to run. @default server.ts of this repository */
+  script?: string;
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+const SERVER = new URL("../server.ts", import.meta.url).pathname;
+
+/**
+ * Starts a server process with `args` (plus `--port 0` unless a port is given) and resolves once
+ * it listens.
+ *
+ * @param args Server flags.
+ * @param options Script and environment.
+ * @returns The running server process.
+ */
+export async function spawnServer(
+  args: string[] = [],
+  options: SpawnServerOptions = {},
+): Promise<ServerProcess> {
+  const flags = args.includes("--port") ? args : ["--port", "0", ...args];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      options.script ?? SERVER,
+      ...flags,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    env: { NO_COLOR: "1", ...options.env },
+  }).spawn();
+  let errText = "";
+  const decoder = new TextDecoder();
+  const errDone = (async () => {
+    for await (const chunk of child.stderr) errText += decoder.decode(chunk, { stream: true });
+  })();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  let address: string | undefined;
+  while (address === undefined) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await errDone;
+      const status = await child.status;
+      throw new Error(`server exited (${status.code}) before listening:\n${out}\n${errText}`);
+    }
+    out += value;
+    address = /listening on (\S+)/.exec(out)?.[1];
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const outDone = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  let status: Promise<Deno.CommandStatus> | undefined;
+  async function stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    if (!status) {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already exited.
+      }
+      status = Promise.all([child.status, outDone, errDone]).then(([s]) => s);
+    }
+    return await status;
+  }
+  return {
+    address: address!,
+    child,
+    stderr: () => errText,
+    stop,
+    async [Symbol.asyncDispose]() {
+      await stop("SIGKILL");
+    },
+  };
+}

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import {
+  MachineSchema,
+  MachineService,
+  OperationService,
+} from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { createClient } from "../lib/grpc/service_definition.ts";
+import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
+import { startServer } from "../lib/grpc/server.ts";
+import { SANITIZE, testEngine } from "./helpers.ts";
+import { spawnServer } from "./server_process.ts";
+
+const SERVER = new URL("../server.ts", import.meta.url).pathname;
+
+async function runServer(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--allow-net", "--allow-env", "--allow-read", SERVER, ...args],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+Deno.test("server.ts --help prints the flags and exits 0", SANITIZE, async () => {
+  const { code, stdout } = await runServer(["--help"]);
+  assert.equal(code, 0);
+  for (const flag of ["--port", "--host", "--slow", "--log-level", "--help"]) {
+    assert.ok(stdout.includes(flag), flag);
+  }
+});
+
+Deno.test("server.ts refuses bad flags with exit code 2 and says why", SANITIZE, async (t) => {
+  for (
+    const [args, pattern] of [
+      [["--port", "http"], /--port must be a whole number/],
+      [["--log-level", "loud"], /--log-level must be one of debug, info, warn, error/],
+      [["--colour"], /Unknown option '--colour'/],
+    ] as const
+  ) {
+    await t.step(args.join(" "), async () => {
+      const { code, stderr } = await runServer([...args]);
+      assert.equal(code, 2);
+      assert.match(stderr, pattern);
+    });
+  }
+});
+
+Deno.test("server.ts logs every RPC at debug level", SANITIZE, async () => {
+  await using server = await spawnServer(["--log-level", "debug"]);
+  using client = createClient(MachineService, server.address);
+  await client.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
+  await assert.rejects(client.getMachine({ machineId: "nope" }));
+  const status = await server.stop();
+  assert.equal(status.code, 0);
+  assert.match(server.stderr(), /RegisterMachine OK in/);
+  assert.match(server.stderr(), /GetMachine NOT_FOUND in .*machine "nope" not found/);
+});
+
+Deno.test(
+  "server.ts stops on SIGTERM: ends streams, cancels operations, exits 0",
+  SANITIZE,
+  async () => {
+    await using server = await spawnServer(["--slow"]);
+    using machines = createClient(MachineService, server.address);
+    using operations = createClient(OperationService, server.address);
+    await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
+    const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
+    // Wait for the enter-maintenance to finish, through the watch stream.
+    const events = operations.watchOperations({ filter: "machine_id=machine-1" })[
+      Symbol.asyncIterator
+    ]();
+    const reimage = await machines.reimageMachine({ machineId: "machine-1", requestId: "r" });
+    for (;;) {
+      const { value } = await events.next();
+      if (
+        value?.snapshot?.operationId === reimage.operationId && value.message.startsWith("Step")
+      ) {
+        break;
+      }
+    }
+    assert.ok(enter.operationId);
+    const stopping = server.stop("SIGTERM");
+    // The open watch stream ends (OK or an error status) instead of holding the server open.
+    let ended = false;
+    try {
+      for (let r = await events.next(); !r.done; r = await events.next()) { /* drain */ }
+      ended = true;
+    } catch {
+      ended = true;
+    }
+    assert.ok(ended);
+    const status = await stopping;
+    assert.equal(status.code, 0, server.stderr());
+    assert.match(
+      server.stderr(),
+      new RegExp(`${reimage.operationId} machine-1 REIMAGE CANCELED: Operation canceled`),
+    );
+  },
+);
+
+Deno.test(
+  "createClient() starts a stream when it is called, before it is read",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    using machines = createClient(MachineService, server.address);
+    using operations = createClient(OperationService, server.address);
+    await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
+    const events = operations.watchOperations({ sendInitialSnapshot: true });
+    // Reading the marker proves the server registered the watch; only then act.
+    assert.equal((await events.next()).value.message, SNAPSHOT_COMPLETE);
+    const op = await machines.enterMaintenance({ machineId: "machine-1", requestId: "r" });
+    const first = await events.next();
+    assert.deepEqual(
+      [first.value.message, first.value.snapshot?.operationId],
+      ["Operation created", op.operationId],
+    );
+    await events.return?.();
+  },
+);
+
+Deno.test("createClient() stream return() ends a stream that was never read", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, engine: testEngine() });
+  using operations = createClient(OperationService, server.address);
+  await operations.listOperations({}); // connected, so closing leaves no connection timers
+  const events = operations.watchOperations({});
+  await events.return?.();
+  const done = await events.next();
+  assert.equal(done.done, true);
+});
