@@ -23,12 +23,31 @@ function env(): Record<string, string | undefined> {
   return { BMDEMO_SERVER: read("BMDEMO_SERVER"), NO_COLOR: read("NO_COLOR") };
 }
 
+function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {
+  let bytes = encoder.encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(file.writeSync(bytes));
+}
+
+async function pause(): Promise<void> {
+  // One line of stdin; the reader is released so the next pause can read again.
+  const reader = Deno.stdin.readable.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || value.includes(10)) return;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 const code = await main(Deno.args, {
-  out: (text) => Deno.stdout.writeSync(encoder.encode(text)),
-  err: (text) => Deno.stderr.writeSync(encoder.encode(text)),
+  out: (text) => writeAll(Deno.stdout, text),
+  err: (text) => writeAll(Deno.stderr, text),
   env: env(),
   isTerminal: Deno.stdout.isTerminal(),
   interrupt: interrupt.signal,
+  pause: Deno.stdin.isTerminal() ? pause : undefined,
 });
 Deno.removeSignalListener("SIGINT", onInterrupt);
 Deno.exit(code);

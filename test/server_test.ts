@@ -123,12 +123,16 @@ Deno.test(
   },
 );
 
-Deno.test("createClient() stream return() ends a stream that was never read", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
-  using operations = createClient(OperationService, server.address);
-  await operations.listOperations({}); // connected, so closing leaves no connection timers
-  const events = operations.watchOperations({});
-  await events.return?.();
-  const done = await events.next();
-  assert.equal(done.done, true);
-});
+Deno.test(
+  "createClient() stream return() ends a stream that was never read",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    using operations = createClient(OperationService, server.address);
+    await operations.listOperations({}); // connected, so closing leaves no connection timers
+    const events = operations.watchOperations({});
+    await events.return?.();
+    const done = await events.next();
+    assert.equal(done.done, true);
+  },
+);

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { styleText } from "node:util";
 import stringWidth from "string-width";
 import type { Machine, Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
@@ -265,8 +266,12 @@ export interface Palette {
   dim(text: string): string;
 }
 
-function sgr(open: number, close: number): (text: string) => string {
-  return (text) => `\x1b[${open}m${text}\x1b[${close}m`;
+/** The styles a palette uses; node:util's `styleText` renders them (no hand-written escapes). */
+type Style = "green" | "red" | "yellow" | "bold" | "dim";
+
+function styled(style: Style): (text: string) => string {
+  // validateStream: false because whether to colour is decided once, by `palette()`.
+  return (text) => styleText(style, text, { validateStream: false });
 }
 
 /**
@@ -281,10 +286,10 @@ export function palette(enabled: boolean): Palette {
     return { green: id, red: id, yellow: id, bold: id, dim: id };
   }
   return {
-    green: sgr(32, 39),
-    red: sgr(31, 39),
-    yellow: sgr(33, 39),
-    bold: sgr(1, 22),
-    dim: sgr(2, 22),
+    green: styled("green"),
+    red: styled("red"),
+    yellow: styled("yellow"),
+    bold: styled("bold"),
+    dim: styled("dim"),
   };
 }

@@ -52,6 +52,7 @@ export function importedMachine(i: number): MessageInitShape<typeof MachineSchem
       macAddresses: [`02:00:00:00:${hex2(hi)}:${hex2(lo)}`],
       sshEndpoint: `10.0.${hi}.${Math.min(lo + 10, 254)}:22`,
     },
+    status: { phase: MachinePhase.FACTORY_READY },
     labels: { role: "worker", imported: "true" },
   };
 }
@@ -69,7 +70,7 @@ export async function importCommand(session: Session, count: number): Promise<nu
   for (let i = 0; i < count; i++) {
     const machine = importedMachine(i);
     const registered = await session.machines.registerMachine({
-      machine: { ...machine, status: { phase: MachinePhase.FACTORY_READY } },
+      machine,
     }, { deadline });
     rows.push([
       registered.machineId,

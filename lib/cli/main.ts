@@ -13,12 +13,13 @@ import { importCommand, listCommand, parseCount } from "./machines.ts";
 import {
   cancelCommand,
   logsCommand,
-  operationCommand,
   type OperationCommand,
+  operationCommand,
   opsCommand,
   watchCommand,
 } from "./operations.ts";
 import { demoCommand } from "./demo.ts";
+import { tourCommand } from "./tour.ts";
 import {
   type CliIo,
   EXIT,
@@ -134,6 +135,14 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: {},
     optionHelp: [],
   },
+  tour: {
+    args: "",
+    summary: "Guided presenter tour of the whole lifecycle (pauses for Enter on a terminal)",
+    required: 0,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
   demo: {
     args: "",
     summary: "Run scripted demo for design docs (Markdown, machines demo-1..3)",
@@ -180,9 +189,9 @@ export function usageText(): string {
   const lines = Object.entries(COMMANDS).map(([name, spec]) =>
     `  ${`${name} ${spec.args}`.trimEnd().padEnd(width)}  ${spec.summary}`
   );
-  return `bmdemo - Baremetal Demo CLI
+  return `bmdemo-cli - Baremetal Demo CLI
 
-Usage: bmdemo [--server host:port] <command> [args] [options]
+Usage: bmdemo-cli [--server host:port] <command> [args] [options]
 
 Commands:
 ${lines.join("\n")}
@@ -191,7 +200,7 @@ Columns of list:
   PHASE      - Imperative intent (FACTORY, READY, MAINT)
   EFFECTIVE  - Observed state (NEW, IDLE, BUSY, MAINT, ⚠ATTN, ⛔BLOCK)
 
-Options may come before or after the arguments. Run 'bmdemo <command> --help' for details.
+Options may come before or after the arguments. Run 'bmdemo-cli <command> --help' for details.
 
 ${GLOBAL_HELP}
 ${EXIT_HELP}`;
@@ -208,7 +217,7 @@ export function commandUsage(name: string): string {
   const options = spec.optionHelp.length > 0
     ? `\nOptions:\n${spec.optionHelp.map((l) => `  ${l}`).join("\n")}\n`
     : "";
-  return `Usage: bmdemo ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
+  return `Usage: bmdemo-cli ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
     `${GLOBAL_HELP}\n${EXIT_HELP}`;
 }
 
@@ -283,7 +292,7 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
   try {
     parsed = parseCommandLine(args);
     if (parsed.values.version) {
-      io.out(`bmdemo ${VERSION}\n`);
+      io.out(`bmdemo-cli ${VERSION}\n`);
       return EXIT.OK;
     }
     if (parsed.command === undefined) {
@@ -320,6 +329,17 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     interrupt: io.interrupt ?? new AbortController().signal,
   };
   try {
+    return await runCommand(session, parsed);
+  } finally {
+    machines.close();
+    operations.close();
+  }
+}
+
+/** Runs a parsed command and turns any failure into its exit code and an error message. */
+async function runCommand(session: Session, parsed: ParsedArgs): Promise<number> {
+  const { io, address } = session;
+  try {
     return await dispatch(session, parsed);
   } catch (error) {
     if (isServiceError(error)) {
@@ -330,11 +350,12 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
       );
       return EXIT.RPC;
     }
+    if (error instanceof UsageError) {
+      io.err(`error: ${error.message}\n`);
+      return EXIT.USAGE;
+    }
     io.err(`error: ${error instanceof Error ? error.message : String(error)}\n`);
     return EXIT.INTERNAL;
-  } finally {
-    machines.close();
-    operations.close();
   }
 }
 
@@ -366,6 +387,11 @@ function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
       return cancelCommand(session, first);
     case "demo":
       return demoCommand(session);
+    case "tour":
+      return tourCommand(session, {
+        run: (args, tourSession) => runCommand(tourSession, parseCommandLine(args)),
+        pause: session.io.pause,
+      });
     default:
       throw new UsageError(`unknown command: ${command}`);
   }

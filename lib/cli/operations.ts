@@ -14,14 +14,9 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
+import { isTerminalPhase } from "../lifecycle.ts";
 import { formatOperationTable, formatTime, shortId } from "./format.ts";
-import {
-  deadlineIn,
-  EXIT,
-  GRPC_CANCELLED,
-  isServiceError,
-  type Session,
-} from "./session.ts";
+import { deadlineIn, EXIT, GRPC_CANCELLED, isServiceError, type Session } from "./session.ts";
 
 /** The operation commands. */
 export type OperationCommand = "reboot" | "reimage" | "enter-maintenance" | "exit-maintenance";
@@ -37,17 +32,6 @@ export interface OperationOptions {
 }
 
 /**
- * Whether an operation phase is terminal.
- *
- * @param phase The phase.
- * @returns `true` for SUCCEEDED, FAILED and CANCELED.
- */
-export function isTerminal(phase: OperationPhase): boolean {
-  return phase === OperationPhase.SUCCEEDED || phase === OperationPhase.FAILED ||
-    phase === OperationPhase.CANCELED;
-}
-
-/**
  * The exit code of a terminal operation.
  *
  * @param op The operation.
@@ -59,71 +43,6 @@ export function exitCodeOf(op: Operation): number {
   return EXIT.OK;
 }
 
-/** Buffers a server stream so the call starts now and events are read later. */
-export class StreamPump<T> {
-  readonly #items: T[] = [];
-  #waiter: (() => void) | undefined;
-  #done = false;
-  #error: unknown;
-  /** Resolves once the stream ended or failed. */
-  readonly finished: Promise<void>;
-
-  /**
-   * Starts iterating `source` immediately.
-   *
-   * @param source The stream.
-   */
-  constructor(source: AsyncIterable<T>) {
-    const iterator = source[Symbol.asyncIterator]();
-    this.finished = (async () => {
-      try {
-        while (true) {
-          const next = await iterator.next();
-          if (next.done) break;
-          this.#items.push(next.value);
-          this.#wake();
-        }
-      } catch (error) {
-        this.#error = error;
-      } finally {
-        this.#done = true;
-        this.#wake();
-      }
-    })();
-  }
-
-  #wake(): void {
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.();
-  }
-
-  /**
-   * The next item, `undefined` at the end, or `"timeout"` after `ms`.
-   *
-   * @param ms How long to wait.
-   * @returns The item, `undefined` when the stream is over, or `"timeout"`.
-   * @throws The stream's error once buffered items are consumed.
-   */
-  async next(ms: number): Promise<T | undefined | "timeout"> {
-    if (this.#items.length === 0 && !this.#done) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#waiter = resolve;
-        timer = setTimeout(resolve, ms);
-      });
-      clearTimeout(timer);
-      this.#waiter = undefined;
-    }
-    if (this.#items.length > 0) return this.#items.shift();
-    if (this.#done) {
-      if (this.#error !== undefined) throw this.#error;
-      return undefined;
-    }
-    return "timeout";
-  }
-}
-
 /** What {@linkcode followOperation} reports while an operation runs. */
 export interface FollowHandlers {
   stepStarted(name: string): void;
@@ -133,57 +52,94 @@ export interface FollowHandlers {
   stepCanceled?(name: string): void;
 }
 
+/** A machine's event stream, opened and confirmed by {@linkcode openMachineWatch}. */
+export type MachineWatch = AsyncIterator<OperationEvent>;
+
 const STEP_EVENT = /^Step (\S+) (started|succeeded|failed)(?:: (.*))?$/s;
 
+/** Message of the event that ends the initial snapshot of a watch. */
+const SNAPSHOT_COMPLETE = "Snapshot complete";
+
 /**
- * Reads events of one operation until it is terminal.
+ * Opens the watch of a machine's operations and returns once the server confirmed it (its
+ * `Snapshot complete` marker): every event of an operation started after that arrives on it.
+ *
+ * @param session The session.
+ * @param machineId The machine.
+ * @param signal Ends the watch.
+ * @returns The event stream, positioned after the snapshot.
+ * @throws The stream's gRPC error, e.g. UNAVAILABLE when the server cannot be reached.
+ */
+export async function openMachineWatch(
+  session: Session,
+  machineId: string,
+  signal: AbortSignal,
+): Promise<MachineWatch> {
+  const events = session.operations.watchOperations(
+    { filter: `machine_id=${machineId}`, sendInitialSnapshot: true },
+    { signal },
+  );
+  for (;;) {
+    const { value, done } = await events.next();
+    if (done) throw new Error("the server ended the watch before confirming it");
+    if (value.message === SNAPSHOT_COMPLETE) return events;
+  }
+}
+
+/**
+ * Reads the events of one operation until it is terminal. Progress comes only from the event
+ * stream; if the stream ends early (server shutdown, or the watcher fell behind) the operation
+ * is read once more to report where it stands.
  *
  * @param session The session (its interrupt stops the wait).
- * @param pump The machine's event stream, opened before the operation was started.
+ * @param events The machine's watch, opened before the operation was started.
  * @param start The operation as the start RPC returned it.
  * @param handlers Step callbacks.
- * @param timeoutMs Give up (returns the last seen state) after this long.
- * @returns The terminal operation, `"interrupted"`, or `"timeout"`.
+ * @returns The terminal operation, or `"interrupted"` (Ctrl+C, or the stream was lost while the
+ * operation still runs).
  */
 export async function followOperation(
   session: Session,
-  pump: StreamPump<OperationEvent>,
+  events: MachineWatch,
   start: Operation,
   handlers: FollowHandlers,
-  timeoutMs = Infinity,
-): Promise<Operation | "interrupted" | "timeout"> {
+): Promise<Operation | "interrupted"> {
   const id = start.operationId;
-  const begun = Date.now();
   let openStep = "";
-  let lastPoll = Date.now();
-  let polledTerminal: Operation | undefined;
+  if (start.phase === OperationPhase.RUNNING && start.currentStage !== "") {
+    // A replay of an operation in flight: its current step is already under way.
+    openStep = start.currentStage;
+    handlers.stepStarted(openStep);
+  }
   const interrupted = new Promise<"interrupted">((resolve) => {
     if (session.interrupt.aborted) resolve("interrupted");
     session.interrupt.addEventListener("abort", () => resolve("interrupted"), { once: true });
   });
-  while (true) {
-    if (Date.now() - begun > timeoutMs) return "timeout";
-    const next = await Promise.race([pump.next(250), interrupted]);
-    if (next === "interrupted") return next;
-    if (next === undefined || next === "timeout") {
-      // Safety net: the watch ended or is quiet; a terminal phase seen on two polls a second
-      // apart is final even if its event never arrives.
-      if (next === undefined || Date.now() - lastPoll >= 1000) {
-        lastPoll = Date.now();
-        const op = await session.operations.getOperation({ operationId: id }, {
-          deadline: deadlineIn(10_000),
-        });
-        if (isTerminal(op.phase)) {
-          if (polledTerminal || next === undefined) return op;
-          polledTerminal = op;
-        }
-        if (next === undefined) await new Promise((resolve) => setTimeout(resolve, 500));
-      }
-      continue;
+  for (;;) {
+    let next: IteratorResult<OperationEvent> | "interrupted";
+    try {
+      next = await Promise.race([events.next(), interrupted]);
+    } catch (error) {
+      if (session.interrupt.aborted) return "interrupted";
+      // The stream failed (e.g. RESOURCE_EXHAUSTED): fall back to one read of the operation.
+      const op = await session.operations.getOperation({ operationId: id }, {
+        deadline: deadlineIn(10_000),
+      });
+      if (isTerminalPhase(op.phase)) return op;
+      throw error;
     }
-    const op = next.snapshot;
+    if (next === "interrupted") return next;
+    if (next.done) {
+      const op = await session.operations.getOperation({ operationId: id }, {
+        deadline: deadlineIn(10_000),
+      });
+      if (isTerminalPhase(op.phase)) return op;
+      return "interrupted";
+    }
+    const event = next.value;
+    const op = event.snapshot;
     if (!op || op.operationId !== id) continue;
-    const step = STEP_EVENT.exec(next.message);
+    const step = STEP_EVENT.exec(event.message);
     if (step) {
       const [, name, what, detail] = step;
       if (what === "started") {
@@ -196,41 +152,14 @@ export async function followOperation(
         openStep = "";
         handlers.stepFailed(name, detail ?? "");
       }
-    } else if (next.message === "Snapshot" && op.currentStage !== "" && !isTerminal(op.phase)) {
-      // Joined while a step runs (the start RPC replayed an operation in flight).
-      openStep = op.currentStage;
-      handlers.stepStarted(op.currentStage);
     }
-    if (isTerminal(op.phase)) {
-      if (openStep !== "" && op.phase === OperationPhase.CANCELED) handlers.stepCanceled?.(openStep);
+    if (isTerminalPhase(op.phase)) {
+      if (openStep !== "" && op.phase === OperationPhase.CANCELED) {
+        handlers.stepCanceled?.(openStep);
+      }
       return op;
     }
   }
-}
-
-/**
- * Opens the watch of a machine's operations and waits until the server serves it: a
- * ListOperations on the same channel, sent after the watch, is answered after the watch's
- * handler subscribed.
- *
- * @param session The session.
- * @param machineId The machine.
- * @param signal Ends the watch.
- * @returns The pump of events.
- */
-export async function openMachineWatch(
-  session: Session,
-  machineId: string,
-  signal: AbortSignal,
-): Promise<StreamPump<OperationEvent>> {
-  const filter = `machine_id=${machineId}`;
-  const pump = new StreamPump(
-    session.operations.watchOperations({ filter, sendInitialSnapshot: true }, { signal }),
-  );
-  await session.operations.listOperations({ filter, pageSize: 1 }, {
-    deadline: deadlineIn(10_000),
-  });
-  return pump;
 }
 
 /**
@@ -297,74 +226,34 @@ export async function operationCommand(
   command: OperationCommand,
   options: OperationOptions,
 ): Promise<number> {
-  const { io, colors: c } = session;
+  const { io } = session;
   const stop = new AbortController();
   try {
-    const pump = await openMachineWatch(session, options.machineId, stop.signal);
+    // Without --logs, progress comes from the event stream, which must be open before the
+    // operation starts. With --logs, the log stream alone drives the display (it replays from
+    // the first line, so it can start after the operation), which keeps every log line under
+    // the step that wrote it.
+    const events = options.logs
+      ? undefined
+      : await openMachineWatch(session, options.machineId, stop.signal);
     const op = await startOperation(session, command, options);
     io.out(`Operation: ${op.operationId}\n`);
     io.out(`Request ID: ${options.requestId}\n`);
-    if (isTerminal(op.phase)) {
+    if (isTerminalPhase(op.phase)) {
       io.out(resultLine(session, op));
       return exitCodeOf(op);
     }
     if (op.type === OperationType.ENTER_MAINTENANCE) io.out("→ entering maintenance...\n");
     if (op.type === OperationType.EXIT_MAINTENANCE) io.out("→ exiting maintenance...\n");
-
-    // A step line stays open (`→ name...`) until its mark; a log line breaks it.
-    let open = "";
-    let broken = false;
-    const close = (mark: string, name: string): void => {
-      if (open === name && !broken) io.out(` ${mark}\n`);
-      else io.out(`  ${mark} ${name}\n`);
-      open = "";
-      broken = false;
-    };
-    const logsDone = options.logs ? streamLogsUnderSteps() : Promise.resolve();
-    function streamLogsUnderSteps(): Promise<void> {
-      const decoder = new TextDecoder();
-      const logs = session.operations.streamOperationLogs({ operationId: op.operationId }, {
-        signal: stop.signal,
-      });
-      return (async () => {
-        try {
-          for await (const chunk of logs) {
-            const text = decoder.decode(chunk.data).replace(/\n$/, "");
-            if (text.trim() === "") continue;
-            if (open !== "" && !broken) {
-              io.out("\n");
-              broken = true;
-            }
-            const bar = chunk.stream === "stderr" ? "│!" : "│";
-            for (const line of text.split("\n")) io.out(c.dim(`  ${bar} ${line}`) + "\n");
-          }
-        } catch (error) {
-          if (!isServiceError(error) || error.code !== GRPC_CANCELLED) throw error;
-        }
-      })();
-    }
-
-    const result = await followOperation(session, pump, op, {
-      stepStarted(name) {
-        if (open !== "") io.out(broken ? "" : "\n");
-        open = name;
-        broken = false;
-        io.out(`→ ${name}...`);
-      },
-      stepSucceeded: (name) => close(c.green("✓"), name),
-      stepFailed(name, message) {
-        close(c.red("✗"), name);
-        io.out(`    ${message}\n`);
-      },
-      stepCanceled: (name) => close(c.yellow("○"), name),
-    });
-    if (open !== "" && !broken) io.out("\n");
-    if (result === "interrupted" || result === "timeout") {
+    const steps = new StepPrinter(session);
+    const result = events
+      ? await followOperation(session, events, op, steps)
+      : await followLogs(session, op, steps, stop.signal);
+    steps.end();
+    if (result === "interrupted") {
       io.err(interruptedText(session, op.operationId));
       return EXIT.INTERRUPTED;
     }
-    // Logs end at the terminal phase; give them a moment to flush.
-    await Promise.race([logsDone, new Promise((resolve) => setTimeout(resolve, 200))]);
     io.out(resultLine(session, result));
     return exitCodeOf(result);
   } finally {
@@ -372,11 +261,119 @@ export async function operationCommand(
   }
 }
 
+/**
+ * Prints step progress: `→ name... ✓` on one line, or, when log lines come between, the
+ * `→ name...` line, the log lines (`  │ ...`), then `  ✓ name`.
+ */
+class StepPrinter implements FollowHandlers {
+  readonly #session: Session;
+  #open = "";
+  #broken = false;
+
+  constructor(session: Session) {
+    this.#session = session;
+  }
+
+  stepStarted(name: string): void {
+    this.end();
+    this.#open = name;
+    this.#session.io.out(`→ ${name}...`);
+  }
+
+  stepSucceeded(name: string): void {
+    this.#close(this.#session.colors.green("✓"), name);
+  }
+
+  stepFailed(name: string, message: string): void {
+    this.#close(this.#session.colors.red("✗"), name);
+    this.#session.io.out(`    ${message}\n`);
+  }
+
+  stepCanceled(name: string): void {
+    this.#close(this.#session.colors.yellow("○"), name);
+  }
+
+  /** Prints a log line under the open step. */
+  log(line: string, stream: string): void {
+    const { io, colors } = this.#session;
+    if (this.#open !== "" && !this.#broken) {
+      io.out("\n");
+      this.#broken = true;
+    }
+    const bar = stream === "stderr" ? "│!" : "│";
+    io.out(colors.dim(`  ${bar} ${line}`) + "\n");
+  }
+
+  /** Ends an open step line that got no mark. */
+  end(): void {
+    if (this.#open !== "" && !this.#broken) this.#session.io.out("\n");
+    this.#open = "";
+    this.#broken = false;
+  }
+
+  /** The step whose line is open, if any. */
+  get open(): string {
+    return this.#open;
+  }
+
+  #close(mark: string, name: string): void {
+    if (this.#open === name && !this.#broken) this.#session.io.out(` ${mark}\n`);
+    else this.#session.io.out(`  ${mark} ${name}\n`);
+    this.#open = "";
+    this.#broken = false;
+  }
+}
+
+const STEP_HEADER = /^--- Step \d+\/\d+: (\S+) ---$/;
+const OUTCOME_LINE = /^=== Operation (SUCCEEDED|FAILED|CANCELED)(?:: (.*?))? ===$/;
+
+/**
+ * Follows an operation through its log stream: step headers open steps, the outcome banner
+ * closes the last one, every other line is printed under its step. The stream ends once the
+ * operation is terminal; the operation is then read for its result.
+ */
+async function followLogs(
+  session: Session,
+  op: Operation,
+  steps: StepPrinter,
+  signal: AbortSignal,
+): Promise<Operation | "interrupted"> {
+  const decoder = new TextDecoder();
+  const logs = session.operations.streamOperationLogs({ operationId: op.operationId }, {
+    signal: AbortSignal.any([signal, session.interrupt]),
+  });
+  try {
+    for await (const chunk of logs) {
+      const line = decoder.decode(chunk.data).replace(/\n$/, "");
+      const header = STEP_HEADER.exec(line);
+      const outcome = OUTCOME_LINE.exec(line);
+      if (header) {
+        if (steps.open !== "") steps.stepSucceeded(steps.open);
+        steps.stepStarted(header[1]);
+      } else if (outcome) {
+        const open = steps.open;
+        if (open !== "" && outcome[1] === "SUCCEEDED") steps.stepSucceeded(open);
+        if (open !== "" && outcome[1] === "FAILED") steps.stepFailed(open, outcome[2] ?? "");
+        if (open !== "" && outcome[1] === "CANCELED") steps.stepCanceled(open);
+      } else if (line.trim() !== "") {
+        steps.log(line, chunk.stream);
+      }
+    }
+  } catch (error) {
+    if (session.interrupt.aborted) return "interrupted";
+    throw error;
+  }
+  if (session.interrupt.aborted) return "interrupted";
+  return await session.operations.getOperation({ operationId: op.operationId }, {
+    deadline: deadlineIn(10_000),
+  });
+}
+
 function interruptedText(session: Session, operationId: string): string {
   const server = session.address === "localhost:50051" ? "" : ` --server ${session.address}`;
   return `\n⚠ Interrupted: operation ${operationId} continues on the server.\n` +
-    `  follow it:  bmdemo${server} logs ${operationId}\n` +
-    `  cancel it:  bmdemo${server} cancel ${operationId}\n`;
+    `  follow it:  bmdemo-cli${server} logs ${operationId}\n` +
+    `  cancel it:  bmdemo-cli${server} cancel ${operationId}\n`;
 }
 
 /**
@@ -434,7 +431,9 @@ export async function watchCommand(session: Session, machineId?: string): Promis
       const op = event.snapshot;
       io.out(
         `[${formatTime(event.ts)}] ${shortId(op?.operationId ?? "")} | ${op?.machineId ?? "-"} | ` +
-          `${OperationPhase[op?.phase ?? 0]} | stage=${op?.currentStage || "-"} | ${event.message}\n`,
+          `${OperationPhase[op?.phase ?? 0]} | stage=${
+            op?.currentStage || "-"
+          } | ${event.message}\n`,
       );
     }
   } catch (error) {

@@ -32,6 +32,8 @@ export interface CliIo {
   isTerminal?: boolean;
   /** Aborted on Ctrl+C (SIGINT). */
   interrupt?: AbortSignal;
+  /** Waits for the user to press Enter; only given when stdin is a terminal. */
+  pause?: () => Promise<void>;
 }
 
 /** A command line that cannot be run; exits with {@linkcode EXIT.USAGE}. */

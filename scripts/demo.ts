@@ -1,0 +1,67 @@
+/**
+ * `deno task demo`: the presenter demo in one command. Starts a bmdemo server in this process on
+ * a free loopback port and runs the guided tour (`bmdemo-cli tour`) against it, then stops the
+ * server. Pauses for Enter between sections only when stdin is a terminal, so it also runs
+ * straight through in CI.
+ *
+ *   deno task demo            normal timings (a reimage takes ~3.4 s)
+ *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
+ *   deno task demo --server host:port   run the tour against an external server instead
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { main } from "../lib/cli/main.ts";
+import { startServer } from "../lib/grpc/server.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    slow: { type: "boolean", default: false },
+    server: { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+if (values.help) {
+  console.log("usage: deno task demo [--slow] [--server host:port]");
+  Deno.exit(0);
+}
+
+const encoder = new TextEncoder();
+const interrupt = new AbortController();
+Deno.addSignalListener("SIGINT", () => interrupt.abort());
+
+async function pause(): Promise<void> {
+  const reader = Deno.stdin.readable.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || value.includes(10)) return;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+const server = values.server
+  ? undefined
+  : await startServer({ host: "127.0.0.1", port: 0, timing: values.slow ? "slow" : "normal" });
+const address = values.server ?? server!.address;
+if (server) {
+  console.log(`Started a bmdemo server on ${address}${values.slow ? " (slow timings)" : ""}.`);
+}
+let code: number;
+try {
+  code = await main(["tour", "--server", address], {
+    out: (text) => Deno.stdout.writeSync(encoder.encode(text)),
+    err: (text) => Deno.stderr.writeSync(encoder.encode(text)),
+    env: { NO_COLOR: Deno.env.get("NO_COLOR") },
+    isTerminal: Deno.stdout.isTerminal(),
+    interrupt: interrupt.signal,
+    pause: Deno.stdin.isTerminal() ? pause : undefined,
+  });
+} finally {
+  await server?.shutdown();
+}
+Deno.exit(code);

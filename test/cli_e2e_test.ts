@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { startServer } from "../lib/grpc/server.ts";
+import { createEngine } from "../lib/engine.ts";
+import { createFakeProvider } from "../lib/fake_provider.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const GOLDEN = new URL("./golden/", import.meta.url);
+
+async function cli(server: string, ...args: string[]): Promise<[number, string, string]> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-env", CLI, "--server", server, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+  return [output.code, text(output.stdout), text(output.stderr)];
+}
+
+/** Replaces operation ids and UUIDs by stable placeholders. */
+function normalise(text: string): string {
+  return text
+    .replace(/op-[0-9a-f-]{36}/g, "op-<id>")
+    .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>");
+}
+
+Deno.test("quick start session matches the golden output", async () => {
+  await using server = await startServer({ port: 0, timing: "zero" });
+  const steps = [
+    ["import", "3"],
+    ["list"],
+    ["enter-maintenance", "machine-1"],
+    ["reimage", "machine-1"],
+    ["exit-maintenance", "machine-1"],
+    ["list"],
+  ];
+  let transcript = "";
+  for (const args of steps) {
+    const [code, out, err] = await cli(server.address, ...args);
+    assert.deepEqual([code, err], [0, ""], args.join(" "));
+    transcript += `$ bmdemo ${args.join(" ")}\n${normalise(out)}\n`;
+  }
+  const golden = new URL("quick_start.txt", GOLDEN);
+  if (Deno.env.get("UPDATE_GOLDEN")) await Deno.writeTextFile(golden, transcript);
+  assert.deepEqual(transcript, await Deno.readTextFile(golden));
+});
+
+Deno.test("a failed operation exits 4 with the step error", async () => {
+  const engine = createEngine({
+    provider: createFakeProvider({
+      timing: "zero",
+      faults: { repave: { kind: "fail", message: "simulated repave failure" } },
+    }),
+    executor: { backoff: () => 0 },
+  });
+  await using server = await startServer({ port: 0, engine });
+  await cli(server.address, "import", "1");
+  await cli(server.address, "enter-maintenance", "machine-1");
+  const [code, out] = await cli(server.address, "reimage", "machine-1");
+  assert.deepEqual(code, 4);
+  const golden = new URL("reimage_failed.txt", GOLDEN);
+  if (Deno.env.get("UPDATE_GOLDEN")) await Deno.writeTextFile(golden, normalise(out));
+  assert.deepEqual(normalise(out), await Deno.readTextFile(golden));
+});
+
+Deno.test("an unreachable server exits 3 and names the fix", async () => {
+  const listener = Deno.listen({ port: 0, hostname: "127.0.0.1" });
+  const port = listener.addr.port;
+  listener.close();
+  const [code, out, err] = await cli(`127.0.0.1:${port}`, "list");
+  assert.deepEqual([code, out], [3, ""]);
+  assert.deepEqual(
+    err,
+    `cannot reach the bmdemo server at 127.0.0.1:${port}: start it with deno task server ` +
+      "(or pass --server host:port)\n",
+  );
+});
