@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/logging.ts";
-import { startServer } from "./lib/grpc/server.ts";
+import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -29,9 +29,6 @@ Flags:
 Logs go to stderr; the line "listening on <host>:<port>" goes to stdout once it accepts calls.
 SIGINT/SIGTERM stop it: new calls are refused, open streams end, running operations are
 CANCELED (reason ServerShutdown), exit code 0.`;
-
-/** Deno releases whose node:http2 aborts under grpc-js (denoland/deno#36788). */
-const CRASHING_DENO = ["2.9.4", "2.9.5", "2.9.6"];
 
 function usage(message: string): never {
   console.error(`bmdemo-server: ${message}\n\n${HELP}`);
@@ -70,12 +67,8 @@ async function main(): Promise<void> {
   }
   configureLogging(level);
   const logger = getLogger(["bmdemo", "server"]);
-  if (CRASHING_DENO.includes(Deno.version.deno)) {
-    logger.warn(
-      "Deno {version} aborts in node:http2 under gRPC load (denoland/deno#36788); run bmdemo with Deno 2.9.3",
-      { version: Deno.version.deno },
-    );
-  }
+  const warning = denoVersionWarning(Deno.version.deno);
+  if (warning) logger.warn(warning);
   if (values.slow) logger.info("Using slow demo timing");
 
   let server;

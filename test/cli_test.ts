@@ -192,7 +192,7 @@ Deno.test("ops lists operations oldest first, or says there are none", SANITIZE,
     type: OperationType.ENTER_MAINTENANCE,
   });
   const second = await runOperation(server.engine, {
-    machineId: "machine-1",
+    machineId: "machine-2",
     type: OperationType.REBOOT,
   });
   const { code, out, err } = await runCli(server, ["ops"]);
@@ -215,7 +215,7 @@ Deno.test("ops lists operations oldest first, or says there are none", SANITIZE,
   ]);
   assert.deepEqual(lines[2].split(/\s+/).slice(0, 4), [
     second.operationId,
-    "machine-1",
+    "machine-2",
     "REBOOT",
     "SUCCEEDED",
   ]);
@@ -314,7 +314,10 @@ Deno.test("-v prints provider log lines under the step that wrote them", SANITIZ
     assert.match(lines[1], /^Request ID: /);
     assert.deepEqual(lines.at(-1), "✓ SUCCEEDED");
     const steps = ["set-netboot", "reboot-to-netboot", "repave-image", "join-cluster"];
-    let cursor = 2;
+    // Lines the operation logs before its first step come first.
+    let cursor = lines.indexOf("→ set-netboot...");
+    assert.ok(cursor >= 2, flag);
+    for (const line of lines.slice(2, cursor)) assert.match(line, /^ {2}│ /, `${flag}: ${line}`);
     for (const step of [...steps, "verify-in-cluster"]) {
       const start = lines.indexOf(`→ ${step}...`);
       const end = lines.indexOf(`  ✓ ${step}`);

@@ -53,3 +53,24 @@ Deno.test(
     assert.equal(replays[0], replays[1]);
   },
 );
+
+Deno.test(
+  "scripts/run-bmdemo.sh runs the tour against a server process and stops exactly it",
+  SANITIZE,
+  async () => {
+    const out = await new Deno.Command("bash", {
+      args: ["scripts/run-bmdemo.sh"],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const pid = Number(/Server \(pid (\d+)\) listening on 127\.0\.0\.1:\d+/.exec(stdout)?.[1]);
+    assert.ok(pid > 0, stdout.slice(0, 500));
+    assert.match(stdout, /Demo Complete/);
+    assert.ok(stdout.includes(`Stopping the server (pid ${pid})...`));
+    // The server process is gone.
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+  },
+);

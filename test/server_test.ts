@@ -7,7 +7,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { createClient } from "../lib/grpc/service_definition.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
-import { startServer } from "../lib/grpc/server.ts";
+import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
 import { spawnServer } from "./server_process.ts";
 
@@ -136,3 +136,11 @@ Deno.test(
     assert.equal(done.done, true);
   },
 );
+
+Deno.test("denoVersionWarning() names the crashing Deno releases and the fix", () => {
+  for (const version of ["2.9.4", "2.9.5", "2.9.6"]) {
+    assert.match(denoVersionWarning(version) ?? "", /aborts in node:http2.*Deno 2\.9\.3/);
+  }
+  assert.equal(denoVersionWarning("2.9.3"), undefined);
+  assert.equal(denoVersionWarning(Deno.version.deno), undefined, "the pinned Deno runs the tests");
+});

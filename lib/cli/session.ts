@@ -83,6 +83,8 @@ export function isServiceError(error: unknown): error is ServiceError {
 
 /** gRPC status code CANCELLED. */
 export const GRPC_CANCELLED = 1;
+/** gRPC status code FAILED_PRECONDITION (e.g. cancelling a finished operation). */
+export const GRPC_FAILED_PRECONDITION = 9;
 /** gRPC status code UNAVAILABLE. */
 export const GRPC_UNAVAILABLE = 14;
 

@@ -15,7 +15,7 @@ import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { EXIT, type Session } from "./session.ts";
+import { EXIT, GRPC_FAILED_PRECONDITION, isServiceError, type Session } from "./session.ts";
 
 /** How the tour runs commands and waits for the presenter. */
 export interface TourOptions {
@@ -160,11 +160,21 @@ async function cancelDemo(
       (e) => e.message === "Step reboot-to-netboot started" || isFinished(e),
     );
     const target = running?.snapshot;
+    let canceled = false;
     if (target && !isFinished(running)) {
-      await session.machines.cancelOperation({ operationId: target.operationId });
+      try {
+        await session.machines.cancelOperation({ operationId: target.operationId });
+        canceled = true;
+      } catch (error) {
+        // The operation may finish between its step event and the cancel: that is accepted.
+        if (!(isServiceError(error) && error.code === GRPC_FAILED_PRECONDITION)) {
+          await reimage;
+          throw error;
+        }
+      }
     }
     await reimage;
-    if (target && !isFinished(running)) {
+    if (target && canceled) {
       io.out(
         `\n  ℹ Canceled from another terminal with: bmdemo-cli cancel ${target.operationId}\n`,
       );

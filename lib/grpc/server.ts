@@ -32,6 +32,26 @@ import { toGrpcStatus } from "./status.ts";
 
 const logger = getLogger(["bmdemo", "server"]);
 
+/** Deno releases whose node:http2 aborts under grpc-js (denoland/deno#36788). */
+export const CRASHING_DENO_VERSIONS: readonly string[] = ["2.9.4", "2.9.5", "2.9.6"];
+
+/**
+ * The start-up warning for a Deno release known to crash in `node:http2`, if this is one.
+ *
+ * @param version A Deno version, e.g. `Deno.version.deno`.
+ * @returns The warning, or `undefined` for a release without the known crash.
+ *
+ * @example
+ * ```ts
+ * denoVersionWarning("2.9.5"); // "Deno 2.9.5 aborts in node:http2 ..."
+ * ```
+ */
+export function denoVersionWarning(version: string): string | undefined {
+  if (!CRASHING_DENO_VERSIONS.includes(version)) return undefined;
+  return `Deno ${version} aborts in node:http2 when a gRPC peer closes a busy connection ` +
+    `(denoland/deno#36788); run bmdemo with Deno 2.9.3 (npm install -g deno@2.9.3)`;
+}
+
 /** Options of {@linkcode startServer}. */
 export interface ServerOptions {
   /** The engine to serve. @default a new engine with the fake provider and `timing` */
