@@ -13,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { main } from "../lib/cli/main.ts";
+import { terminalIo } from "../lib/cli/terminal.ts";
 import { startServer } from "../lib/grpc/server.ts";
 
 const { values } = parseArgs({
@@ -28,21 +29,8 @@ if (values.help) {
   Deno.exit(0);
 }
 
-const encoder = new TextEncoder();
 const interrupt = new AbortController();
 Deno.addSignalListener("SIGINT", () => interrupt.abort());
-
-async function pause(): Promise<void> {
-  const reader = Deno.stdin.readable.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done || value.includes(10)) return;
-    }
-  } finally {
-    reader.releaseLock();
-  }
-}
 
 const server = values.server
   ? undefined
@@ -53,14 +41,7 @@ if (server) {
 }
 let code: number;
 try {
-  code = await main(["tour", "--server", address], {
-    out: (text) => Deno.stdout.writeSync(encoder.encode(text)),
-    err: (text) => Deno.stderr.writeSync(encoder.encode(text)),
-    env: { NO_COLOR: Deno.env.get("NO_COLOR") },
-    isTerminal: Deno.stdout.isTerminal(),
-    interrupt: interrupt.signal,
-    pause: Deno.stdin.isTerminal() ? pause : undefined,
-  });
+  code = await main(["tour", "--server", address], terminalIo(interrupt.signal));
 } finally {
   await server?.shutdown();
 }
