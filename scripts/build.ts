@@ -30,7 +30,8 @@ const PROGRAMS = [
   { name: "bmdemo-cli", entry: "cli.ts" },
 ];
 
-const PERMISSIONS = ["--allow-net", "--allow-env"];
+// Read access is for the TLS and token files named on the command line.
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read"];
 
 async function deno(args: string[]): Promise<void> {
   console.error(`$ deno ${args.join(" ")}`);

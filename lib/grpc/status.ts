@@ -1,7 +1,8 @@
 /**
  * The one place where failures become gRPC statuses: every domain error code maps to a status
  * through an exhaustive table (a new code is a type error until it is mapped), an aborted call
- * becomes CANCELLED, and anything unknown becomes INTERNAL and is logged.
+ * becomes CANCELLED, and anything unknown becomes INTERNAL and is logged. Every status carries
+ * a `google.rpc.Status` with an `ErrorInfo` (reason, domain `bmdemo`, ids) in its trailer.
  *
  * @module
  */
@@ -9,6 +10,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
 import { BmdemoError, type ErrorCode } from "../errors.ts";
+import { statusMetadata } from "./error_details.ts";
 import type { GrpcStatus } from "./service_definition.ts";
 
 const logger = getLogger(["bmdemo", "grpc"]);
@@ -39,16 +41,31 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, grpc.status>> = Object.free
  */
 export function toGrpcStatus(error: unknown): GrpcStatus {
   if (error instanceof BmdemoError) {
-    return { code: GRPC_STATUS[error.code], details: error.message };
+    return withDetails(GRPC_STATUS[error.code], error.message, error.reason, error.metadata);
   }
   if (error instanceof DOMException && error.name === "AbortError") {
-    return { code: grpc.status.CANCELLED, details: "the call was cancelled" };
+    return withDetails(grpc.status.CANCELLED, "the call was cancelled", "CANCELLED", {});
   }
   logger.error("Unexpected error in a handler: {error}", {
     error: error instanceof Error ? error.stack ?? error.message : String(error),
   });
+  return withDetails(
+    grpc.status.INTERNAL,
+    `internal error: ${error instanceof Error ? error.message : String(error)}`,
+    "INTERNAL",
+    {},
+  );
+}
+
+function withDetails(
+  code: grpc.status,
+  message: string,
+  reason: string,
+  metadata: Readonly<Record<string, string>>,
+): GrpcStatus {
   return {
-    code: grpc.status.INTERNAL,
-    details: `internal error: ${error instanceof Error ? error.message : String(error)}`,
+    code,
+    details: message,
+    metadata: statusMetadata({ code, message, reason, metadata }),
   };
 }

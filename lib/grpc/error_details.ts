@@ -1,0 +1,92 @@
+/**
+ * The rich error model on the wire: every failed call carries a `google.rpc.Status` in the
+ * `grpc-status-details-bin` trailer, with one `google.rpc.ErrorInfo` detail whose `reason` is a
+ * stable UPPER_SNAKE code (`MACHINE_NOT_FOUND`, `MACHINE_BUSY`, …), `domain` is `bmdemo`, and
+ * `metadata` names the ids involved (e.g. `activeOperationId`). Clients branch on the reason
+ * instead of parsing messages.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { type ErrorInfo, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+import { StatusSchema } from "../gen/google/rpc/status_pb.ts";
+
+/** The `ErrorInfo.domain` of every bmdemo error. */
+export const ERROR_DOMAIN = "bmdemo";
+
+/** The trailer that carries the binary `google.rpc.Status`. */
+export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
+
+/** What a failed call says about itself. */
+export interface ErrorDetails {
+  /** gRPC status code. */
+  code: grpc.status;
+  /** The status message. */
+  message: string;
+  /** Stable UPPER_SNAKE reason. */
+  reason: string;
+  /** Ids and values involved. */
+  metadata: Readonly<Record<string, string>>;
+}
+
+/**
+ * Builds the trailing metadata that carries a status with its `ErrorInfo`.
+ *
+ * @param details Code, message, reason and metadata.
+ * @returns Metadata with the `grpc-status-details-bin` entry.
+ *
+ * @example
+ * ```ts
+ * import * as grpc from "@grpc/grpc-js";
+ * statusMetadata({ code: grpc.status.NOT_FOUND, message: "gone", reason: "MACHINE_NOT_FOUND", metadata: {} });
+ * ```
+ */
+export function statusMetadata(details: ErrorDetails): grpc.Metadata {
+  const info = create(ErrorInfoSchema, {
+    reason: details.reason,
+    domain: ERROR_DOMAIN,
+    metadata: { ...details.metadata },
+  });
+  const status = create(StatusSchema, {
+    code: details.code,
+    message: details.message,
+    details: [anyPack(ErrorInfoSchema, info)],
+  });
+  const metadata = new grpc.Metadata();
+  metadata.set(STATUS_DETAILS_KEY, Buffer.from(toBinary(StatusSchema, status)));
+  return metadata;
+}
+
+/**
+ * Reads the `ErrorInfo` of a failed call, if the server sent one.
+ *
+ * @param error What a client call rejected with (a grpc-js `ServiceError`).
+ * @returns The error info, or `undefined` when the error carries none (or is not a gRPC error).
+ *
+ * @example
+ * ```ts ignore
+ * try { await client.getMachine({ machineId: "x" }); } catch (error) {
+ *   if (errorInfoOf(error)?.reason === "MACHINE_NOT_FOUND") console.log("register it first");
+ * }
+ * ```
+ */
+export function errorInfoOf(error: unknown): ErrorInfo | undefined {
+  const metadata = (error as { metadata?: unknown } | null)?.metadata;
+  if (!(metadata instanceof grpc.Metadata)) return undefined;
+  const [raw] = metadata.get(STATUS_DETAILS_KEY);
+  if (!(raw instanceof Uint8Array)) return undefined;
+  try {
+    const status = fromBinary(StatusSchema, raw);
+    for (const detail of status.details) {
+      const info = anyUnpack(detail, ErrorInfoSchema);
+      if (info) return info;
+    }
+  } catch {
+    // A malformed trailer from some other server: no details rather than a crash.
+  }
+  return undefined;
+}
