@@ -3,6 +3,8 @@
  * hardware provider.
  *
  *   deno task server [--port 50051] [--host 127.0.0.1] [--slow] [--log-level info]
+ *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
+ *     [--insecure-expose]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
  * stop that takes longer than 15 s, forces the exit.
@@ -14,6 +16,8 @@ import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/logging.ts";
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
+import { isLoopbackHost } from "./lib/grpc/auth.ts";
+import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -24,7 +28,18 @@ Flags:
   --host <addr>       address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)
   --slow              slow simulated hardware, for live presentations (a reimage takes ~29 s)
   --log-level <lvl>   debug | info | warn | error (default info); debug logs every RPC
+  --tls-cert <pem>    serve TLS with this certificate chain (needs --tls-key; env BMDEMO_TLS_CERT)
+  --tls-key <pem>     private key of --tls-cert (env BMDEMO_TLS_KEY)
+  --client-ca <pem>   mutual TLS: require client certificates signed by this CA
+                      (env BMDEMO_CLIENT_CA)
+  --auth-token-file <file>
+                      require "authorization: Bearer <token>" on every call except health;
+                      the file holds the token (env BMDEMO_AUTH_TOKEN holds the token itself)
+  --insecure-expose   allow a non-loopback --host without a token (or client CA)
   -h, --help          show this help
+
+Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
+with a token, reflection needs it too, health does not.
 
 Logs go to stderr; the line "listening on <host>:<port>" goes to stdout once it accepts calls.
 SIGINT/SIGTERM stop it: new calls are refused, open streams end, running operations are
@@ -45,6 +60,11 @@ async function main(): Promise<void> {
         host: { type: "string", default: "127.0.0.1" },
         slow: { type: "boolean", default: false },
         "log-level": { type: "string", default: "info" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "client-ca": { type: "string" },
+        "auth-token-file": { type: "string" },
+        "insecure-expose": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -65,6 +85,29 @@ async function main(): Promise<void> {
   if (!LOG_LEVELS.includes(level)) {
     usage(`--log-level must be one of ${LOG_LEVELS.join(", ")}: got "${values["log-level"]}"`);
   }
+  const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
+  let tls: TlsOptions | undefined;
+  let authToken: string | undefined;
+  try {
+    tls = await readTlsFiles({
+      cert: values["tls-cert"] ?? env("BMDEMO_TLS_CERT"),
+      key: values["tls-key"] ?? env("BMDEMO_TLS_KEY"),
+      clientCa: values["client-ca"] ?? env("BMDEMO_CLIENT_CA"),
+    });
+    authToken = await readToken(values["auth-token-file"]);
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
+  }
+  if (
+    !isLoopbackHost(values.host) && authToken === undefined && tls?.clientCa === undefined &&
+    !values["insecure-expose"]
+  ) {
+    usage(
+      `refusing to listen on non-loopback host "${values.host}" without --auth-token-file ` +
+        `(or BMDEMO_AUTH_TOKEN, or --client-ca): anyone on the network could drive the ` +
+        `machines; pass --insecure-expose to do it anyway`,
+    );
+  }
   configureLogging(level);
   const logger = getLogger(["bmdemo", "server"]);
   const warning = denoVersionWarning(Deno.version.deno);
@@ -77,6 +120,8 @@ async function main(): Promise<void> {
       host: values.host,
       port,
       timing: values.slow ? "slow" : "normal",
+      tls,
+      authToken,
     });
   } catch (error) {
     logger.error("Cannot listen on {host}:{port}: {error}", {
@@ -86,6 +131,10 @@ async function main(): Promise<void> {
     });
     Deno.exit(1);
   }
+  logger.info("TLS {tls}; token {auth}", {
+    tls: tls ? (tls.clientCa ? "on (mutual)" : "on") : "off",
+    auth: authToken === undefined ? "not required" : "required",
+  });
   console.log(`bmdemo-server listening on ${server.address}`);
 
   const stopped = Promise.withResolvers<void>();
@@ -111,6 +160,26 @@ async function main(): Promise<void> {
   }
   await stopped.promise;
   Deno.exit(0);
+}
+
+/** The token from `--auth-token-file`, else `BMDEMO_AUTH_TOKEN`; never logged. */
+async function readToken(file: string | undefined): Promise<string | undefined> {
+  const token = file === undefined
+    ? Deno.env.get("BMDEMO_AUTH_TOKEN")
+    : await Deno.readTextFile(file).catch((error) => {
+      throw new Error(
+        `--auth-token-file: cannot read "${file}": ${
+          error instanceof Error ? error.message : error
+        }`,
+      );
+    });
+  if (token === undefined || (file === undefined && token === "")) return undefined;
+  if (token.trim() === "") {
+    throw new Error(
+      file === undefined ? "BMDEMO_AUTH_TOKEN is blank" : `--auth-token-file "${file}" is empty`,
+    );
+  }
+  return token.trim();
 }
 
 if (import.meta.main) await main();

@@ -312,7 +312,12 @@ export class Engine implements AsyncDisposable {
    * @throws {NotFoundError} `OPERATION_NOT_FOUND`, synchronously.
    */
   streamLogs(operationId: string, options: { signal?: AbortSignal } = {}): AsyncIterable<LogChunk> {
-    if (operationId === "") throw new InvalidArgumentError("operation_id is required");
+    if (operationId === "") {
+      throw new InvalidArgumentError("operation_id is required", {
+        reason: "MISSING_FIELD",
+        metadata: { field: "operation_id" },
+      });
+    }
     const operation = this.store.getOperation(operationId);
     // An operation that ended without the executor ever holding it (e.g. recovered from a
     // previous run) has a complete journal already.

@@ -20,6 +20,9 @@ export type ErrorCode =
 /** Stable, machine-readable reasons; each is documented in the README. */
 export type ErrorReason =
   | "INVALID_ARGUMENT"
+  | "MISSING_FIELD"
+  | "LIMIT_EXCEEDED"
+  | "INVALID_FORMAT"
   | "INVALID_FILTER"
   | "INVALID_PAGE_TOKEN"
   | "REQUEST_ID_REUSED"

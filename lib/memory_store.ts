@@ -10,13 +10,12 @@ import { create } from "@bufbuild/protobuf";
 import {
   ErrorStatusSchema,
   type Machine,
-  MachineStatus_Phase as MachinePhase,
   type Operation,
   Operation_Phase as OperationPhase,
   OperationSchema,
 } from "./gen/baremetal/v1/baremetal_pb.ts";
 import { newOperationId } from "./ids.ts";
-import { gateRefusal, isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
+import { isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
 import type { CancelCause, Outcome } from "./lifecycle.ts";
 import {
   decodePageToken,
@@ -31,6 +30,7 @@ import {
 import {
   applyEffects,
   type CancelOperationResult,
+  checkMachineId,
   checkReplay,
   type CreateOperationRequest,
   type CreateOperationResult,
@@ -41,13 +41,15 @@ import {
   newMachine,
   operationFinished,
   operationNotFound,
+  phasePrecondition,
   type RegisterMachineResult,
   stamp,
   type Store,
   validateCreateRequest,
+  validateMachine,
+  validatePatch,
   withEffectiveState,
 } from "./store.ts";
-import { FailedPreconditionError } from "./errors.ts";
 
 /** Options of {@linkcode createMemoryStore}. */
 export interface MemoryStoreOptions {
@@ -97,6 +99,7 @@ class MemoryStore implements Store {
   }
 
   registerMachine(machine: Machine): RegisterMachineResult {
+    validateMachine(machine);
     const existing = machine.machineId === ""
       ? undefined
       : this.#machineById.get(machine.machineId);
@@ -116,6 +119,7 @@ class MemoryStore implements Store {
   }
 
   getMachine(machineId: string): Machine {
+    if (machineId !== "") checkMachineId(machineId);
     const slot = this.#machineById.get(machineId);
     if (!slot) throw machineNotFound(machineId);
     return slot.value;
@@ -127,6 +131,7 @@ class MemoryStore implements Store {
   }
 
   updateMachine(machineId: string, patch: MachinePatch): Machine {
+    validatePatch(machineId, patch);
     const slot = this.#machineById.get(machineId);
     if (!slot) throw machineNotFound(machineId);
     slot.value = freezeSnapshot({
@@ -149,19 +154,8 @@ class MemoryStore implements Store {
     const machineSlot = this.#machineById.get(request.machineId);
     if (!machineSlot) throw machineNotFound(request.machineId);
     const machine = machineSlot.value;
-    const refusal = gateRefusal(request.type, {
-      machineId: machine.machineId,
-      phase: machine.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED,
-    });
-    if (refusal !== undefined) {
-      throw new FailedPreconditionError(refusal, {
-        reason: "PHASE_PRECONDITION",
-        metadata: {
-          machineId: machine.machineId,
-          phase: MachinePhase[machine.status?.phase ?? 0],
-        },
-      });
-    }
+    const refusal = phasePrecondition(request.type, machine);
+    if (refusal !== undefined) throw refusal;
     const activeId = machine.status?.activeOperationId ?? "";
     if (activeId !== "") throw machineBusy(this.#operationById.get(activeId)!.value);
 

@@ -11,6 +11,7 @@
  */
 
 import { InvalidArgumentError } from "./errors.ts";
+import { checkLength, LIMITS } from "./limits.ts";
 import {
   type Machine,
   MachineStatus_EffectiveState as EffectiveState,
@@ -22,8 +23,8 @@ import {
 
 /** Page size used when a request leaves `page_size` at 0. */
 export const DEFAULT_PAGE_SIZE = 100;
-/** Largest page a list returns; larger requests are capped to it. */
-export const MAX_PAGE_SIZE = 1000;
+/** Largest page a list returns; larger requests are capped to it ({@linkcode LIMITS}). */
+export const MAX_PAGE_SIZE: number = LIMITS.maxPageSize;
 
 /** A parsed filter: a predicate plus what an index can use. */
 export interface Filter<T> {
@@ -59,6 +60,12 @@ interface Term {
 }
 
 function splitTerms(text: string, example: string): Term[] {
+  checkLength(
+    "filter",
+    text,
+    LIMITS.filterLength,
+    "use fewer or shorter terms (the filter cannot be split across requests)",
+  );
   const trimmed = text.trim();
   if (trimmed === "") return [];
   return trimmed.split(/\s+AND\s+/).map((raw) => {
@@ -228,6 +235,7 @@ export function resolvePageSize(requested = 0): number {
   if (!Number.isInteger(requested) || requested < 0) {
     throw new InvalidArgumentError(
       `Cannot list with page_size ${requested}: use 0 for the default (${DEFAULT_PAGE_SIZE}) or a positive number up to ${MAX_PAGE_SIZE}`,
+      { metadata: { field: "page_size" } },
     );
   }
   if (requested === 0) return DEFAULT_PAGE_SIZE;
@@ -272,10 +280,12 @@ export function decodePageToken(
   expected: Omit<PageCursor, "after">,
 ): number {
   if (token === "") return 0;
+  // A token is echoed back in the error; a huge forged one must not make a huge status.
+  const shown = token.length > 256 ? `${token.slice(0, 256)}…` : token;
   const invalid = (detail: string) =>
-    new InvalidArgumentError(`Cannot use page_token "${token}": ${detail}`, {
+    new InvalidArgumentError(`Cannot use page_token "${shown}": ${detail}`, {
       reason: "INVALID_PAGE_TOKEN",
-      metadata: { pageToken: token },
+      metadata: { pageToken: shown },
     });
   let parsed: unknown;
   try {

@@ -31,14 +31,24 @@ import { newMachineId } from "./ids.ts";
 import {
   type CancelCause,
   effectiveState,
+  gateRefusal,
   type MachineEffects,
   OPERATION_TYPES,
+  operationVerb,
   type Outcome,
   setCondition,
 } from "./lifecycle.ts";
+import { checkLabels, checkLength, checkMachineId, LIMITS } from "./limits.ts";
 import type { ListQuery, Page } from "./query.ts";
 
 export type { ListQuery, Page } from "./query.ts";
+export {
+  checkLabels,
+  checkMachineId,
+  LABEL_KEY_PATTERN,
+  LIMITS,
+  MACHINE_ID_PATTERN,
+} from "./limits.ts";
 
 /** Input of {@linkcode Store.createOperation}. */
 export interface CreateOperationRequest {
@@ -161,6 +171,7 @@ export function newMachine(input: Machine, now: Timestamp): Machine {
   const phase = requested === MachinePhase.PHASE_UNSPECIFIED
     ? MachinePhase.FACTORY_READY
     : requested;
+  validateMachine(input);
   const machineId = input.machineId === "" ? newMachineId() : input.machineId;
   if (phase !== MachinePhase.FACTORY_READY && phase !== MachinePhase.READY) {
     throw new InvalidArgumentError(
@@ -176,6 +187,85 @@ export function newMachine(input: Machine, now: Timestamp): Machine {
     labels: { ...input.labels },
     status: create(MachineStatusSchema, { phase, conditions: [], activeOperationId: "" }),
   }));
+}
+
+/**
+ * Checks the client-owned fields of a machine a client registers: its id (when set; an empty
+ * id gets a generated one) and its labels, against {@linkcode LIMITS}. Call it before any
+ * change, for new and existing ids alike.
+ *
+ * @param input The machine from the request.
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED` or `INVALID_FORMAT`.
+ */
+export function validateMachine(input: Machine): void {
+  if (input.machineId !== "") checkMachineId(input.machineId);
+  checkLabels(input.labels, input.machineId);
+}
+
+/**
+ * Checks a patch of {@linkcode Store.updateMachine} (the id and the new labels).
+ *
+ * @param machineId The machine.
+ * @param patch The patch.
+ * @throws {InvalidArgumentError} `MISSING_FIELD`, `LIMIT_EXCEEDED` or `INVALID_FORMAT`.
+ */
+export function validatePatch(machineId: string, patch: MachinePatch): void {
+  if (machineId === "") throw missingField("machine_id", "machine_id is required");
+  checkMachineId(machineId);
+  if (patch.labels) checkLabels(patch.labels, machineId);
+}
+
+/**
+ * The error for a required field left empty.
+ *
+ * @param field The request field, e.g. `machine_id`.
+ * @param message What is missing and how to fix it.
+ * @param metadata Other ids involved.
+ * @returns An {@linkcode InvalidArgumentError} with reason `MISSING_FIELD` and metadata `field`.
+ */
+export function missingField(
+  field: string,
+  message: string,
+  metadata: Record<string, string> = {},
+): InvalidArgumentError {
+  return new InvalidArgumentError(message, {
+    reason: "MISSING_FIELD",
+    metadata: { ...metadata, field },
+  });
+}
+
+/**
+ * The phase gate as an error: `undefined` when an operation of `type` may start on `machine`,
+ * else `PHASE_PRECONDITION` with metadata `machineId`, `phase`, `operationType` and
+ * `requiredPhases` (comma-separated phase names).
+ *
+ * @param type The operation type.
+ * @param machine The machine as stored.
+ * @returns The error, or `undefined`.
+ */
+export function phasePrecondition(
+  type: OperationType,
+  machine: Machine,
+): FailedPreconditionError | undefined {
+  const phase = machine.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED;
+  const refusal = gateRefusal(type, { machineId: machine.machineId, phase });
+  if (refusal === undefined) return undefined;
+  const required = Object.values(MachinePhase)
+    .filter((p): p is MachinePhase => typeof p === "number")
+    .filter((p) =>
+      p !== MachinePhase.PHASE_UNSPECIFIED &&
+      gateRefusal(type, { machineId: machine.machineId, phase: p }) === undefined
+    )
+    .map((p) => MachinePhase[p]);
+  return new FailedPreconditionError(refusal, {
+    reason: "PHASE_PRECONDITION",
+    metadata: {
+      machineId: machine.machineId,
+      phase: MachinePhase[phase] ?? String(phase),
+      operationType: OperationType[type] ?? String(type),
+      requiredPhases: required.join(","),
+    },
+  });
 }
 
 /**
@@ -227,20 +317,41 @@ export function applyEffects(
  * Checks the shape of a create request before any lookup.
  *
  * @param request The request.
- * @throws {InvalidArgumentError} Missing machine_id or request_id, or an unknown type.
+ * @throws {InvalidArgumentError} `MISSING_FIELD` for a missing machine_id or request_id,
+ * `LIMIT_EXCEEDED` or `INVALID_FORMAT` for a field outside {@linkcode LIMITS}, or an unknown type.
  */
 export function validateCreateRequest(request: CreateOperationRequest): void {
-  if (request.machineId === "") throw new InvalidArgumentError("machine_id is required");
+  if (request.machineId === "") throw missingField("machine_id", "machine_id is required");
+  checkMachineId(request.machineId);
+  const ids = { machineId: request.machineId };
   if (request.requestId === "") {
-    throw new InvalidArgumentError(
+    throw missingField(
+      "request_id",
       "request_id is required for idempotency: send a fresh UUID and reuse it only to retry",
-      { metadata: { machineId: request.machineId } },
+      ids,
     );
   }
+  checkLength(
+    "request_id",
+    request.requestId,
+    LIMITS.requestIdLength,
+    "use a shorter idempotency key, e.g. a UUID (36 characters)",
+    ids,
+  );
   if (!OPERATION_TYPES.includes(request.type)) {
     throw new InvalidArgumentError(
       `Cannot create an operation of type ${request.type}: use REBOOT, REIMAGE, ENTER_MAINTENANCE or EXIT_MAINTENANCE`,
-      { metadata: { machineId: request.machineId } },
+      { metadata: { ...ids, field: "type" } },
+    );
+  }
+  const imageRef = request.params?.image_ref;
+  if (imageRef !== undefined) {
+    checkLength(
+      "image_ref",
+      imageRef,
+      LIMITS.imageRefLength,
+      `use a shorter image reference for this ${operationVerb(request.type)}`,
+      ids,
     );
   }
 }

@@ -75,3 +75,36 @@ Deno.test("an unreachable server exits 3 and names the fix", async () => {
       "(or pass --server host:port)\n",
   );
 });
+
+Deno.test("cross-process: -o json, --no-wait and the bash completion script", async () => {
+  await using server = await startServer({ port: 0, timing: "zero" });
+  await cli(server.address, "import", "2");
+  const [code, out, err] = await cli(server.address, "list", "-o", "json", "--page-size", "1");
+  assert.deepEqual([code, err], [0, ""]);
+  assert.deepEqual(JSON.parse(out).map((m: { machineId: string }) => m.machineId), [
+    "machine-1",
+    "machine-2",
+  ]);
+  const [noWait, started] = await cli(
+    server.address,
+    "enter-maintenance",
+    "machine-1",
+    "--no-wait",
+  );
+  assert.deepEqual(noWait, 0);
+  const id = /^Operation: (op-\S+)\n/.exec(started)?.[1];
+  assert.ok(id, started);
+  const [waited, waitOut] = await cli(server.address, "wait", id, "--timeout", "30s");
+  assert.deepEqual(waited, 0);
+  assert.match(waitOut, /✓ SUCCEEDED\n$/);
+  const [completionCode, script] = await cli(server.address, "completion", "bash");
+  assert.deepEqual(completionCode, 0);
+  const file = await Deno.makeTempFile({ suffix: ".bash" });
+  try {
+    await Deno.writeTextFile(file, script);
+    const check = await new Deno.Command("bash", { args: ["-n", file] }).output();
+    assert.deepEqual(check.code, 0, new TextDecoder().decode(check.stderr));
+  } finally {
+    await Deno.remove(file);
+  }
+});

@@ -24,7 +24,7 @@ import {
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { getCondition } from "../lib/lifecycle.ts";
-import type { CreateOperationRequest, Store } from "../lib/store.ts";
+import { type CreateOperationRequest, LIMITS, type Store } from "../lib/store.ts";
 
 /** Makes a fresh, empty store whose clock is `now`. */
 export type StoreFactory = (options: { now: () => Date }) => Store | Promise<Store>;
@@ -308,22 +308,33 @@ export function storeContract(name: string, factory: StoreFactory): void {
     const { store } = await fresh();
     store.registerMachine(machine("machine-1"));
     for (
-      const [label, bad, pattern] of [
-        ["missing machine_id", request("", "r"), /machine_id is required/],
-        ["missing request_id", request("machine-1", ""), /request_id is required/],
+      const [label, bad, reason, pattern] of [
+        ["missing machine_id", request("", "r"), "MISSING_FIELD", /machine_id is required/],
+        [
+          "missing request_id",
+          request("machine-1", ""),
+          "MISSING_FIELD",
+          /request_id is required/,
+        ],
         [
           "unspecified type",
           request("machine-1", "r", OperationType.OPERATION_TYPE_UNSPECIFIED),
+          "INVALID_ARGUMENT",
           /REBOOT, REIMAGE/,
         ],
-        ["unknown type", request("machine-1", "r", 99 as OperationType), /type 99/],
+        [
+          "unknown type",
+          request("machine-1", "r", 99 as OperationType),
+          "INVALID_ARGUMENT",
+          /type 99/,
+        ],
       ] as const
     ) {
       await t.step(label, () => {
         assertDomainError(
           () => store.createOperation(bad),
           InvalidArgumentError,
-          "INVALID_ARGUMENT",
+          reason,
           pattern,
         );
       });
@@ -675,6 +686,119 @@ export function storeContract(name: string, factory: StoreFactory): void {
         "INVALID_FILTER",
         /machine_id, phase and type/,
       );
+    });
+  });
+
+  Deno.test(`${name}: enforces LIMITS before any change`, opts, async (t) => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-1"));
+    const snapshot = () => ({
+      machines: store.listMachines({}).items,
+      operations: store.listOperations({}).items,
+    });
+    const before = snapshot();
+    const tooManyLabels = Object.fromEntries(
+      Array.from({ length: LIMITS.labelsPerMachine + 1 }, (_, i) => [`k${i}`, "v"]),
+    );
+    for (
+      const [label, fn, reason, field] of [
+        [
+          "machine_id too long",
+          () => store.registerMachine(machine("m".repeat(LIMITS.machineIdLength + 1))),
+          "LIMIT_EXCEEDED",
+          "machine_id",
+        ],
+        [
+          "machine_id with a space",
+          () => store.registerMachine(machine("machine 2")),
+          "INVALID_FORMAT",
+          "machine_id",
+        ],
+        [
+          "too many labels on a new machine",
+          () => store.registerMachine(machine("machine-2", { labels: tooManyLabels })),
+          "LIMIT_EXCEEDED",
+          "labels",
+        ],
+        [
+          "too many labels on an existing machine",
+          () => store.registerMachine(machine("machine-1", { labels: tooManyLabels })),
+          "LIMIT_EXCEEDED",
+          "labels",
+        ],
+        [
+          "a label key with =",
+          () => store.updateMachine("machine-1", { labels: { "a=b": "c" } }),
+          "INVALID_FORMAT",
+          "label_key",
+        ],
+        [
+          "a label value too long",
+          () =>
+            store.updateMachine("machine-1", {
+              labels: { a: "v".repeat(LIMITS.labelValueLength + 1) },
+            }),
+          "LIMIT_EXCEEDED",
+          "label_value",
+        ],
+        [
+          "request_id too long",
+          () =>
+            store.createOperation(
+              request("machine-1", "r".repeat(LIMITS.requestIdLength + 1)),
+            ),
+          "LIMIT_EXCEEDED",
+          "request_id",
+        ],
+        [
+          "image_ref too long",
+          () =>
+            store.createOperation(
+              request("machine-1", "r", OperationType.REIMAGE, {
+                image_ref: "i".repeat(LIMITS.imageRefLength + 1),
+              }),
+            ),
+          "LIMIT_EXCEEDED",
+          "image_ref",
+        ],
+        [
+          "filter too long",
+          () => store.listOperations({ filter: "x".repeat(LIMITS.filterLength + 1) }),
+          "LIMIT_EXCEEDED",
+          "filter",
+        ],
+        [
+          "missing machine_id",
+          () => store.createOperation(request("", "r")),
+          "MISSING_FIELD",
+          "machine_id",
+        ],
+      ] as const
+    ) {
+      await t.step(label, () => {
+        const error = assertDomainError(fn, InvalidArgumentError, reason);
+        assert.equal(error.metadata.field, field);
+        if (reason === "LIMIT_EXCEEDED") assert.match(error.message, /the limit is \d+:/);
+      });
+    }
+    await t.step("changes nothing", () => {
+      assert.deepEqual(snapshot(), before);
+    });
+  });
+
+  Deno.test(`${name}: PHASE_PRECONDITION names the phases required`, opts, async () => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-2"));
+    const error = assertDomainError(
+      () => store.createOperation(request("machine-2", "r", OperationType.REBOOT)),
+      FailedPreconditionError,
+      "PHASE_PRECONDITION",
+    );
+    assert.deepEqual({ ...error.metadata }, {
+      machineId: "machine-2",
+      phase: "FACTORY_READY",
+      operationType: "REBOOT",
+      requiredPhases: "READY,MAINTENANCE",
     });
   });
 }

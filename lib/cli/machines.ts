@@ -1,14 +1,49 @@
 /**
- * `import` and `list`.
+ * `import`, `list` and `get`.
  *
  * @module
  */
 
-import { MachineStatus_Phase as MachinePhase } from "../gen/baremetal/v1/baremetal_pb.ts";
-import type { Machine, MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
+import {
+  MachineSchema,
+  MachineStatus_Phase as MachinePhase,
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { Machine } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { formatMachineTable, formatTable } from "./format.ts";
+import {
+  formatMachineDetail,
+  formatMachineWideTable,
+  type OutputFormat,
+  renderStructured,
+} from "./output.ts";
 import { deadlineIn, EXIT, type Session, UsageError } from "./session.ts";
+
+/** Options of the list commands (`list`, `ops`). */
+export interface ListOptions {
+  /** Output format. @default "table" */
+  format?: OutputFormat;
+  /** Server-side filter, e.g. `phase=MAINTENANCE`. @default "" (all) */
+  filter?: string;
+  /** Page size of each request; every page is read. @default 0 (the server's default) */
+  pageSize?: number;
+}
+
+/**
+ * Parses `--page-size`.
+ *
+ * @param arg The option value.
+ * @param command The command, for the usage text.
+ * @returns The page size, or 0 when absent.
+ * @throws {UsageError} When it is not a positive integer.
+ */
+export function parsePageSize(arg: string | undefined, command?: string): number {
+  if (arg === undefined) return 0;
+  if (!/^\d+$/.test(arg) || Number(arg) < 1 || Number(arg) > 10_000) {
+    throw new UsageError(`invalid page size: ${arg} (must be an integer from 1 to 10000)`, command);
+  }
+  return Number(arg);
+}
 
 /** Most machines `import` registers: the addressing scheme has 256 × 256 slots. */
 export const MAX_IMPORT = 65536;
@@ -85,14 +120,21 @@ export async function importCommand(session: Session, count: number): Promise<nu
  * Lists every machine, following pages.
  *
  * @param session The session.
+ * @param options Filter and page size.
  * @returns The machines in server order.
  */
-export async function listAllMachines(session: Session): Promise<Machine[]> {
-  const deadline = deadlineIn(10_000);
+export async function listAllMachines(
+  session: Session,
+  options: ListOptions = {},
+): Promise<Machine[]> {
+  const { filter = "", pageSize = 0 } = options;
+  const deadline = deadlineIn(30_000);
   const machines: Machine[] = [];
   let pageToken = "";
   do {
-    const page = await session.machines.listMachines({ pageToken }, { deadline });
+    const page = await session.machines.listMachines({ pageToken, filter, pageSize }, {
+      deadline,
+    });
     machines.push(...page.machines);
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
@@ -100,17 +142,51 @@ export async function listAllMachines(session: Session): Promise<Machine[]> {
 }
 
 /**
- * `list`.
+ * `list [-o table|wide|json|yaml] [--filter <expr>] [--page-size <n>]`.
  *
  * @param session The session.
+ * @param options Format, filter and page size.
  * @returns The exit code.
  */
-export async function listCommand(session: Session): Promise<number> {
-  const machines = await listAllMachines(session);
-  if (machines.length === 0) {
-    session.io.out("No machines registered. Use 'import <N>' to create fake machines.\n");
+export async function listCommand(session: Session, options: ListOptions = {}): Promise<number> {
+  const { format = "table", filter = "" } = options;
+  const machines = await listAllMachines(session, options);
+  if (format === "json" || format === "yaml") {
+    session.io.out(renderStructured(MachineSchema, machines, format));
+  } else if (machines.length === 0) {
+    session.io.out(
+      filter === ""
+        ? "No machines registered. Use 'import <N>' to create fake machines.\n"
+        : "No machines match the filter.\n",
+    );
   } else {
-    session.io.out(formatMachineTable(machines));
+    session.io.out(
+      format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines),
+    );
   }
+  return EXIT.OK;
+}
+
+/**
+ * `get <machine-id> [-o table|wide|json|yaml]`: the whole machine.
+ *
+ * @param session The session.
+ * @param machineId The machine.
+ * @param format Output format.
+ * @returns The exit code.
+ */
+export async function getCommand(
+  session: Session,
+  machineId: string,
+  format: OutputFormat = "table",
+): Promise<number> {
+  const machine = await session.machines.getMachine({ machineId }, {
+    deadline: deadlineIn(10_000),
+  });
+  session.io.out(
+    format === "json" || format === "yaml"
+      ? renderStructured(MachineSchema, machine, format)
+      : formatMachineDetail(machine),
+  );
   return EXIT.OK;
 }

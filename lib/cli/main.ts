@@ -6,18 +6,25 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { createClient } from "../grpc/service_definition.ts";
+import { createClient, type CreateClientOptions } from "../grpc/service_definition.ts";
 import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
+import { errorInfoOf } from "../grpc/error_details.ts";
 import { formatRpcError, formatUnreachable, palette } from "./format.ts";
-import { importCommand, listCommand, parseCount } from "./machines.ts";
+import { getCommand, importCommand, listCommand, parseCount, parsePageSize } from "./machines.ts";
 import {
   cancelCommand,
   logsCommand,
+  opCommand,
   type OperationCommand,
   operationCommand,
   opsCommand,
+  waitCommand,
   watchCommand,
 } from "./operations.ts";
+import { type CompletionOption, completionScript, type Shell, SHELLS } from "./completion.ts";
+import { connectionOptions } from "./connect.ts";
+import { hintFor } from "./hints.ts";
+import { parseDuration, parseOutputFormat } from "./output.ts";
 import { demoCommand } from "./demo.ts";
 import { tourCommand } from "./tour.ts";
 import {
@@ -48,10 +55,28 @@ interface CommandSpec {
 const OPERATION_OPTIONS: ParseArgsOptionsConfig = {
   "request-id": { type: "string" },
   logs: { type: "boolean", short: "v" },
+  "no-wait": { type: "boolean" },
+  timeout: { type: "string" },
 };
 const OPERATION_HELP = [
   "--request-id <id>  Idempotency key (default: a new UUID, printed so a retry is safe)",
   "-v, --logs         Stream the operation's log lines under each step",
+  "--no-wait          Print the operation (id, request id, phase) and return at once",
+  "--timeout <dur>    Stop following after <dur> (90s, 5m, 1h, 500ms); exit 6, it continues",
+];
+
+const OUTPUT_OPTION: ParseArgsOptionsConfig = { output: { type: "string", short: "o" } };
+const OUTPUT_HELP = "-o, --output <fmt>  table (default), wide, json or yaml";
+
+const LIST_OPTIONS: ParseArgsOptionsConfig = {
+  ...OUTPUT_OPTION,
+  filter: { type: "string" },
+  "page-size": { type: "string" },
+};
+const LIST_HELP = (fields: string): string[] => [
+  OUTPUT_HELP,
+  `--filter <expr>     Server-side filter: ${fields}, joined with ' AND '`,
+  "--page-size <n>     Items per request (every page is read)",
 ];
 
 const COMMANDS: Record<string, CommandSpec> = {
@@ -68,8 +93,16 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "Show machines with phase, effective state, and conditions",
     required: 0,
     optional: 0,
-    options: {},
-    optionHelp: [],
+    options: LIST_OPTIONS,
+    optionHelp: LIST_HELP("phase=, effective_state=, label.<key>="),
+  },
+  get: {
+    args: "<machine-id>",
+    summary: "Show one machine: spec, labels, status and every condition",
+    required: 1,
+    optional: 0,
+    options: OUTPUT_OPTION,
+    optionHelp: [OUTPUT_HELP],
   },
   reboot: {
     args: "<machine-id>",
@@ -108,16 +141,32 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: "List all operations",
     required: 0,
     optional: 0,
-    options: {},
-    optionHelp: [],
+    options: LIST_OPTIONS,
+    optionHelp: LIST_HELP("machine_id=, phase=, type="),
+  },
+  op: {
+    args: "<operation-id>",
+    summary: "Show one operation: type, phase, stage, request id, times, error",
+    required: 1,
+    optional: 0,
+    options: OUTPUT_OPTION,
+    optionHelp: [OUTPUT_HELP],
+  },
+  wait: {
+    args: "<operation-id>",
+    summary: "Follow an operation to its end; exits 0, 4 (FAILED), 5 (CANCELED), 6 (timeout)",
+    required: 1,
+    optional: 0,
+    options: { timeout: { type: "string" } },
+    optionHelp: ["--timeout <dur>    Give up after <dur> (90s, 5m, 1h, 500ms); exit 6"],
   },
   watch: {
     args: "[machine-id]",
     summary: "Stream operation events (Ctrl+C to stop)",
     required: 0,
     optional: 1,
-    options: {},
-    optionHelp: [],
+    options: OUTPUT_OPTION,
+    optionHelp: ["-o, --output json   One JSON event (OperationEvent) per line"],
   },
   logs: {
     args: "<operation-id>",
@@ -151,6 +200,14 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: {},
     optionHelp: [],
   },
+  completion: {
+    args: "<bash|zsh|fish>",
+    summary: "Print a shell completion script",
+    required: 1,
+    optional: 0,
+    options: {},
+    optionHelp: [],
+  },
 };
 
 const GLOBAL_OPTIONS: ParseArgsOptionsConfig = {
@@ -158,22 +215,40 @@ const GLOBAL_OPTIONS: ParseArgsOptionsConfig = {
   "no-color": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
+  tls: { type: "boolean" },
+  ca: { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  token: { type: "string" },
 };
 
-const STRING_OPTIONS = new Set(["--server", "--request-id", "--image"]);
+/** Options that take a value, as written before the command (their value is not the command). */
+const STRING_OPTIONS = new Set(
+  [GLOBAL_OPTIONS, ...Object.values(COMMANDS).map((c) => c.options)].flatMap((options) =>
+    Object.entries(options).filter(([, o]) => o.type === "string").flatMap(([name, o]) =>
+      o.short ? [`--${name}`, `-${o.short}`] : [`--${name}`]
+    )
+  ),
+);
 
 const EXIT_HELP = `Exit codes:
-  0    success (operation SUCCEEDED)
+  0    success (operation SUCCEEDED; --no-wait: the operation was accepted)
   1    internal error
   2    usage error
-  3    RPC or connection error
+  3    RPC or connection error (a hint: line follows when the server says why)
   4    operation FAILED
   5    operation CANCELED
+  6    --timeout passed; the operation continues on the server
   130  interrupted (Ctrl+C); the operation continues on the server
 `;
 
 const GLOBAL_HELP = `Global options:
   --server <host:port>  Server address (env BMDEMO_SERVER, default ${DEFAULT_SERVER})
+  --tls                 Use TLS with the system roots (env BMDEMO_TLS=1)
+  --ca <file>           Trust this CA certificate (PEM); implies --tls (env BMDEMO_CA)
+  --cert <file>         Client certificate (PEM) for mutual TLS; needs --key
+  --key <file>          Client private key (PEM) for mutual TLS; needs --cert
+  --token <token>       Send 'authorization: Bearer <token>' on every call (env BMDEMO_TOKEN)
   --no-color            No colours (also NO_COLOR; colour is only used on a terminal)
   -h, --help            Show help
   --version             Show the version
@@ -289,6 +364,7 @@ export function parseCommandLine(args: readonly string[]): ParsedArgs {
  */
 export async function main(args: readonly string[], io: CliIo): Promise<number> {
   let parsed: ParsedArgs;
+  let clientOptions: CreateClientOptions;
   try {
     parsed = parseCommandLine(args);
     if (parsed.values.version) {
@@ -306,7 +382,18 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
       io.out(commandUsage(parsed.command));
       return EXIT.OK;
     }
-    if (parsed.command === "import") parseCount(parsed.positionals[0]);
+    validate(parsed);
+    clientOptions = connectionOptions(
+      {
+        tls: parsed.values.tls === true,
+        ca: parsed.values.ca as string | undefined,
+        cert: parsed.values.cert as string | undefined,
+        key: parsed.values.key as string | undefined,
+        token: parsed.values.token as string | undefined,
+      },
+      io.env ?? {},
+      io.readFile ?? Deno.readFileSync,
+    );
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
     io.err(`error: ${error.message}\n\n`);
@@ -314,12 +401,16 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     return EXIT.USAGE;
   }
 
+  if (parsed.command === "completion") {
+    io.out(completionText(parsed.positionals[0] as Shell));
+    return EXIT.OK;
+  }
   const env = io.env ?? {};
   const address = (parsed.values.server as string | undefined) || env.BMDEMO_SERVER ||
     DEFAULT_SERVER;
   const color = !!io.isTerminal && !parsed.values["no-color"] && !env.NO_COLOR;
-  const machines = createClient(MachineService, address);
-  const operations = createClient(OperationService, address);
+  const machines = createClient(MachineService, address, clientOptions);
+  const operations = createClient(OperationService, address, clientOptions);
   const session: Session = {
     io,
     address,
@@ -336,6 +427,50 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
   }
 }
 
+/**
+ * Checks option values that parseArgs cannot: formats, durations, page sizes, the count of
+ * `import` and the shell of `completion`.
+ */
+function validate(parsed: ParsedArgs): void {
+  const { command, values, positionals } = parsed;
+  if (command === "import") parseCount(positionals[0]);
+  parseOutputFormat(values.output as string | undefined, command);
+  if (values.timeout !== undefined) parseDuration(values.timeout as string, command);
+  parsePageSize(values["page-size"] as string | undefined, command);
+  if (command === "completion" && !(SHELLS as readonly string[]).includes(positionals[0])) {
+    throw new UsageError(`unknown shell: ${positionals[0]} (use ${SHELLS.join(", ")})`, command);
+  }
+  if (values["no-wait"] && (values.timeout !== undefined || values.logs)) {
+    throw new UsageError("--no-wait cannot be combined with --timeout or --logs", command);
+  }
+}
+
+function completionOptions(options: ParseArgsOptionsConfig): CompletionOption[] {
+  return Object.entries(options).map(([long, o]) => ({
+    long,
+    short: o.short,
+    takesValue: o.type === "string",
+  }));
+}
+
+/**
+ * The completion script of a shell, covering every command and option.
+ *
+ * @param shell `bash`, `zsh` or `fish`.
+ * @returns The script.
+ */
+export function completionText(shell: Shell): string {
+  return completionScript(
+    shell,
+    Object.entries(COMMANDS).map(([name, spec]) => ({
+      name,
+      summary: spec.summary,
+      options: completionOptions(spec.options),
+    })),
+    completionOptions(GLOBAL_OPTIONS),
+  );
+}
+
 /** Runs a parsed command and turns any failure into its exit code and an error message. */
 async function runCommand(session: Session, parsed: ParsedArgs): Promise<number> {
   const { io, address } = session;
@@ -343,11 +478,13 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
     return await dispatch(session, parsed);
   } catch (error) {
     if (isServiceError(error)) {
-      io.err(
-        (error.code === GRPC_UNAVAILABLE
-          ? formatUnreachable(address)
-          : formatRpcError(error.code, error.details)) + "\n",
-      );
+      if (error.code === GRPC_UNAVAILABLE && errorInfoOf(error) === undefined) {
+        io.err(formatUnreachable(address) + "\n");
+        return EXIT.RPC;
+      }
+      io.err(formatRpcError(error.code, error.details) + "\n");
+      const hint = hintFor(errorInfoOf(error), parsed.command, parsed.positionals);
+      if (hint) io.err(hint + "\n");
       return EXIT.RPC;
     }
     if (error instanceof UsageError) {
@@ -361,11 +498,26 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
 
 function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
   const { command, positionals: [first], values } = parsed;
+  const format = parseOutputFormat(values.output as string | undefined, command);
+  const timeoutMs = values.timeout === undefined
+    ? undefined
+    : parseDuration(values.timeout as string, command);
+  const list = {
+    format,
+    filter: (values.filter as string | undefined) ?? "",
+    pageSize: parsePageSize(values["page-size"] as string | undefined, command),
+  };
   switch (command) {
     case "import":
       return importCommand(session, parseCount(first));
     case "list":
-      return listCommand(session);
+      return listCommand(session, list);
+    case "get":
+      return getCommand(session, first, format);
+    case "op":
+      return opCommand(session, first, format);
+    case "wait":
+      return waitCommand(session, first, timeoutMs);
     case "reboot":
     case "reimage":
     case "enter-maintenance":
@@ -376,11 +528,13 @@ function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
         force: values.force === true,
         imageRef: values.image as string | undefined,
         logs: values.logs === true,
+        noWait: values["no-wait"] === true,
+        timeoutMs,
       });
     case "ops":
-      return opsCommand(session);
+      return opsCommand(session, list);
     case "watch":
-      return watchCommand(session, first);
+      return watchCommand(session, first, format);
     case "logs":
       return logsCommand(session, first);
     case "cancel":

@@ -1,6 +1,6 @@
 /**
  * The operation commands (`reboot`, `reimage`, `enter-maintenance`, `exit-maintenance`) with
- * live progress driven by WatchOperations, and `cancel`, `ops`, `watch`, `logs`.
+ * live progress driven by WatchOperations, and `wait`, `cancel`, `ops`, `op`, `watch`, `logs`.
  *
  * Progress: the watch (filter `machine_id=<id>`, initial snapshot) is opened and confirmed
  * before the operation RPC is sent, so no step event is missed; a slow GetOperation poll is
@@ -9,13 +9,24 @@
  * @module
  */
 
+import { toJson } from "@bufbuild/protobuf";
 import type { Operation, OperationEvent } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
+  OperationEventSchema,
+  OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { isTerminalPhase } from "../lifecycle.ts";
 import { formatOperationTable, formatTime, shortId } from "./format.ts";
+import type { ListOptions } from "./machines.ts";
+import {
+  formatDuration,
+  formatOperationDetail,
+  formatOperationWideTable,
+  type OutputFormat,
+  renderStructured,
+} from "./output.ts";
 import { deadlineIn, EXIT, GRPC_CANCELLED, isServiceError, type Session } from "./session.ts";
 
 /** The operation commands. */
@@ -29,6 +40,49 @@ export interface OperationOptions {
   imageRef?: string;
   /** Stream the operation's log lines under the current step. */
   logs?: boolean;
+  /** Print the operation and return at once, without following it. */
+  noWait?: boolean;
+  /** Stop following after this many ms (exit {@linkcode EXIT.TIMEOUT}). @default no limit */
+  timeoutMs?: number;
+}
+
+/** A `--timeout` clock: a session whose interrupt also fires when the time is up. */
+interface Timer {
+  /** The session to follow with; its interrupt aborts on Ctrl+C or on timeout. */
+  readonly session: Session;
+  /** Aborted when the time is up. */
+  readonly signal: AbortSignal;
+  /** Whether the time ran out (and not Ctrl+C). */
+  readonly timedOut: boolean;
+  clear(): void;
+}
+
+function startTimer(session: Session, ms: number | undefined): Timer {
+  const controller = new AbortController();
+  const id = ms === undefined ? undefined : setTimeout(() => controller.abort(), ms);
+  return {
+    session: ms === undefined
+      ? session
+      : { ...session, interrupt: AbortSignal.any([session.interrupt, controller.signal]) },
+    signal: controller.signal,
+    get timedOut(): boolean {
+      return controller.signal.aborted && !session.interrupt.aborted;
+    },
+    clear: () => clearTimeout(id),
+  };
+}
+
+function serverFlag(session: Session): string {
+  return session.address === "localhost:50051" ? "" : ` --server ${session.address}`;
+}
+
+function timedOutText(session: Session, operationId: string, ms: number): string {
+  const server = serverFlag(session);
+  return `\n⚠ Timed out after ${formatDuration(ms)}: operation ${operationId} continues on the ` +
+    `server.\n` +
+    `  wait for it: bmdemo-cli${server} wait ${operationId}\n` +
+    `  follow it:   bmdemo-cli${server} logs ${operationId}\n` +
+    `  cancel it:   bmdemo-cli${server} cancel ${operationId}\n`;
 }
 
 /**
@@ -227,15 +281,41 @@ export async function operationCommand(
   options: OperationOptions,
 ): Promise<number> {
   const { io } = session;
+  if (options.noWait) {
+    const op = await startOperation(session, command, options);
+    io.out(`Operation: ${op.operationId}\n`);
+    io.out(`Request ID: ${options.requestId}\n`);
+    io.out(`Phase: ${OperationPhase[op.phase]}\n`);
+    return EXIT.OK;
+  }
   const stop = new AbortController();
+  const timer = startTimer(session, options.timeoutMs);
   try {
     // Without --logs, progress comes from the event stream, which must be open before the
     // operation starts. With --logs, the log stream alone drives the display (it replays from
     // the first line, so it can start after the operation), which keeps every log line under
     // the step that wrote it.
-    const events = options.logs
-      ? undefined
-      : await openMachineWatch(session, options.machineId, stop.signal);
+    let events: MachineWatch | undefined;
+    try {
+      events = options.logs ? undefined : await openMachineWatch(
+        session,
+        options.machineId,
+        AbortSignal.any([stop.signal, timer.session.interrupt]),
+      );
+    } catch (error) {
+      if (timer.timedOut) {
+        io.err(
+          `\n⚠ Timed out after ${formatDuration(options.timeoutMs ?? 0)} waiting for the ` +
+            `server; no operation was started.\n`,
+        );
+        return EXIT.TIMEOUT;
+      }
+      if (session.interrupt.aborted) {
+        io.err("\n⚠ Interrupted before the operation was started.\n");
+        return EXIT.INTERRUPTED;
+      }
+      throw error;
+    }
     const op = await startOperation(session, command, options);
     io.out(`Operation: ${op.operationId}\n`);
     io.out(`Request ID: ${options.requestId}\n`);
@@ -247,16 +327,92 @@ export async function operationCommand(
     if (op.type === OperationType.EXIT_MAINTENANCE) io.out("→ exiting maintenance...\n");
     const steps = new StepPrinter(session);
     const result = events
-      ? await followOperation(session, events, op, steps)
-      : await followLogs(session, op, steps, stop.signal);
+      ? await followOperation(timer.session, events, op, steps)
+      : await followLogs(timer.session, op, steps, stop.signal);
     steps.end();
     if (result === "interrupted") {
+      if (timer.timedOut) {
+        io.err(timedOutText(session, op.operationId, options.timeoutMs ?? 0));
+        return EXIT.TIMEOUT;
+      }
       io.err(interruptedText(session, op.operationId));
       return EXIT.INTERRUPTED;
     }
     io.out(resultLine(session, result));
     return exitCodeOf(result);
   } finally {
+    timer.clear();
+    stop.abort();
+  }
+}
+
+/**
+ * `wait <operation-id> [--timeout <duration>]`: follows an operation to its end (printing its
+ * steps) and exits like an operation command: 0, 4 (FAILED), 5 (CANCELED), or 6 on timeout.
+ *
+ * The machine's watch is opened and confirmed before the operation is read again, so an end
+ * that comes between the two is never missed.
+ *
+ * @param session The session.
+ * @param operationId The operation.
+ * @param timeoutMs Give up after this many ms. @default no limit
+ * @returns The exit code.
+ */
+export async function waitCommand(
+  session: Session,
+  operationId: string,
+  timeoutMs?: number,
+): Promise<number> {
+  const { io } = session;
+  const stop = new AbortController();
+  const timer = startTimer(session, timeoutMs);
+  const read = () =>
+    session.operations.getOperation({ operationId }, { deadline: deadlineIn(10_000) });
+  try {
+    const first = await read();
+    io.out(`Operation: ${operationId}\n`);
+    if (isTerminalPhase(first.phase)) {
+      io.out(resultLine(session, first));
+      return exitCodeOf(first);
+    }
+    let events: MachineWatch;
+    try {
+      events = await openMachineWatch(
+        session,
+        first.machineId,
+        AbortSignal.any([stop.signal, timer.session.interrupt]),
+      );
+    } catch (error) {
+      if (timer.timedOut) {
+        io.err(timedOutText(session, operationId, timeoutMs ?? 0));
+        return EXIT.TIMEOUT;
+      }
+      if (session.interrupt.aborted) {
+        io.err(interruptedText(session, operationId));
+        return EXIT.INTERRUPTED;
+      }
+      throw error;
+    }
+    const op = await read();
+    if (isTerminalPhase(op.phase)) {
+      io.out(resultLine(session, op));
+      return exitCodeOf(op);
+    }
+    const steps = new StepPrinter(session);
+    const result = await followOperation(timer.session, events, op, steps);
+    steps.end();
+    if (result === "interrupted") {
+      if (timer.timedOut) {
+        io.err(timedOutText(session, operationId, timeoutMs ?? 0));
+        return EXIT.TIMEOUT;
+      }
+      io.err(interruptedText(session, operationId));
+      return EXIT.INTERRUPTED;
+    }
+    io.out(resultLine(session, result));
+    return exitCodeOf(result);
+  } finally {
+    timer.clear();
     stop.abort();
   }
 }
@@ -370,7 +526,7 @@ async function followLogs(
 }
 
 function interruptedText(session: Session, operationId: string): string {
-  const server = session.address === "localhost:50051" ? "" : ` --server ${session.address}`;
+  const server = serverFlag(session);
   return `\n⚠ Interrupted: operation ${operationId} continues on the server.\n` +
     `  follow it:  bmdemo-cli${server} logs ${operationId}\n` +
     `  cancel it:  bmdemo-cli${server} cancel ${operationId}\n`;
@@ -392,35 +548,77 @@ export async function cancelCommand(session: Session, operationId: string): Prom
 }
 
 /**
- * `ops`: every operation, oldest first.
+ * `ops [-o table|wide|json|yaml] [--filter <expr>] [--page-size <n>]`: every operation (all
+ * pages), oldest first.
  *
  * @param session The session.
+ * @param options Format, filter and page size.
  * @returns The exit code.
  */
-export async function opsCommand(session: Session): Promise<number> {
-  const deadline = deadlineIn(10_000);
+export async function opsCommand(session: Session, options: ListOptions = {}): Promise<number> {
+  const { format = "table", filter = "", pageSize = 0 } = options;
+  const deadline = deadlineIn(30_000);
   const ops: Operation[] = [];
   let pageToken = "";
   do {
-    const page = await session.operations.listOperations({ pageToken }, { deadline });
+    const page = await session.operations.listOperations({ pageToken, filter, pageSize }, {
+      deadline,
+    });
     ops.push(...page.operations);
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
-  session.io.out(ops.length === 0 ? "No operations.\n" : formatOperationTable(ops));
+  if (format === "json" || format === "yaml") {
+    session.io.out(renderStructured(OperationSchema, ops, format));
+  } else if (ops.length === 0) {
+    session.io.out(filter === "" ? "No operations.\n" : "No operations match the filter.\n");
+  } else {
+    session.io.out(format === "wide" ? formatOperationWideTable(ops) : formatOperationTable(ops));
+  }
   return EXIT.OK;
 }
 
 /**
- * `watch [machine-id]`: prints events until Ctrl+C or the server ends the stream.
+ * `op <operation-id> [-o table|wide|json|yaml]`: the whole operation.
+ *
+ * @param session The session.
+ * @param operationId The operation.
+ * @param format Output format.
+ * @returns The exit code.
+ */
+export async function opCommand(
+  session: Session,
+  operationId: string,
+  format: OutputFormat = "table",
+): Promise<number> {
+  const op = await session.operations.getOperation({ operationId }, {
+    deadline: deadlineIn(10_000),
+  });
+  session.io.out(
+    format === "json" || format === "yaml"
+      ? renderStructured(OperationSchema, op, format)
+      : formatOperationDetail(op),
+  );
+  return EXIT.OK;
+}
+
+/**
+ * `watch [machine-id] [-o json]`: prints events until Ctrl+C or the server ends the stream.
+ * With `json`, stdout carries only events, one compact JSON object per line.
  *
  * @param session The session.
  * @param machineId Only this machine's operations, when given.
+ * @param format `json` for JSON lines; anything else prints readable lines.
  * @returns The exit code.
  */
-export async function watchCommand(session: Session, machineId?: string): Promise<number> {
+export async function watchCommand(
+  session: Session,
+  machineId?: string,
+  format: OutputFormat = "table",
+): Promise<number> {
   const { io } = session;
+  const json = format === "json" || format === "yaml";
   const filter = machineId ? `machine_id=${machineId}` : "";
-  io.out("Watching operation events (Ctrl+C to stop)...\n\n");
+  if (!json) io.out("Watching operation events (Ctrl+C to stop)...\n\n");
   try {
     for await (
       const event of session.operations.watchOperations(
@@ -428,6 +626,10 @@ export async function watchCommand(session: Session, machineId?: string): Promis
         { signal: session.interrupt },
       )
     ) {
+      if (json) {
+        io.out(JSON.stringify(toJson(OperationEventSchema, event)) + "\n");
+        continue;
+      }
       const op = event.snapshot;
       io.out(
         `[${formatTime(event.ts)}] ${shortId(op?.operationId ?? "")} | ${op?.machineId ?? "-"} | ` +
@@ -440,7 +642,8 @@ export async function watchCommand(session: Session, machineId?: string): Promis
     if (!(session.interrupt.aborted && isServiceError(error) && error.code === GRPC_CANCELLED)) {
       throw error;
     }
-    io.out("\nStopped watching.\n");
+    if (json) io.err("Stopped watching.\n");
+    else io.out("\nStopped watching.\n");
   }
   return EXIT.OK;
 }

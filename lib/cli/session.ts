@@ -17,6 +17,8 @@ export const EXIT = Object.freeze({
   RPC: 3,
   FAILED: 4,
   CANCELED: 5,
+  /** `--timeout` passed before the operation ended; it continues on the server. */
+  TIMEOUT: 6,
   INTERRUPTED: 130,
 });
 
@@ -26,12 +28,18 @@ export interface CliIo {
   out(text: string): void;
   /** Writes text to stderr as is. */
   err(text: string): void;
-  /** Environment variables (BMDEMO_SERVER, NO_COLOR). */
+  /**
+   * Environment variables (BMDEMO_SERVER, NO_COLOR, BMDEMO_TOKEN, BMDEMO_TLS, BMDEMO_CA).
+   */
   env?: Readonly<Record<string, string | undefined>>;
   /** Whether stdout is a terminal; colour is only used on one. @default false */
   isTerminal?: boolean;
   /** Aborted on Ctrl+C (SIGINT). */
   interrupt?: AbortSignal;
+  /**
+   * Reads a file (`--ca`, `--cert`, `--key`). @default Deno.readFileSync
+   */
+  readFile?: (path: string) => Uint8Array;
   /** Waits for the user to press Enter; only given when stdin is a terminal. */
   pause?: () => Promise<void>;
 }

@@ -46,7 +46,13 @@ export function terminalIo(interrupt: AbortSignal): CliIo {
   return {
     out: (text) => writeAll(Deno.stdout, text),
     err: (text) => writeAll(Deno.stderr, text),
-    env: { BMDEMO_SERVER: readEnv("BMDEMO_SERVER"), NO_COLOR: readEnv("NO_COLOR") },
+    env: {
+      BMDEMO_SERVER: readEnv("BMDEMO_SERVER"),
+      NO_COLOR: readEnv("NO_COLOR"),
+      BMDEMO_TOKEN: readEnv("BMDEMO_TOKEN"),
+      BMDEMO_TLS: readEnv("BMDEMO_TLS"),
+      BMDEMO_CA: readEnv("BMDEMO_CA"),
+    },
     isTerminal: Deno.stdout.isTerminal(),
     interrupt,
     pause: Deno.stdin.isTerminal() ? waitForEnter : undefined,

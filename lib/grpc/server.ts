@@ -3,9 +3,15 @@
  * the generated descriptors, with per-RPC debug logs, one info line per operation transition,
  * and a bounded graceful shutdown.
  *
- * Shutdown: stop accepting calls, end every open stream, apply the engine's shutdown rule
- * (active operations are CANCELED), then wait for calls in flight up to a deadline and force
- * the server closed after it.
+ * Also on the server: the standard health service (`grpc.health.v1.Health`, no token needed),
+ * server reflection (v1 and v1alpha, fed from the embedded descriptors), optional TLS (mutual
+ * when a client CA is given) and an optional bearer token required by every other call
+ * (reflection included).
+ *
+ * Shutdown: turn every health status NOT_SERVING (and end health watches), stop accepting
+ * calls, end every open stream, apply the engine's shutdown rule (active operations are
+ * CANCELED), then wait for calls in flight up to a deadline and force the server closed after
+ * it.
  *
  * @module
  */
@@ -15,6 +21,7 @@ import { getLogger } from "@logtape/logtape";
 import { createEngine, type Engine } from "../engine.ts";
 import type { TimingProfile } from "../fake_provider.ts";
 import {
+  file_baremetal_v1_baremetal,
   MachineService,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
@@ -25,10 +32,15 @@ import {
   type CallContext,
   type CallHandler,
   type CallInfo,
+  type CallWrapper,
   createServiceDefinition,
   createServiceHandlers,
 } from "./service_definition.ts";
 import { toGrpcStatus } from "./status.ts";
+import { createTokenCheck } from "./auth.ts";
+import { createServerHealth, file_grpc_health_v1 } from "./health.ts";
+import { addReflection } from "./reflection.ts";
+import { serverCredentials, type TlsOptions } from "./tls.ts";
 
 const logger = getLogger(["bmdemo", "server"]);
 
@@ -64,7 +76,25 @@ export interface ServerOptions {
   port?: number;
   /** How long shutdown waits for calls in flight before forcing them closed. @default 5000 */
   shutdownTimeoutMs?: number;
+  /** TLS certificate, key and optional client CA (PEM contents). @default plaintext */
+  tls?: TlsOptions;
+  /**
+   * The token every call except health must carry as `authorization: Bearer <token>`; a call
+   * without it fails with UNAUTHENTICATED. Never logged.
+   *
+   * @default no token required
+   */
+  authToken?: string;
+  /**
+   * Largest request message accepted, in bytes; a larger one fails with RESOURCE_EXHAUSTED.
+   *
+   * @default 4 MiB
+   */
+  maxReceiveMessageBytes?: number;
 }
+
+/** The default of {@linkcode ServerOptions.maxReceiveMessageBytes}: 4 MiB. */
+export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /** A running server. */
 export interface BmdemoServer extends AsyncDisposable {
@@ -101,6 +131,18 @@ function logCalls<Req, Res, Ctx extends CallContext>(
   };
 }
 
+/** Refuses, before the handler runs, a call whose metadata fails `check`. */
+function authenticate(check: (metadata: grpc.Metadata) => void): CallWrapper {
+  return <Req, Res, Ctx extends CallContext>(
+    _info: CallInfo,
+    next: CallHandler<Req, Res, Ctx>,
+  ): CallHandler<Req, Res, Ctx> =>
+  (request, context) => {
+    check(context.metadata);
+    return next(request, context);
+  };
+}
+
 function elapsed(start: number): string {
   return (performance.now() - start).toFixed(1);
 }
@@ -124,12 +166,19 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
   const stopping = new AbortController();
   const server = new grpc.Server({
-    // Long watch and log streams stay open through idle periods.
+    // Long watch and log streams stay open through idle periods: the server pings every 30 s
+    // and accepts client keepalive pings, also on a connection without calls.
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
+    "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    "grpc.max_receive_message_length": options.maxReceiveMessageBytes ??
+      DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
   });
-  const handlerOptions = { toStatus: toGrpcStatus, wrap: logCalls, signal: stopping.signal };
+  const check = options.authToken === undefined ? undefined : createTokenCheck(options.authToken);
+  const auth = check && authenticate(check);
+  const wrap: CallWrapper = auth ? (info, next) => logCalls(info, auth(info, next)) : logCalls;
+  const handlerOptions = { toStatus: toGrpcStatus, wrap, signal: stopping.signal };
   server.addService(
     createServiceDefinition(MachineService),
     createServiceHandlers(MachineService, machineService(engine), handlerOptions),
@@ -138,14 +187,25 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
     createServiceDefinition(OperationService),
     createServiceHandlers(OperationService, operationService(engine), handlerOptions),
   );
+  const health = createServerHealth([MachineService.typeName, OperationService.typeName]);
+  health.addToServer(server);
+  addReflection(server, {
+    files: [file_baremetal_v1_baremetal, file_grpc_health_v1],
+    guard: check,
+    toStatus: (error) => {
+      const status = toGrpcStatus(error);
+      return { ...status, metadata: status.metadata ?? new grpc.Metadata() };
+    },
+  });
   const target = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(
       `${target}:${options.port ?? 50051}`,
-      grpc.ServerCredentials.createInsecure(),
+      serverCredentials(options.tls),
       (error, bound) => error ? reject(error) : resolve(bound),
     );
   });
+  health.startServing();
   const unlisten = engine.events.listen((event) => {
     const op = event.snapshot!;
     logger.info("{operationId} {machineId} {type} {phase}: {message}", {
@@ -160,6 +220,7 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
   let shutdown: Promise<void> | undefined;
   function stop(): Promise<void> {
     shutdown ??= (async () => {
+      health.stopServing();
       logger.info("Shutting down: no new calls, ending open streams");
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       stopping.abort(new DOMException("the server is shutting down", "AbortError"));

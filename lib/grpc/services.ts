@@ -18,14 +18,19 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { ServiceImpl } from "./service_definition.ts";
 
+function missing(field: string, message = `${field} is required`): InvalidArgumentError {
+  return new InvalidArgumentError(message, { reason: "MISSING_FIELD", metadata: { field } });
+}
+
 function required(value: string, field: string): string {
-  if (value === "") throw new InvalidArgumentError(`${field} is required`);
+  if (value === "") throw missing(field);
   return value;
 }
 
 function requestId(value: string): string {
   if (value === "") {
-    throw new InvalidArgumentError(
+    throw missing(
+      "request_id",
       "request_id is required for idempotency: send a fresh UUID and reuse it only to retry",
     );
   }
@@ -55,7 +60,7 @@ export function machineService(engine: Engine): ServiceImpl<typeof MachineServic
   }
   return {
     registerMachine(request) {
-      if (!request.machine) throw new InvalidArgumentError("machine is required");
+      if (!request.machine) throw missing("machine");
       return Promise.resolve(engine.registerMachine(request.machine).machine);
     },
     getMachine(request) {
@@ -69,7 +74,7 @@ export function machineService(engine: Engine): ServiceImpl<typeof MachineServic
       }));
     },
     updateMachine(request) {
-      if (!request.machine) throw new InvalidArgumentError("machine is required");
+      if (!request.machine) throw missing("machine");
       const { machineId, spec, labels } = request.machine;
       // Status is server-owned (seed decision 6); an empty label map means "unchanged" because
       // proto3 cannot tell an empty map from an absent one.

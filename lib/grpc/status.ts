@@ -10,6 +10,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
 import { BmdemoError, type ErrorCode } from "../errors.ts";
+import { UnauthenticatedError } from "./auth.ts";
 import { statusMetadata } from "./error_details.ts";
 import type { GrpcStatus } from "./service_definition.ts";
 
@@ -42,6 +43,9 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, grpc.status>> = Object.free
 export function toGrpcStatus(error: unknown): GrpcStatus {
   if (error instanceof BmdemoError) {
     return withDetails(GRPC_STATUS[error.code], error.message, error.reason, error.metadata);
+  }
+  if (error instanceof UnauthenticatedError) {
+    return withDetails(grpc.status.UNAUTHENTICATED, error.message, error.reason, {});
   }
   if (error instanceof DOMException && error.name === "AbortError") {
     return withDetails(grpc.status.CANCELLED, "the call was cancelled", "CANCELLED", {});

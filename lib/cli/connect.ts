@@ -1,0 +1,69 @@
+/**
+ * How the CLI reaches the server: plaintext, TLS with the system roots (`--tls`), TLS with a
+ * given CA (`--ca`), mutual TLS (`--cert` + `--key`), and a bearer token (`--token`), each with
+ * its environment variable (BMDEMO_TLS=1, BMDEMO_CA, BMDEMO_TOKEN).
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
+import type { CreateClientOptions } from "../grpc/service_definition.ts";
+import { UsageError } from "./session.ts";
+
+/** The connection options of a command line. */
+export interface ConnectionFlags {
+  tls?: boolean;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  token?: string;
+}
+
+function truthy(value: string | undefined): boolean {
+  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+}
+
+/**
+ * The client options for the flags and environment.
+ *
+ * @param flags The parsed options.
+ * @param env The environment.
+ * @param readFile Reads a file (certificates and keys).
+ * @returns Credentials (insecure unless TLS is asked for) and the token, if any.
+ * @throws {UsageError} For `--cert` without `--key` (or the reverse), or a file that cannot be
+ * read (naming it).
+ */
+export function connectionOptions(
+  flags: ConnectionFlags,
+  env: Readonly<Record<string, string | undefined>>,
+  readFile: (path: string) => Uint8Array,
+): CreateClientOptions {
+  const ca = flags.ca || env.BMDEMO_CA || undefined;
+  const { cert, key } = flags;
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new UsageError(cert === undefined ? "--key needs --cert" : "--cert needs --key");
+  }
+  const tls = !!flags.tls || truthy(env.BMDEMO_TLS) || ca !== undefined || cert !== undefined;
+  const read = (path: string, what: string): Buffer => {
+    try {
+      return Buffer.from(readFile(path));
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new UsageError(`cannot read ${what} file ${path}: ${reason}`);
+    }
+  };
+  const token = flags.token || env.BMDEMO_TOKEN || undefined;
+  if (!tls) return { token };
+  const rootCerts = ca === undefined ? null : read(ca, "CA");
+  const privateKey = key === undefined ? null : read(key, "key");
+  const certChain = cert === undefined ? null : read(cert, "certificate");
+  try {
+    return { credentials: grpc.credentials.createSsl(rootCerts, privateKey, certChain), token };
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new UsageError(
+      `invalid TLS files (${[ca, cert, key].filter(Boolean).join(", ")}): ${reason}`,
+    );
+  }
+}

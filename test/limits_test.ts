@@ -1,0 +1,362 @@
+/**
+ * Request limits (`LIMITS`, lib/limits.ts): each at its boundary through the engine (exactly the
+ * limit accepted, one over refused with `LIMIT_EXCEEDED` naming the field and the limit, and
+ * nothing changed), then once over real gRPC, and a 10,000-label request that must not hurt
+ * the server.
+ *
+ * Permissions: `--allow-net --allow-env --allow-read`.
+ */
+
+import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
+import { create } from "@bufbuild/protobuf";
+import type { Engine } from "../lib/engine.ts";
+import { BmdemoError, InvalidArgumentError } from "../lib/errors.ts";
+import {
+  type Machine,
+  MachineSchema,
+  MachineService,
+  Operation_OperationType as OperationType,
+  OperationService,
+} from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { errorInfoOf } from "../lib/grpc/error_details.ts";
+import { startServer } from "../lib/grpc/server.ts";
+import { createClient } from "../lib/grpc/service_definition.ts";
+import { newMachineId } from "../lib/ids.ts";
+import { LIMITS } from "../lib/limits.ts";
+import { MAX_PAGE_SIZE } from "../lib/query.ts";
+import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+
+function labels(count: number, value = "v"): Record<string, string> {
+  return Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, value]));
+}
+
+function machine(machineId: string, labelMap: Record<string, string> = {}): Machine {
+  return create(MachineSchema, { machineId, spec: { provider: "fake" }, labels: labelMap });
+}
+
+/** Everything a client can see, to show a refused request changed nothing. */
+function state(engine: Engine): unknown {
+  return {
+    machines: engine.listMachines({ pageSize: MAX_PAGE_SIZE }).items,
+    operations: engine.listOperations({ pageSize: MAX_PAGE_SIZE }).items,
+  };
+}
+
+/** Asserts `fn` throws LIMIT_EXCEEDED for `field` and `limit` and leaves `engine` unchanged. */
+function refused(
+  engine: Engine,
+  fn: () => unknown,
+  field: string,
+  limit: number,
+  reason = "LIMIT_EXCEEDED",
+): BmdemoError {
+  const before = state(engine);
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof InvalidArgumentError, `expected a refusal, got ${caught}`);
+  assert.equal(caught.reason, reason, caught.message);
+  assert.equal(caught.metadata.field, field, caught.message);
+  if (reason === "LIMIT_EXCEEDED") {
+    assert.equal(caught.metadata.limit, String(limit));
+    assert.match(caught.message, new RegExp(`the limit is ${limit}:`));
+    assert.ok(caught.message.includes(field), caught.message);
+  }
+  assert.deepEqual(state(engine), before, "a refused request changes nothing");
+  return caught;
+}
+
+Deno.test("LIMITS are exported with their documented values", () => {
+  assert.deepEqual({ ...LIMITS }, {
+    requestIdLength: 128,
+    machineIdLength: 128,
+    labelsPerMachine: 64,
+    labelKeyLength: 63,
+    labelValueLength: 256,
+    imageRefLength: 256,
+    filterLength: 1024,
+    maxPageSize: 1000,
+  });
+  assert.equal(MAX_PAGE_SIZE, LIMITS.maxPageSize);
+  assert.ok(Object.isFrozen(LIMITS));
+});
+
+Deno.test("machine_id: 128 characters of [A-Za-z0-9._:-]", SANITIZE, async (t) => {
+  await using engine = testEngine();
+  await t.step("existing id shapes stay valid", () => {
+    for (const id of ["machine-1", "demo-1", newMachineId(), "rack1.node_2", "10.0.0.5:1"]) {
+      assert.equal(engine.registerMachine(machine(id)).machine.machineId, id);
+    }
+    assert.match(engine.registerMachine(machine("")).machine.machineId, /^m-/);
+  });
+  await t.step("exactly the limit is accepted, one over is refused", () => {
+    const exact = "a".repeat(LIMITS.machineIdLength);
+    assert.equal(engine.registerMachine(machine(exact)).created, true);
+    const over = "a".repeat(LIMITS.machineIdLength + 1);
+    const error = refused(engine, () => engine.registerMachine(machine(over)), "machine_id", 128);
+    assert.match(error.message, /machine_id is 129 characters long; the limit is 128/);
+    refused(engine, () => engine.getMachine(over), "machine_id", 128);
+    refused(
+      engine,
+      () =>
+        engine.startOperation({
+          machineId: over,
+          requestId: "r",
+          type: OperationType.ENTER_MAINTENANCE,
+        }),
+      "machine_id",
+      128,
+    );
+  });
+  await t.step("spaces, = and quotes are refused with INVALID_FORMAT", () => {
+    for (const id of ["a b", "a=b", 'a"b', "a\u0000", "é"]) {
+      const error = refused(
+        engine,
+        () => engine.registerMachine(machine(id)),
+        "machine_id",
+        0,
+        "INVALID_FORMAT",
+      );
+      assert.match(error.message, /letters, digits, '\.', '_', ':' and '-'/);
+    }
+  });
+});
+
+Deno.test("request_id: at most 128 characters", SANITIZE, async () => {
+  await using engine = testEngine();
+  importMachines(engine, 2);
+  refused(
+    engine,
+    () =>
+      engine.startOperation({
+        machineId: "machine-1",
+        requestId: "r".repeat(129),
+        type: OperationType.ENTER_MAINTENANCE,
+      }),
+    "request_id",
+    128,
+  );
+  const op = await runOperation(engine, {
+    machineId: "machine-1",
+    requestId: "r".repeat(128),
+    type: OperationType.ENTER_MAINTENANCE,
+  });
+  assert.equal(op.requestId.length, 128);
+});
+
+Deno.test("labels: 64 per machine, keys 63, values 256", SANITIZE, async (t) => {
+  await using engine = testEngine();
+  engine.registerMachine(machine("machine-1", { role: "worker" }));
+  await t.step("count", () => {
+    assert.equal(
+      Object.keys(engine.registerMachine(machine("m-64", labels(64))).machine.labels).length,
+      64,
+    );
+    const error = refused(
+      engine,
+      () => engine.registerMachine(machine("m-65", labels(65))),
+      "labels",
+      64,
+    );
+    assert.match(error.message, /has 65 labels; the limit is 64/);
+    // Updating an existing machine is refused the same way, both ways in.
+    refused(engine, () => engine.registerMachine(machine("machine-1", labels(65))), "labels", 64);
+    refused(engine, () => engine.updateMachine("machine-1", { labels: labels(65) }), "labels", 64);
+  });
+  await t.step("key length and characters", () => {
+    const key = "k".repeat(63);
+    engine.registerMachine(machine("m-key", { [key]: "v", "example.com/role-x_1": "v" }));
+    refused(
+      engine,
+      () => engine.registerMachine(machine("m-key2", { [`${key}k`]: "v" })),
+      "label_key",
+      63,
+    );
+    for (const bad of ["", "a b", "a=b", "é"]) {
+      refused(
+        engine,
+        () => engine.registerMachine(machine("m-key3", { [bad]: "v" })),
+        "label_key",
+        0,
+        "INVALID_FORMAT",
+      );
+    }
+  });
+  await t.step("value length (in characters, not bytes)", () => {
+    engine.registerMachine(machine("m-val", { a: "v".repeat(256), b: "🙂".repeat(256) }));
+    const error = refused(
+      engine,
+      () => engine.updateMachine("machine-1", { labels: { a: "v".repeat(257) } }),
+      "label_value",
+      256,
+    );
+    assert.equal(error.metadata.labelKey, "a");
+    assert.match(error.message, /label_value of "a" is 257 characters long; the limit is 256/);
+  });
+  assert.deepEqual(engine.getMachine("machine-1").labels, { role: "worker" });
+});
+
+Deno.test("image_ref: at most 256 characters", SANITIZE, async () => {
+  await using engine = testEngine();
+  importMachines(engine, 1);
+  await enterMaintenance(engine, "machine-1");
+  refused(
+    engine,
+    () =>
+      engine.startOperation({
+        machineId: "machine-1",
+        requestId: "r-over",
+        type: OperationType.REIMAGE,
+        imageRef: "i".repeat(257),
+      }),
+    "image_ref",
+    256,
+  );
+  const op = await runOperation(engine, {
+    machineId: "machine-1",
+    type: OperationType.REIMAGE,
+    imageRef: "i".repeat(256),
+  });
+  assert.equal(op.params.image_ref.length, 256);
+});
+
+Deno.test("filter: at most 1024 characters, for lists and watches", SANITIZE, async () => {
+  await using engine = testEngine();
+  importMachines(engine, 1);
+  const machineFilter = `label.role=${"w".repeat(1024 - "label.role=".length)}`;
+  const operationFilter = `machine_id=${"m".repeat(1024 - "machine_id=".length)}`;
+  assert.equal(engine.listMachines({ filter: machineFilter }).items.length, 0);
+  assert.equal(engine.listOperations({ filter: operationFilter }).items.length, 0);
+  engine.watch({ filter: operationFilter })[Symbol.dispose]();
+  refused(engine, () => engine.listMachines({ filter: `${machineFilter}w` }), "filter", 1024);
+  refused(engine, () => engine.listOperations({ filter: `${operationFilter}m` }), "filter", 1024);
+  refused(engine, () => engine.watch({ filter: `${operationFilter}m` }), "filter", 1024);
+});
+
+Deno.test("page_size: larger requests are capped to 1000, not refused", SANITIZE, async () => {
+  await using engine = testEngine();
+  importMachines(engine, LIMITS.maxPageSize + 1);
+  const page = engine.listMachines({ pageSize: 5000 });
+  assert.equal(page.items.length, LIMITS.maxPageSize);
+  assert.notEqual(page.nextPageToken, "");
+});
+
+Deno.test(
+  "limits over gRPC: the limit is accepted, one over is LIMIT_EXCEEDED",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    importMachines(server.engine, 1);
+    await enterMaintenance(server.engine, "machine-1");
+    using machines = createClient(MachineService, server.address);
+    using operations = createClient(OperationService, server.address);
+
+    const cases: {
+      field: string;
+      limit: number;
+      call: (n: number) => Promise<unknown>;
+    }[] = [
+      {
+        field: "machine_id",
+        limit: 128,
+        call: (n) => machines.registerMachine({ machine: { machineId: "a".repeat(n) } }),
+      },
+      {
+        field: "labels",
+        limit: 64,
+        call: (n) => machines.registerMachine({ machine: { machineId: "m-l", labels: labels(n) } }),
+      },
+      {
+        field: "label_key",
+        limit: 63,
+        call: (n) =>
+          machines.registerMachine({
+            machine: { machineId: "m-k", labels: { ["k".repeat(n)]: "" } },
+          }),
+      },
+      {
+        field: "label_value",
+        limit: 256,
+        call: (n) =>
+          machines.updateMachine({
+            machine: { machineId: "machine-1", labels: { a: "v".repeat(n) } },
+          }),
+      },
+      {
+        field: "filter",
+        limit: 1024,
+        call: (n) => operations.listOperations({ filter: `type=REBOOT${" ".repeat(n - 11)}` }),
+      },
+      {
+        field: "request_id",
+        limit: 128,
+        // Within the limit this starts a reboot (machine-1 is in MAINTENANCE).
+        call: (n) => machines.rebootMachine({ machineId: "machine-1", requestId: "r".repeat(n) }),
+      },
+      {
+        field: "image_ref",
+        limit: 256,
+        call: (n) =>
+          machines.reimageMachine({
+            machineId: "machine-1",
+            requestId: `i-${n}`,
+            imageRef: "i".repeat(n),
+          }),
+      },
+    ];
+    for (const c of cases) {
+      // Exactly the limit: whatever happens, it is not a limit error.
+      try {
+        await c.call(c.limit);
+      } catch (error) {
+        assert.notEqual(errorInfoOf(error)?.reason, "LIMIT_EXCEEDED", `${c.field} at the limit`);
+      }
+      let caught: unknown;
+      try {
+        await c.call(c.limit + 1);
+      } catch (error) {
+        caught = error;
+      }
+      const error = caught as grpc.ServiceError;
+      assert.equal(error?.code, grpc.status.INVALID_ARGUMENT, `${c.field}: ${error?.details}`);
+      const info = errorInfoOf(error);
+      assert.equal(info?.reason, "LIMIT_EXCEEDED", c.field);
+      assert.equal(info?.metadata.field, c.field);
+      assert.equal(info?.metadata.limit, String(c.limit));
+      assert.match(error.details, new RegExp(`the limit is ${c.limit}:`));
+    }
+  },
+);
+
+Deno.test(
+  "10,000 labels in one RegisterMachine are refused cleanly and the server still answers",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    importMachines(server.engine, 1);
+    using machines = createClient(MachineService, server.address);
+    let caught: unknown;
+    try {
+      await machines.registerMachine({
+        machine: { machineId: "huge", labels: labels(10_000, "value") },
+      });
+    } catch (error) {
+      caught = error;
+    }
+    const error = caught as grpc.ServiceError;
+    assert.ok(
+      [grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED].includes(error?.code),
+      `got ${grpc.status[error?.code]}: ${error?.details}`,
+    );
+    if (error.code === grpc.status.INVALID_ARGUMENT) {
+      assert.equal(errorInfoOf(error)?.reason, "LIMIT_EXCEEDED");
+      assert.match(error.details, /has 10000 labels; the limit is 64/);
+    }
+    const after = await machines.listMachines({});
+    assert.deepEqual(after.machines.map((m) => m.machineId), ["machine-1"]);
+  },
+);

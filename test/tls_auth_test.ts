@@ -1,0 +1,238 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import * as grpc from "@grpc/grpc-js";
+import { MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { createClient } from "../lib/grpc/service_definition.ts";
+import { errorInfoOf } from "../lib/grpc/error_details.ts";
+import { startServer } from "../lib/grpc/server.ts";
+import { isLoopbackHost } from "../lib/grpc/auth.ts";
+import { HealthService } from "../lib/grpc/health.ts";
+import { SANITIZE } from "./helpers.ts";
+import { spawnServer } from "./server_process.ts";
+
+const SERVER = new URL("../server.ts", import.meta.url).pathname;
+
+async function openssl(dir: string, ...args: string[]): Promise<void> {
+  const out = await new Deno.Command("openssl", { args, cwd: dir, stdin: "null" }).output();
+  if (out.code !== 0) {
+    throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM. */
+async function makeCerts() {
+  const dir = await Deno.makeTempDir({ prefix: "bmdemo-tls-" });
+  try {
+    const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    await openssl(
+      dir,
+      "req",
+      "-x509",
+      ...key,
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=bmdemo test CA",
+    );
+    await Deno.writeTextFile(`${dir}/server.ext`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    await Deno.writeTextFile(`${dir}/client.ext`, "extendedKeyUsage=clientAuth\n");
+    for (const name of ["server", "client"]) {
+      await openssl(
+        dir,
+        "req",
+        ...key,
+        "-keyout",
+        `${name}.key`,
+        "-out",
+        `${name}.csr`,
+        "-subj",
+        `/CN=${name}`,
+      );
+      await openssl(
+        dir,
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        `${name}.pem`,
+        "-days",
+        "1",
+        "-extfile",
+        `${name}.ext`,
+      );
+    }
+    const read = (file: string) => Deno.readTextFile(`${dir}/${file}`);
+    return {
+      ca: await read("ca.pem"),
+      serverCert: await read("server.pem"),
+      serverKey: await read("server.key"),
+      clientCert: await read("client.pem"),
+      clientKey: await read("client.key"),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const certs = await makeCerts();
+
+function bearer(token: string): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  return metadata;
+}
+
+// grpc-js' TLS server does not complete a handshake on Deno 2.9.3 (the client sees
+// "wrong version number"), although node:http2's createSecureServer alone does: not resolved yet.
+const TLS_BROKEN = { ...SANITIZE, ignore: true };
+
+Deno.test("TLS: a client trusting the CA works, a plaintext client fails", TLS_BROKEN, async () => {
+  await using server = await startServer({
+    port: 0,
+    timing: "zero",
+    tls: { cert: certs.serverCert, key: certs.serverKey },
+  });
+  // Deno's node:tls refuses an IP address as the TLS server name: dial the DNS name.
+  const address = `localhost:${server.port}`;
+  using secure = createClient(MachineService, address, {
+    credentials: grpc.credentials.createSsl(Buffer.from(certs.ca)),
+  });
+  assert.deepEqual((await secure.listMachines({})).machines, []);
+  using plain = createClient(MachineService, server.address);
+  await assert.rejects(
+    plain.listMachines({}, { deadline: new Date(Date.now() + 3000) }),
+    (error: grpc.ServiceError) => error.code !== grpc.status.OK,
+  );
+});
+
+Deno.test("mutual TLS: a client certificate signed by the CA is required", TLS_BROKEN, async () => {
+  await using server = await startServer({
+    port: 0,
+    timing: "zero",
+    tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
+  });
+  const address = `localhost:${server.port}`;
+  using anonymous = createClient(MachineService, address, {
+    credentials: grpc.credentials.createSsl(Buffer.from(certs.ca)),
+  });
+  await assert.rejects(
+    anonymous.listMachines({}, { deadline: new Date(Date.now() + 3000) }),
+    (error: grpc.ServiceError) => error.code === grpc.status.UNAVAILABLE,
+  );
+  using withCert = createClient(MachineService, address, {
+    credentials: grpc.credentials.createSsl(
+      Buffer.from(certs.ca),
+      Buffer.from(certs.clientKey),
+      Buffer.from(certs.clientCert),
+    ),
+  });
+  assert.deepEqual((await withCert.listMachines({})).machines, []);
+});
+
+Deno.test("an oversized request fails with RESOURCE_EXHAUSTED", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, timing: "zero" });
+  using client = createClient(MachineService, server.address);
+  await assert.rejects(
+    client.getMachine({ machineId: "x".repeat(5 * 1024 * 1024) }),
+    (error: grpc.ServiceError) => error.code === grpc.status.RESOURCE_EXHAUSTED,
+  );
+});
+
+Deno.test(
+  "token: server.ts requires it on every call but health, and never logs it",
+  SANITIZE,
+  async () => {
+    const token = `tok-${crypto.randomUUID()}`;
+    const file = await Deno.makeTempFile({ prefix: "bmdemo-token-" });
+    try {
+      await Deno.writeTextFile(file, `${token}\n`);
+      await using server = await spawnServer(["--auth-token-file", file, "--log-level", "debug"]);
+      using client = createClient(MachineService, server.address);
+      await assert.rejects(client.listMachines({}), (error: grpc.ServiceError) => {
+        assert.equal(error.code, grpc.status.UNAUTHENTICATED);
+        assert.match(error.details, /--token|BMDEMO_TOKEN/);
+        assert.equal(errorInfoOf(error)?.reason, "UNAUTHENTICATED");
+        return true;
+      });
+      await assert.rejects(
+        client.listMachines({}, { metadata: bearer("wrong") }),
+        (error: grpc.ServiceError) => error.code === grpc.status.UNAUTHENTICATED,
+      );
+      assert.deepEqual((await client.listMachines({}, { metadata: bearer(token) })).machines, []);
+      using health = createClient(HealthService, server.address) as unknown as {
+        check(r: { service: string }): Promise<{ status: number }>;
+        close(): void;
+        [Symbol.dispose](): void;
+      };
+      assert.equal((await health.check({ service: "" })).status, 1);
+      const status = await server.stop();
+      assert.equal(status.code, 0);
+      assert.match(server.stderr(), /ListMachines UNAUTHENTICATED/);
+      assert.ok(!server.stderr().includes(token), "the token appears in the server log");
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+);
+
+Deno.test("a non-loopback --host needs a token or --insecure-expose", SANITIZE, async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      SERVER,
+      "--host",
+      "0.0.0.0",
+      "--port",
+      "0",
+    ],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /--insecure-expose/);
+  await using server = await spawnServer(["--host", "0.0.0.0", "--insecure-expose"]);
+  assert.match(server.address, /^0\.0\.0\.0:\d+$/);
+  assert.equal((await server.stop()).code, 0);
+});
+
+Deno.test("server.ts refuses --tls-cert without --tls-key", SANITIZE, async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      SERVER,
+      "--tls-cert",
+      "x.pem",
+    ],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /--tls-cert and --tls-key go together/);
+});
+
+Deno.test("isLoopbackHost", () => {
+  for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]) {
+    assert.ok(isLoopbackHost(host), host);
+  }
+  for (const host of ["0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "example.com"]) {
+    assert.ok(!isLoopbackHost(host), host);
+  }
+});
