@@ -135,7 +135,6 @@ async function main(): Promise<void> {
     tls: tls ? (tls.clientCa ? "on (mutual)" : "on") : "off",
     auth: authToken === undefined ? "not required" : "required",
   });
-  console.log(`bmdemo-server listening on ${server.address}`);
 
   const stopped = Promise.withResolvers<void>();
   let signals = 0;
@@ -158,6 +157,9 @@ async function main(): Promise<void> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => onSignal(signal));
   }
+  // Announced only once the signal handlers are in place: whoever waits for this line may stop
+  // the server right after it and must get the graceful path.
+  console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
 }

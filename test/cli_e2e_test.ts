@@ -72,7 +72,7 @@ Deno.test("an unreachable server exits 3 and names the fix", async () => {
   assert.deepEqual(
     err,
     `cannot reach the bmdemo server at 127.0.0.1:${port}: start it with deno task server ` +
-      "(or pass --server host:port)\n",
+      "(or pass --server host:port; if it serves TLS, add --tls or --ca <file>)\n",
   );
 });
 

@@ -254,7 +254,7 @@ export function formatRpcError(code: number, details: string): string {
  */
 export function formatUnreachable(address: string): string {
   return `cannot reach the bmdemo server at ${address}: start it with deno task server ` +
-    `(or pass --server host:port)`;
+    `(or pass --server host:port; if it serves TLS, add --tls or --ca <file>)`;
 }
 
 /** ANSI styles, or identity functions when colour is off. */

@@ -48,11 +48,16 @@ export interface TlsPaths {
  */
 export function serverCredentials(tls: TlsOptions | undefined): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  const clientCa = tls.clientCa === undefined ? null : Buffer.from(tls.clientCa);
+  const cert = Buffer.from(tls.cert);
+  // Without a client CA, grpc-js would load the whole system root bundle as the server's `ca`;
+  // Deno 2.9.3's node:tls server then sends a handshake message clients reject ("excessive
+  // message size" / "wrong version number"). The server's own chain is a small stand-in that is
+  // never consulted, since client certificates are not requested.
+  const roots = tls.clientCa === undefined ? cert : Buffer.from(tls.clientCa);
   return grpc.ServerCredentials.createSsl(
-    clientCa,
-    [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
-    clientCa !== null,
+    roots,
+    [{ cert_chain: cert, private_key: Buffer.from(tls.key) }],
+    tls.clientCa !== undefined,
   );
 }
 
