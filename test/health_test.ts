@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
-import { service as npmHealthService } from "grpc-health-check";
 import { createClient } from "../lib/grpc/service_definition.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import {
-  file_grpc_health_v1,
-  HEALTH_SERVICE_NAME,
-  HealthService,
-  ServingStatus,
-} from "../lib/grpc/health.ts";
+import { HealthService, ServingStatus } from "../lib/grpc/health.ts";
 import { SANITIZE } from "./helpers.ts";
 
 /** The health client, typed for the two methods used here. */
@@ -22,21 +16,6 @@ function healthClient(address: string): HealthClient {
 }
 
 const SERVICES = ["", "baremetal.v1.MachineService", "baremetal.v1.OperationService"];
-
-Deno.test("the embedded health descriptor matches the grpc-health-check package", () => {
-  assert.equal(HealthService.typeName, HEALTH_SERVICE_NAME);
-  const npm = npmHealthService as unknown as Record<string, { path: string }>;
-  const paths = (Object.values(npm).map((m) => m.path)).sort();
-  assert.deepEqual(
-    HealthService.methods.map((m) => `/${HEALTH_SERVICE_NAME}/${m.name}`).sort(),
-    paths,
-  );
-  const response = file_grpc_health_v1.messages.find((m) => m.name === "HealthCheckResponse")!;
-  assert.deepEqual(
-    response.nestedEnums[0].values.map((v) => [v.name, v.number]),
-    Object.entries(ServingStatus),
-  );
-});
 
 Deno.test("health: SERVING for the server and both services once listening", SANITIZE, async () => {
   await using server = await startServer({ port: 0, timing: "zero" });

@@ -4,57 +4,45 @@
  * every status NOT_SERVING, sends it to every open Watch, then ends those streams, so that a
  * graceful shutdown is not held open by health watchers.
  *
- * The service descriptor is the one the npm package `grpc-health-check` ships (embedded here
- * as bytes; that package loads its `.proto` file from disk at import time, which a bundled
- * server cannot do); `test/health_test.ts` checks they match. Health calls bypass the bmdemo
- * call wrapper: they need no token.
+ * The service is generated (`lib/gen/grpc/health/v1/`) from the `health.proto` that the npm
+ * package `grpc-health-check` ships (`deno task proto` vendors it; that package itself loads the
+ * `.proto` file from disk at import time, which a bundled server cannot do). Health calls bypass
+ * the bmdemo call wrapper: they need no token.
  *
  * @module
  */
 
 import * as grpc from "@grpc/grpc-js";
-import { create, type DescFile, type DescMessage, type DescService } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
+import type { GenFile } from "@bufbuild/protobuf/codegenv2";
 import {
-  type CallContext,
   createServiceDefinition,
   createServiceHandlers,
   type GrpcStatus,
-  type StreamContext,
+  type ServiceImpl,
 } from "./service_definition.ts";
-import { embeddedFile } from "./reflection.ts";
+import {
+  file_grpc_health_v1_health,
+  Health,
+  HealthCheckResponse_ServingStatus,
+  HealthCheckResponseSchema,
+  HealthListResponseSchema,
+} from "../gen/grpc/health/v1/health_pb.ts";
 
-/** `grpc/health/v1/health.proto`, as `grpc-health-check` 2.1.0 ships it. */
-export const file_grpc_health_v1: DescFile = embeddedFile(
-  "ChRncnBjX2hlYWx0aF92MS5wcm90bxIOZ3JwYy5oZWFsdGgudjEiEwoRSGVhbHRoTGlzdFJlcXVlc3QicQoSSGVhbHRo" +
-    "TGlzdFJlc3BvbnNlEhoKCHN0YXR1c2VzGAEgAygLMghTdGF0dXNlcxo/CghTdGF0dXNlcxILCgNrZXkYASABKAkSIgoF" +
-    "dmFsdWUYAiABKAsyE0hlYWx0aENoZWNrUmVzcG9uc2U6AjgBIiUKEkhlYWx0aENoZWNrUmVxdWVzdBIPCgdzZXJ2aWNl" +
-    "GAEgASgJIoUBChNIZWFsdGhDaGVja1Jlc3BvbnNlEh0KBnN0YXR1cxgBIAEoDjINU2VydmluZ1N0YXR1cyJPCg1TZXJ2" +
-    "aW5nU3RhdHVzEgsKB1VOS05PV04QABILCgdTRVJWSU5HEAESDwoLTk9UX1NFUlZJTkcQAhITCg9TRVJWSUNFX1VOS05P" +
-    "V04QAzL9AQoGSGVhbHRoElAKBUNoZWNrEiIuZ3JwYy5oZWFsdGgudjEuSGVhbHRoQ2hlY2tSZXF1ZXN0GiMuZ3JwYy5o" +
-    "ZWFsdGgudjEuSGVhbHRoQ2hlY2tSZXNwb25zZRJSCgVXYXRjaBIiLmdycGMuaGVhbHRoLnYxLkhlYWx0aENoZWNrUmVx" +
-    "dWVzdBojLmdycGMuaGVhbHRoLnYxLkhlYWx0aENoZWNrUmVzcG9uc2UwARJNCgRMaXN0EiEuZ3JwYy5oZWFsdGgudjEu" +
-    "SGVhbHRoTGlzdFJlcXVlc3QaIi5ncnBjLmhlYWx0aC52MS5IZWFsdGhMaXN0UmVzcG9uc2VCYQoRaW8uZ3JwYy5oZWFs" +
-    "dGgudjFCC0hlYWx0aFByb3RvUAFaLGdvb2dsZS5nb2xhbmcub3JnL2dycGMvaGVhbHRoL2dycGNfaGVhbHRoX3YxqgIO" +
-    "R3JwYy5IZWFsdGguVjFiBnByb3RvMw==",
-  "grpc/health/v1/health.proto",
-);
+/** `grpc/health/v1/health.proto` (generated), e.g. for the reflection `files`. */
+export const file_grpc_health_v1: GenFile = file_grpc_health_v1_health;
 
 /** `grpc.health.v1.Health`, for `createClient(HealthService, address)`. */
-export const HealthService: DescService = file_grpc_health_v1.services[0];
+export const HealthService: typeof Health = Health;
 
 /** The fully qualified name of the health service. */
-export const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
+export const HEALTH_SERVICE_NAME: string = Health.typeName;
 
-/** `HealthCheckResponse.ServingStatus` values. */
-export const ServingStatus = {
-  UNKNOWN: 0,
-  SERVING: 1,
-  NOT_SERVING: 2,
-  SERVICE_UNKNOWN: 3,
-} as const;
+/** `HealthCheckResponse.ServingStatus` values (the generated enum). */
+export const ServingStatus = HealthCheckResponse_ServingStatus;
 
 /** One of {@linkcode ServingStatus}. */
-export type ServingStatus = typeof ServingStatus[keyof typeof ServingStatus];
+export type ServingStatus = HealthCheckResponse_ServingStatus;
 
 /** The health of a server. */
 export interface ServerHealth {
@@ -100,13 +88,9 @@ export function createServerHealth(services: readonly string[]): ServerHealth {
     for (const name of statuses.keys()) statuses.set(name, status);
     for (const notify of watchers) notify();
   };
-  const message = (name: string): DescMessage =>
-    file_grpc_health_v1.messages.find((m) => m.name === name)!;
-  const listResponse = message("HealthListResponse");
-  const checkResponse = message("HealthCheckResponse");
-  const response = (status: ServingStatus) => create(checkResponse, { status } as never);
-  const impl = {
-    check(request: { service: string }, _context: CallContext) {
+  const response = (status: ServingStatus) => create(HealthCheckResponseSchema, { status });
+  const impl: ServiceImpl<typeof Health> = {
+    check(request) {
       const status = statuses.get(request.service);
       if (status === undefined) {
         throw new HealthStatusError({
@@ -116,14 +100,13 @@ export function createServerHealth(services: readonly string[]): ServerHealth {
       }
       return Promise.resolve(response(status));
     },
-    list(_request: unknown, _context: CallContext) {
+    list() {
+      const entries = [...statuses].map(([name, status]) => [name, response(status)]);
       return Promise.resolve(
-        create(listResponse, {
-          statuses: Object.fromEntries([...statuses].map(([name, status]) => [name, { status }])),
-        } as never),
+        create(HealthListResponseSchema, { statuses: Object.fromEntries(entries) }),
       );
     },
-    async watch(request: { service: string }, context: StreamContext<DescMessage>) {
+    async watch(request, context) {
       let changed = Promise.withResolvers<void>();
       const notify = (): void => changed.resolve();
       watchers.add(notify);
@@ -149,7 +132,7 @@ export function createServerHealth(services: readonly string[]): ServerHealth {
     addToServer(server) {
       server.addService(
         createServiceDefinition(HealthService),
-        createServiceHandlers(HealthService, impl as never, {
+        createServiceHandlers(HealthService, impl, {
           toStatus: (error) =>
             error instanceof HealthStatusError ? error.status : {
               code: grpc.status.CANCELLED,

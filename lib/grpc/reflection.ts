@@ -4,9 +4,10 @@
  * time, so the bundled server has reflection too. `grpcurl -plaintext HOST:PORT list` lists
  * every service of the files given, and `grpcurl … describe baremetal.v1.Machine` works.
  *
- * The reflection protocol's own descriptors are embedded here (the files of the npm package
- * `@grpc/reflection`, whose service implementation reads `.proto` files next to its sources at
- * run time and cannot run from a bundle); `test/reflection_test.ts` checks they match it.
+ * The reflection protocol itself is generated (`lib/gen/grpc/reflection/`) from the `.proto`
+ * files of the npm package `@grpc/reflection` (`deno task proto` vendors them; that package's
+ * service implementation reads them next to its sources at run time and cannot run from a
+ * bundle).
  *
  * @module
  */
@@ -14,7 +15,6 @@
 import { Buffer } from "node:buffer";
 import {
   create,
-  createFileRegistry,
   type DescFile,
   type DescMessage,
   type DescService,
@@ -23,121 +23,29 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { nestedTypes } from "@bufbuild/protobuf/reflect";
-import { base64Decode } from "@bufbuild/protobuf/wire";
-import {
-  type DescriptorProto,
-  type FileDescriptorProto,
-  FileDescriptorProtoSchema,
-} from "@bufbuild/protobuf/wkt";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import {
+  file_grpc_reflection_v1_reflection,
+  ServerReflection as ServerReflectionV1,
+  type ServerReflectionRequest as ServerReflectionRequestV1,
+} from "../gen/grpc/reflection/v1/reflection_pb.ts";
+import {
+  file_grpc_reflection_v1alpha_reflection,
+  ServerReflection as ServerReflectionV1alpha,
+  type ServerReflectionRequest as ServerReflectionRequestV1alpha,
+} from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
 
-/**
- * A file descriptor from the base64 of its binary `FileDescriptorProto` (without imports).
- *
- * @param base64 The encoded `google.protobuf.FileDescriptorProto`.
- * @param name The file name to give it, e.g. `grpc/health/v1/health.proto`.
- * @returns The file descriptor.
- *
- * @example
- * ```ts ignore
- * const file = embeddedFile(BASE64, "grpc/health/v1/health.proto");
- * ```
- */
-export function embeddedFile(base64: string, name: string): DescFile {
-  const proto = fromBinary(FileDescriptorProtoSchema, base64Decode(base64));
-  proto.name = name;
-  if (proto.syntax === "") proto.syntax = "proto3";
-  qualifyTypeNames(proto);
-  return createFileRegistry(proto, () => undefined).getFile(name)!;
-}
+/** `grpc/reflection/v1/reflection.proto` (generated). */
+export const file_grpc_reflection_v1: DescFile = file_grpc_reflection_v1_reflection;
 
-/**
- * Makes every type reference of a self-contained file fully qualified (`.pkg.Type`), as
- * protobuf-es requires; proto-loader writes them relative to the package (`Type`).
- */
-function qualifyTypeNames(file: FileDescriptorProto): void {
-  const defined = new Set<string>();
-  const collect = (scope: string, messages: DescriptorProto[], enums: { name: string }[]) => {
-    for (const e of enums) defined.add(`${scope}.${e.name}`);
-    for (const m of messages) {
-      defined.add(`${scope}.${m.name}`);
-      collect(`${scope}.${m.name}`, m.nestedType, m.enumType);
-    }
-  };
-  const root = file.package === "" ? "" : `.${file.package}`;
-  collect(root, file.messageType, file.enumType);
-  const resolve = (scope: string, name: string): string => {
-    if (name === "" || name.startsWith(".")) return name;
-    for (let s = scope;; s = s.slice(0, s.lastIndexOf("."))) {
-      if (defined.has(`${s}.${name}`)) return `${s}.${name}`;
-      if (s === "") return name;
-    }
-  };
-  const visit = (scope: string, messages: DescriptorProto[]) => {
-    for (const m of messages) {
-      const inner = `${scope}.${m.name}`;
-      for (const field of m.field) field.typeName = resolve(inner, field.typeName);
-      visit(inner, m.nestedType);
-    }
-  };
-  visit(root, file.messageType);
-  for (const service of file.service) {
-    for (const method of service.method) {
-      method.inputType = resolve(root, method.inputType);
-      method.outputType = resolve(root, method.outputType);
-    }
-  }
-}
-
-/** `grpc/reflection/v1/reflection.proto`. */
-export const file_grpc_reflection_v1: DescFile = embeddedFile(
-  "ChhncnBjX3JlZmxlY3Rpb25fdjEucHJvdG8SEmdycGMucmVmbGVjdGlvbi52MSLlAQoXU2VydmVyUmVmbGVjdGlvblJl" +
-    "cXVlc3QSDAoEaG9zdBgBIAEoCRIYCg5maWxlQnlGaWxlbmFtZRgDIAEoCUgAEh4KFGZpbGVDb250YWluaW5nU3ltYm9s" +
-    "GAQgASgJSAASMwoXZmlsZUNvbnRhaW5pbmdFeHRlbnNpb24YBSABKAsyEEV4dGVuc2lvblJlcXVlc3RIABIjChlhbGxF" +
-    "eHRlbnNpb25OdW1iZXJzT2ZUeXBlGAYgASgJSAASFgoMbGlzdFNlcnZpY2VzGAcgASgJSABCEAoObWVzc2FnZVJlcXVl" +
-    "c3QiQwoQRXh0ZW5zaW9uUmVxdWVzdBIWCg5jb250YWluaW5nVHlwZRgBIAEoCRIXCg9leHRlbnNpb25OdW1iZXIYAiAB" +
-    "KAUiyQIKGFNlcnZlclJlZmxlY3Rpb25SZXNwb25zZRIRCgl2YWxpZEhvc3QYASABKAkSMAoPb3JpZ2luYWxSZXF1ZXN0" +
-    "GAIgASgLMhdTZXJ2ZXJSZWZsZWN0aW9uUmVxdWVzdBI4ChZmaWxlRGVzY3JpcHRvclJlc3BvbnNlGAQgASgLMhZGaWxl" +
-    "RGVzY3JpcHRvclJlc3BvbnNlSAASPgobYWxsRXh0ZW5zaW9uTnVtYmVyc1Jlc3BvbnNlGAUgASgLMhdFeHRlbnNpb25O" +
-    "dW1iZXJSZXNwb25zZUgAEjMKFGxpc3RTZXJ2aWNlc1Jlc3BvbnNlGAYgASgLMhNMaXN0U2VydmljZVJlc3BvbnNlSAAS" +
-    "JgoNZXJyb3JSZXNwb25zZRgHIAEoCzINRXJyb3JSZXNwb25zZUgAQhEKD21lc3NhZ2VSZXNwb25zZSI1ChZGaWxlRGVz" +
-    "Y3JpcHRvclJlc3BvbnNlEhsKE2ZpbGVEZXNjcmlwdG9yUHJvdG8YASADKAwiSAoXRXh0ZW5zaW9uTnVtYmVyUmVzcG9u" +
-    "c2USFAoMYmFzZVR5cGVOYW1lGAEgASgJEhcKD2V4dGVuc2lvbk51bWJlchgCIAMoBSI3ChNMaXN0U2VydmljZVJlc3Bv" +
-    "bnNlEiAKB3NlcnZpY2UYASADKAsyD1NlcnZpY2VSZXNwb25zZSIfCg9TZXJ2aWNlUmVzcG9uc2USDAoEbmFtZRgBIAEo" +
-    "CSI4Cg1FcnJvclJlc3BvbnNlEhEKCWVycm9yQ29kZRgBIAEoBRIUCgxlcnJvck1lc3NhZ2UYAiABKAkyiQEKEFNlcnZl" +
-    "clJlZmxlY3Rpb24SdQoUU2VydmVyUmVmbGVjdGlvbkluZm8SKy5ncnBjLnJlZmxlY3Rpb24udjEuU2VydmVyUmVmbGVj" +
-    "dGlvblJlcXVlc3QaLC5ncnBjLnJlZmxlY3Rpb24udjEuU2VydmVyUmVmbGVjdGlvblJlc3BvbnNlKAEwAUJmChVpby5n" +
-    "cnBjLnJlZmxlY3Rpb24udjFCFVNlcnZlclJlZmxlY3Rpb25Qcm90b1ABWjRnb29nbGUuZ29sYW5nLm9yZy9ncnBjL3Jl" +
-    "ZmxlY3Rpb24vZ3JwY19yZWZsZWN0aW9uX3YxYgZwcm90bzM=",
-  "grpc/reflection/v1/reflection.proto",
-);
-
-/** `grpc/reflection/v1alpha/reflection.proto`. */
-export const file_grpc_reflection_v1alpha: DescFile = embeddedFile(
-  "Ch1ncnBjX3JlZmxlY3Rpb25fdjFhbHBoYS5wcm90bxIXZ3JwYy5yZWZsZWN0aW9uLnYxYWxwaGEi5QEKF1NlcnZlclJl" +
-    "ZmxlY3Rpb25SZXF1ZXN0EgwKBGhvc3QYASABKAkSGAoOZmlsZUJ5RmlsZW5hbWUYAyABKAlIABIeChRmaWxlQ29udGFp" +
-    "bmluZ1N5bWJvbBgEIAEoCUgAEjMKF2ZpbGVDb250YWluaW5nRXh0ZW5zaW9uGAUgASgLMhBFeHRlbnNpb25SZXF1ZXN0" +
-    "SAASIwoZYWxsRXh0ZW5zaW9uTnVtYmVyc09mVHlwZRgGIAEoCUgAEhYKDGxpc3RTZXJ2aWNlcxgHIAEoCUgAQhAKDm1l" +
-    "c3NhZ2VSZXF1ZXN0IkMKEEV4dGVuc2lvblJlcXVlc3QSFgoOY29udGFpbmluZ1R5cGUYASABKAkSFwoPZXh0ZW5zaW9u" +
-    "TnVtYmVyGAIgASgFIskCChhTZXJ2ZXJSZWZsZWN0aW9uUmVzcG9uc2USEQoJdmFsaWRIb3N0GAEgASgJEjAKD29yaWdp" +
-    "bmFsUmVxdWVzdBgCIAEoCzIXU2VydmVyUmVmbGVjdGlvblJlcXVlc3QSOAoWZmlsZURlc2NyaXB0b3JSZXNwb25zZRgE" +
-    "IAEoCzIWRmlsZURlc2NyaXB0b3JSZXNwb25zZUgAEj4KG2FsbEV4dGVuc2lvbk51bWJlcnNSZXNwb25zZRgFIAEoCzIX" +
-    "RXh0ZW5zaW9uTnVtYmVyUmVzcG9uc2VIABIzChRsaXN0U2VydmljZXNSZXNwb25zZRgGIAEoCzITTGlzdFNlcnZpY2VS" +
-    "ZXNwb25zZUgAEiYKDWVycm9yUmVzcG9uc2UYByABKAsyDUVycm9yUmVzcG9uc2VIAEIRCg9tZXNzYWdlUmVzcG9uc2Ui" +
-    "NQoWRmlsZURlc2NyaXB0b3JSZXNwb25zZRIbChNmaWxlRGVzY3JpcHRvclByb3RvGAEgAygMIkgKF0V4dGVuc2lvbk51" +
-    "bWJlclJlc3BvbnNlEhQKDGJhc2VUeXBlTmFtZRgBIAEoCRIXCg9leHRlbnNpb25OdW1iZXIYAiADKAUiNwoTTGlzdFNl" +
-    "cnZpY2VSZXNwb25zZRIgCgdzZXJ2aWNlGAEgAygLMg9TZXJ2aWNlUmVzcG9uc2UiHwoPU2VydmljZVJlc3BvbnNlEgwK" +
-    "BG5hbWUYASABKAkiOAoNRXJyb3JSZXNwb25zZRIRCgllcnJvckNvZGUYASABKAUSFAoMZXJyb3JNZXNzYWdlGAIgASgJ" +
-    "MpMBChBTZXJ2ZXJSZWZsZWN0aW9uEn8KFFNlcnZlclJlZmxlY3Rpb25JbmZvEjAuZ3JwYy5yZWZsZWN0aW9uLnYxYWxw" +
-    "aGEuU2VydmVyUmVmbGVjdGlvblJlcXVlc3QaMS5ncnBjLnJlZmxlY3Rpb24udjFhbHBoYS5TZXJ2ZXJSZWZsZWN0aW9u" +
-    "UmVzcG9uc2UoATABYgZwcm90bzM=",
-  "grpc/reflection/v1alpha/reflection.proto",
-);
+/** `grpc/reflection/v1alpha/reflection.proto` (generated). */
+export const file_grpc_reflection_v1alpha: DescFile = file_grpc_reflection_v1alpha_reflection;
 
 /** The reflection services: `grpc.reflection.v1.ServerReflection` and the `v1alpha` one. */
 export const REFLECTION_SERVICES: readonly DescService[] = [
-  file_grpc_reflection_v1.services[0],
-  file_grpc_reflection_v1alpha.services[0],
+  ServerReflectionV1,
+  ServerReflectionV1alpha,
 ];
 
 /**
@@ -222,17 +130,7 @@ export interface ReflectionOptions {
   toStatus?: (error: unknown) => Partial<grpc.StatusObject>;
 }
 
-interface ReflectionRequest extends Message {
-  host: string;
-  messageRequest:
-    | {
-      case: "fileByFilename" | "fileContainingSymbol" | "allExtensionNumbersOfType";
-      value: string;
-    }
-    | { case: "listServices"; value: string }
-    | { case: "fileContainingExtension"; value: { containingType: string } }
-    | { case: undefined; value?: undefined };
-}
+type ReflectionRequest = ServerReflectionRequestV1 | ServerReflectionRequestV1alpha;
 
 /**
  * Registers the reflection services (`v1` and `v1alpha`) on `server`. They list the services
