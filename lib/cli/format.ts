@@ -142,17 +142,34 @@ export function shortId(id: string): string {
  * @returns The table text.
  */
 export function formatMachineTable(machines: readonly Machine[]): string {
-  return formatTable(
-    ["MACHINE_ID", "PHASE", "EFFECTIVE", "REACHABLE", "PROVISIONED", "ACTIVE_OP"],
-    machines.map((m) => [
-      m.machineId,
-      phaseLabel(m),
-      effectiveLabel(m),
-      conditionMark(m, "Reachable"),
-      conditionMark(m, "Provisioned"),
-      shortId(m.status?.activeOperationId ?? ""),
-    ]),
-  );
+  return formatTable(MACHINE_COLUMNS, machines.map(machineCells));
+}
+
+/** The columns of `list`; `-o wide` appends more. */
+export const MACHINE_COLUMNS: readonly string[] = [
+  "MACHINE_ID",
+  "PHASE",
+  "EFFECTIVE",
+  "REACHABLE",
+  "PROVISIONED",
+  "ACTIVE_OP",
+];
+
+/**
+ * The cells of one `list` row, in {@linkcode MACHINE_COLUMNS} order.
+ *
+ * @param m The machine.
+ * @returns The cells.
+ */
+export function machineCells(m: Machine): string[] {
+  return [
+    m.machineId,
+    phaseLabel(m),
+    effectiveLabel(m),
+    conditionMark(m, "Reachable"),
+    conditionMark(m, "Provisioned"),
+    shortId(m.status?.activeOperationId ?? ""),
+  ];
 }
 
 /**

@@ -330,16 +330,10 @@ export async function operationCommand(
       ? await followOperation(timer.session, events, op, steps)
       : await followLogs(timer.session, op, steps, stop.signal);
     steps.end();
-    if (result === "interrupted") {
-      if (timer.timedOut) {
-        io.err(timedOutText(session, op.operationId, options.timeoutMs ?? 0));
-        return EXIT.TIMEOUT;
-      }
-      io.err(interruptedText(session, op.operationId));
-      return EXIT.INTERRUPTED;
-    }
-    io.out(resultLine(session, result));
-    return exitCodeOf(result);
+    return reportOutcome(session, op.operationId, result, {
+      timedOut: timer.timedOut,
+      timeoutMs: options.timeoutMs,
+    });
   } finally {
     timer.clear();
     stop.abort();
@@ -401,16 +395,7 @@ export async function waitCommand(
     const steps = new StepPrinter(session);
     const result = await followOperation(timer.session, events, op, steps);
     steps.end();
-    if (result === "interrupted") {
-      if (timer.timedOut) {
-        io.err(timedOutText(session, operationId, timeoutMs ?? 0));
-        return EXIT.TIMEOUT;
-      }
-      io.err(interruptedText(session, operationId));
-      return EXIT.INTERRUPTED;
-    }
-    io.out(resultLine(session, result));
-    return exitCodeOf(result);
+    return reportOutcome(session, operationId, result, { timedOut: timer.timedOut, timeoutMs });
   } finally {
     timer.clear();
     stop.abort();
@@ -523,6 +508,29 @@ async function followLogs(
   return await session.operations.getOperation({ operationId: op.operationId }, {
     deadline: deadlineIn(10_000),
   });
+}
+
+/**
+ * Prints how following an operation ended and returns the exit code: its result line (0, 4 or
+ * 5), or, when the wait stopped first, why (timeout: 6; Ctrl+C or a lost stream: 130) with the
+ * commands that pick it up again.
+ */
+function reportOutcome(
+  session: Session,
+  operationId: string,
+  result: Operation | "interrupted",
+  wait: { timedOut: boolean; timeoutMs?: number },
+): number {
+  if (result !== "interrupted") {
+    session.io.out(resultLine(session, result));
+    return exitCodeOf(result);
+  }
+  if (wait.timedOut) {
+    session.io.err(timedOutText(session, operationId, wait.timeoutMs ?? 0));
+    return EXIT.TIMEOUT;
+  }
+  session.io.err(interruptedText(session, operationId));
+  return EXIT.INTERRUPTED;
 }
 
 function interruptedText(session: Session, operationId: string): string {

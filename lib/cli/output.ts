@@ -17,12 +17,10 @@ import {
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
-  conditionMark,
-  effectiveLabel,
   formatTable,
+  MACHINE_COLUMNS,
+  machineCells,
   operationTypeName,
-  phaseLabel,
-  shortId,
   truncate,
 } from "./format.ts";
 import { UsageError } from "./session.ts";
@@ -151,25 +149,9 @@ function conditionsSummary(machine: Machine): string {
  */
 export function formatMachineWideTable(machines: readonly Machine[]): string {
   return formatTable(
-    [
-      "MACHINE_ID",
-      "PHASE",
-      "EFFECTIVE",
-      "REACHABLE",
-      "PROVISIONED",
-      "ACTIVE_OP",
-      "PROVIDER",
-      "RACK",
-      "LAST_SEEN",
-      "CONDITIONS",
-    ],
+    [...MACHINE_COLUMNS, "PROVIDER", "RACK", "LAST_SEEN", "CONDITIONS"],
     machines.map((m) => [
-      m.machineId,
-      phaseLabel(m),
-      effectiveLabel(m),
-      conditionMark(m, "Reachable"),
-      conditionMark(m, "Provisioned"),
-      shortId(m.status?.activeOperationId ?? ""),
+      ...machineCells(m),
       m.spec?.provider || "-",
       m.spec?.rack || "-",
       formatTimestamp(m.status?.lastSeen),
