@@ -4,7 +4,7 @@
  *
  *   deno task server [--port 50051] [--host 127.0.0.1] [--slow] [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
- *     [--insecure-expose]
+ *     [--insecure-expose] [--db <file>]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
  * stop that takes longer than 15 s, forces the exit.
@@ -18,6 +18,7 @@ import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/logging.t
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
 import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
+import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/sqlite_store.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -36,6 +37,12 @@ Flags:
                       require "authorization: Bearer <token>" on every call except health;
                       the file holds the token (env BMDEMO_AUTH_TOKEN holds the token itself)
   --insecure-expose   allow a non-loopback --host without a token (or client CA)
+  --db <file>         keep machines, operations and logs in this SQLite file (created if
+                      missing; env BMDEMO_DB); without it, everything is in memory and a
+                      restart starts clean. At start, operations the previous server left
+                      PENDING or RUNNING (a crash) become FAILED with code INTERRUPTED and their
+                      machines need attention; nothing is resumed. A database write failure
+                      stops the server (exit 1).
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -65,6 +72,7 @@ async function main(): Promise<void> {
         "client-ca": { type: "string" },
         "auth-token-file": { type: "string" },
         "insecure-expose": { type: "boolean", default: false },
+        db: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -114,6 +122,37 @@ async function main(): Promise<void> {
   if (warning) logger.warn(warning);
   if (values.slow) logger.info("Using slow demo timing");
 
+  const dbPath = values.db ?? env("BMDEMO_DB");
+  let store: SqliteStore | undefined;
+  if (dbPath === undefined) {
+    logger.info("Store: in memory (a restart starts clean; --db <file> keeps state)");
+  } else {
+    try {
+      store = createSqliteStore(dbPath, {
+        onFatal: (error: StoreFatalError) => {
+          // Fail stop: memory and disk disagree, so no further call may be served.
+          logger.fatal("{error}", { error: error.message });
+          Deno.exit(1);
+        },
+      });
+    } catch (error) {
+      logger.error("Cannot open the database {path}: {error}", {
+        path: dbPath,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      Deno.exit(1);
+    }
+    logger.info(
+      "Store: SQLite {path}; loaded {machines} machines and {operations} operations in {ms} ms",
+      {
+        path: dbPath,
+        machines: store.loaded.machines,
+        operations: store.loaded.operations,
+        ms: store.loaded.ms.toFixed(1),
+      },
+    );
+  }
+
   let server;
   try {
     server = await startServer({
@@ -122,6 +161,7 @@ async function main(): Promise<void> {
       timing: values.slow ? "slow" : "normal",
       tls,
       authToken,
+      store,
     });
   } catch (error) {
     logger.error("Cannot listen on {host}:{port}: {error}", {
@@ -129,8 +169,13 @@ async function main(): Promise<void> {
       port,
       error: error instanceof Error ? error.message : String(error),
     });
+    store?.close();
     Deno.exit(1);
   }
+  logger.info("Recovery: {count} interrupted operations failed in {ms} ms", {
+    count: server.recovery.operationIds.length,
+    ms: server.recovery.ms.toFixed(1),
+  });
   logger.info("TLS {tls}; token {auth}", {
     tls: tls ? (tls.clientCa ? "on (mutual)" : "on") : "off",
     auth: authToken === undefined ? "not required" : "required",
@@ -150,6 +195,8 @@ async function main(): Promise<void> {
       Deno.exit(1);
     }, 15_000);
     server.shutdown().then(() => {
+      // Every operation is settled (CANCELED, reason ServerShutdown) and written: close the file.
+      store?.close();
       clearTimeout(force);
       stopped.resolve();
     });

@@ -11,7 +11,13 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { getLogger } from "@logtape/logtape";
 import { InvalidArgumentError, ShuttingDownError } from "./errors.ts";
 import { createFakeProvider, type TimingProfile } from "./fake_provider.ts";
-import { EventFeed, type EventFeedOptions, LogJournal, type LogJournalOptions } from "./feeds.ts";
+import {
+  EventFeed,
+  type EventFeedOptions,
+  LogJournal,
+  type LogJournalBacking,
+  type LogJournalOptions,
+} from "./feeds.ts";
 import {
   type LogChunk,
   type Machine,
@@ -27,6 +33,7 @@ import { createMemoryStore } from "./memory_store.ts";
 import { DEFAULT_IMAGE_REF } from "./plans.ts";
 import type { Provider } from "./provider.ts";
 import { parseOperationFilter } from "./query.ts";
+import { recoverInterrupted, type RecoveryResult } from "./recovery.ts";
 import type {
   CreateOperationResult,
   ListQuery,
@@ -52,6 +59,11 @@ export interface EngineOptions {
   events?: EventFeedOptions;
   /** Log journal options (lines kept per operation). */
   logs?: LogJournalOptions;
+  /**
+   * Durable copy of the operation logs. @default the store's `logBacking` when it has one (the
+   * SQLite store), else none
+   */
+  logBacking?: LogJournalBacking;
 }
 
 /** A request to start an operation, as the API receives it. */
@@ -129,6 +141,7 @@ export class Engine implements AsyncDisposable {
   /** Runs operations. */
   readonly executor: Executor;
   #shutdown?: Promise<void>;
+  #recovery?: RecoveryResult;
 
   /**
    * @param options See {@linkcode EngineOptions}.
@@ -136,13 +149,36 @@ export class Engine implements AsyncDisposable {
   constructor(options: EngineOptions = {}) {
     this.store = options.store ?? createMemoryStore();
     this.events = new EventFeed(options.events);
-    this.logs = new LogJournal(options.logs);
+    const backing = options.logBacking ??
+      (this.store as Partial<{ logBacking: LogJournalBacking }>).logBacking;
+    this.logs = new LogJournal({ ...options.logs, backing: options.logs?.backing ?? backing });
     this.executor = createExecutor({
       store: this.store,
       provider: options.provider ?? createFakeProvider({ timing: options.timing ?? "normal" }),
       events: this.events,
       logs: this.logs,
     }, options.executor);
+  }
+
+  /**
+   * Restart recovery (see `recovery.ts`): fails every operation a previous process left PENDING
+   * or RUNNING with code INTERRUPTED. Runs once; call it at start, before serving, after
+   * subscribing whatever should see its events. Later calls return the first result.
+   *
+   * @returns The recovered operations and the time taken.
+   */
+  recover(): RecoveryResult {
+    this.#recovery ??= (() => {
+      const result = recoverInterrupted(this);
+      if (result.operationIds.length > 0) {
+        logger.warn(
+          "Recovery: {count} operations were active when the previous server stopped; failed them as INTERRUPTED in {ms} ms",
+          { count: result.operationIds.length, ms: result.ms.toFixed(1) },
+        );
+      }
+      return result;
+    })();
+    return this.#recovery;
   }
 
   /**

@@ -289,6 +289,23 @@ export interface LogJournalOptions {
   maxFinishedOperations?: number;
   /** Clock for line timestamps. @default () => new Date() */
   now?: () => Date;
+  /**
+   * Durable copy of the journals (e.g. the SQLite store's `log_lines`). Every line is appended
+   * to it, lines dropped by the per-operation bound are trimmed from it too, and a journal the
+   * journal does not hold (after a restart, or evicted) is loaded from it on first use.
+   * @default none: logs live in memory only
+   */
+  backing?: LogJournalBacking;
+}
+
+/** Durable storage of journal lines; see {@linkcode LogJournalOptions.backing}. */
+export interface LogJournalBacking {
+  /** Stores one line (its `operationId` and `seq` identify it). */
+  append(chunk: LogChunk): void;
+  /** Forgets an operation's lines before `firstSeq`. */
+  trim(operationId: string, firstSeq: number): void;
+  /** An operation's stored lines in ascending `seq` (empty when none). */
+  load(operationId: string): LogChunk[];
 }
 
 interface Journal {
@@ -330,6 +347,7 @@ export class LogJournal {
   // Finished journals in the order they ended, for eviction.
   readonly #finished = new Set<string>();
   readonly #forgotten = new Set<string>();
+  readonly #backing?: LogJournalBacking;
   #droppedAfterEnd = 0;
 
   /**
@@ -339,6 +357,7 @@ export class LogJournal {
     this.#maxLines = options.maxLinesPerOperation ?? 2000;
     this.#maxFinished = options.maxFinishedOperations ?? 10_000;
     this.#now = options.now ?? (() => new Date());
+    this.#backing = options.backing;
     for (
       const [name, value] of [["maxLinesPerOperation", this.#maxLines], [
         "maxFinishedOperations",
@@ -359,7 +378,15 @@ export class LogJournal {
   #journal(operationId: string): Journal {
     let journal = this.#journals.get(operationId);
     if (!journal) {
-      journal = { chunks: [], firstSeq: 1, nextSeq: 1, ended: false, waiters: new Set() };
+      const chunks = this.#backing?.load(operationId) ?? [];
+      const firstSeq = chunks.length > 0 ? Number(chunks[0].seq) : 1;
+      journal = {
+        chunks,
+        firstSeq,
+        nextSeq: firstSeq + chunks.length,
+        ended: false,
+        waiters: new Set(),
+      };
       this.#journals.set(operationId, journal);
     }
     return journal;
@@ -387,11 +414,13 @@ export class LogJournal {
       seq: BigInt(journal.nextSeq++),
     });
     journal.chunks.push(chunk);
+    this.#backing?.append(chunk);
     if (journal.chunks.length > this.#maxLines) {
       // Drop in batches so the amortised cost per line stays O(1).
       const drop = Math.max(1, Math.floor(this.#maxLines / 8));
       journal.chunks.splice(0, drop);
       journal.firstSeq += drop;
+      this.#backing?.trim(operationId, journal.firstSeq);
     }
     this.#notify(journal);
     return chunk;
@@ -412,7 +441,8 @@ export class LogJournal {
       const oldest = this.#finished.values().next().value!;
       this.#finished.delete(oldest);
       this.#journals.delete(oldest);
-      this.#forgotten.add(oldest);
+      // With a backing the lines are still stored: the next use loads them again.
+      if (!this.#backing) this.#forgotten.add(oldest);
     }
   }
 
@@ -423,7 +453,9 @@ export class LogJournal {
    * @returns The chunks (empty when none).
    */
   lines(operationId: string): LogChunk[] {
-    return [...(this.#journals.get(operationId)?.chunks ?? [])];
+    const journal = this.#journals.get(operationId);
+    if (journal) return [...journal.chunks];
+    return this.#backing?.load(operationId) ?? [];
   }
 
   /**

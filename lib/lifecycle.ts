@@ -250,6 +250,13 @@ export interface OperationFailure {
   details: Record<string, string>;
 }
 
+/**
+ * Error code of an operation that was PENDING or RUNNING when the server stopped without its
+ * graceful shutdown (a crash): restart recovery fails it with this code, and its machine gets
+ * NeedsIntervention with reason `OperationInterrupted`.
+ */
+export const INTERRUPTED = "INTERRUPTED";
+
 /** Changes an outcome makes to its machine, applied atomically with the terminal transition. */
 export interface MachineEffects {
   /** New phase, when the operation changes it. */
@@ -265,7 +272,8 @@ export interface MachineEffects {
  * reference 3.5): success clears NeedsIntervention and OperationCanceled, maintenance
  * operations set the phase, reimage sets Provisioned and InCustomerCluster, and a successful
  * reboot or reimage proves the machine Reachable. Failure sets NeedsIntervention; cancellation
- * sets OperationCanceled. Failures and cancellations never change the phase.
+ * sets OperationCanceled. Failures and cancellations never change the phase. A failure with code
+ * {@linkcode INTERRUPTED} (restart recovery) uses the reason `OperationInterrupted`.
  *
  * @param type The operation's type.
  * @param outcome How it ended.
@@ -278,7 +286,7 @@ export function outcomeEffects(type: OperationType, outcome: Outcome): MachineEf
         conditions: [{
           type: "NeedsIntervention",
           status: true,
-          reason: "OperationFailed",
+          reason: outcome.error.code === INTERRUPTED ? "OperationInterrupted" : "OperationFailed",
           message: outcome.error.message,
         }],
         seen: false,

@@ -3,6 +3,9 @@
  * clean). Records are immutable snapshots replaced on every change, so a reader holding one is
  * never affected by a later write and reads cost no copy.
  *
+ * It is also the cache of the SQLite store (`sqlite_store.ts`): with `persistence`, every change
+ * is written through before it replaces the value in memory, and `initial` loads stored records.
+ *
  * @module
  */
 
@@ -51,10 +54,35 @@ import {
   withEffectiveState,
 } from "./store.ts";
 
+/**
+ * Where a durable store writes what the memory store changes (internal: the SQLite store uses
+ * it as a write-through cache). Each method is called inside the mutating store call, after
+ * validation and before the new value replaces the old one in memory, so a write that throws
+ * leaves the memory state unchanged. Records are identified by their creation sequence number.
+ */
+export interface MemoryStorePersistence {
+  /** Writes (inserts or replaces) a machine. */
+  machine(seq: number, machine: Machine): void;
+  /** Writes (inserts or replaces) an operation; its idempotency key is its machine and request id. */
+  operation(seq: number, operation: Operation): void;
+}
+
+/** Records a memory store starts with (internal: loaded from a durable store). */
+export interface MemoryStoreInitial {
+  /** Machines with their sequence numbers, in ascending order. */
+  machines: Iterable<{ seq: number; machine: Machine }>;
+  /** Operations with their sequence numbers, in ascending order. */
+  operations: Iterable<{ seq: number; operation: Operation }>;
+}
+
 /** Options of {@linkcode createMemoryStore}. */
 export interface MemoryStoreOptions {
   /** Clock for timestamps. @default () => new Date() */
   now?: () => Date;
+  /** Write-through persistence of every change. @default none */
+  persistence?: MemoryStorePersistence;
+  /** Records to start with (their seqs, idempotency index and active set are rebuilt). */
+  initial?: MemoryStoreInitial;
 }
 
 interface Slot<T> {
@@ -78,7 +106,15 @@ interface Slot<T> {
  * ```
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
-  return new MemoryStore(options.now ?? (() => new Date()));
+  const store = new MemoryStore(options.now ?? (() => new Date()), options.persistence);
+  if (options.initial) store.load(options.initial);
+  return store;
+}
+
+const NO_PERSISTENCE: MemoryStorePersistence = { machine() {}, operation() {} };
+
+function requestKey(machineId: string, requestId: string): string {
+  return `${machineId}\u0000${requestId}`;
 }
 
 class MemoryStore implements Store {
@@ -93,9 +129,39 @@ class MemoryStore implements Store {
   readonly #requests = new Map<string, string>();
   // Active operation ids in creation order.
   readonly #active = new Set<string>();
+  readonly #persist: MemoryStorePersistence;
+  #nextMachineSeq = 1;
+  #nextOperationSeq = 1;
 
-  constructor(now: () => Date) {
+  constructor(now: () => Date, persistence: MemoryStorePersistence = NO_PERSISTENCE) {
     this.#now = now;
+    this.#persist = persistence;
+  }
+
+  /** Adds stored records (before any other call); see {@linkcode MemoryStoreInitial}. */
+  load(initial: MemoryStoreInitial): void {
+    for (const { seq, machine } of initial.machines) {
+      if (seq < this.#nextMachineSeq) throw new RangeError(`machine seq ${seq} out of order`);
+      const slot = { seq, value: freezeSnapshot(machine) };
+      this.#machines.push(slot);
+      this.#machineById.set(machine.machineId, slot);
+      this.#nextMachineSeq = seq + 1;
+    }
+    for (const { seq, operation } of initial.operations) {
+      if (seq < this.#nextOperationSeq) throw new RangeError(`operation seq ${seq} out of order`);
+      const slot = { seq, value: freezeSnapshot(operation) };
+      this.#operations.push(slot);
+      this.#operationById.set(operation.operationId, slot);
+      const perMachine = this.#operationsByMachine.get(operation.machineId);
+      if (perMachine) perMachine.push(slot);
+      else this.#operationsByMachine.set(operation.machineId, [slot]);
+      this.#requests.set(
+        requestKey(operation.machineId, operation.requestId),
+        operation.operationId,
+      );
+      if (isActivePhase(operation.phase)) this.#active.add(operation.operationId);
+      this.#nextOperationSeq = seq + 1;
+    }
   }
 
   registerMachine(machine: Machine): RegisterMachineResult {
@@ -104,15 +170,19 @@ class MemoryStore implements Store {
       ? undefined
       : this.#machineById.get(machine.machineId);
     if (existing) {
-      existing.value = freezeSnapshot({
+      const updated = freezeSnapshot({
         ...existing.value,
         spec: machine.spec,
         labels: { ...machine.labels },
       });
+      this.#persist.machine(existing.seq, updated);
+      existing.value = updated;
       return { machine: existing.value, created: false };
     }
     const stored = freezeSnapshot(newMachine(machine, stamp(this.#now)));
-    const slot = { seq: this.#machines.length + 1, value: stored };
+    const slot = { seq: this.#nextMachineSeq, value: stored };
+    this.#persist.machine(slot.seq, stored);
+    this.#nextMachineSeq++;
     this.#machines.push(slot);
     this.#machineById.set(stored.machineId, slot);
     return { machine: stored, created: true };
@@ -134,17 +204,19 @@ class MemoryStore implements Store {
     validatePatch(machineId, patch);
     const slot = this.#machineById.get(machineId);
     if (!slot) throw machineNotFound(machineId);
-    slot.value = freezeSnapshot({
+    const updated = freezeSnapshot({
       ...slot.value,
       spec: patch.spec ?? slot.value.spec,
       labels: patch.labels ? { ...patch.labels } : slot.value.labels,
     });
+    this.#persist.machine(slot.seq, updated);
+    slot.value = updated;
     return slot.value;
   }
 
   createOperation(request: CreateOperationRequest): CreateOperationResult {
     validateCreateRequest(request);
-    const key = `${request.machineId}\u0000${request.requestId}`;
+    const key = requestKey(request.machineId, request.requestId);
     const replayed = this.#requests.get(key);
     if (replayed !== undefined) {
       const original = this.#operationById.get(replayed)!.value;
@@ -168,7 +240,14 @@ class MemoryStore implements Store {
       params: { ...request.params },
       createdAt: stamp(this.#now),
     }));
-    const slot = { seq: this.#operations.length + 1, value: operation };
+    const slot = { seq: this.#nextOperationSeq, value: operation };
+    const busy = freezeSnapshot(withEffectiveState({
+      ...machine,
+      status: { ...machine.status!, activeOperationId: operation.operationId },
+    }));
+    this.#persist.operation(slot.seq, operation);
+    this.#persist.machine(machineSlot.seq, busy);
+    this.#nextOperationSeq++;
     this.#operations.push(slot);
     this.#operationById.set(operation.operationId, slot);
     const perMachine = this.#operationsByMachine.get(operation.machineId);
@@ -176,10 +255,7 @@ class MemoryStore implements Store {
     else this.#operationsByMachine.set(operation.machineId, [slot]);
     this.#requests.set(key, operation.operationId);
     this.#active.add(operation.operationId);
-    machineSlot.value = freezeSnapshot(withEffectiveState({
-      ...machine,
-      status: { ...machine.status!, activeOperationId: operation.operationId },
-    }));
+    machineSlot.value = busy;
     return { operation, created: true };
   }
 
@@ -204,18 +280,22 @@ class MemoryStore implements Store {
   markRunning(operationId: string): Operation | undefined {
     const slot = this.#operationById.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.PENDING) return undefined;
-    slot.value = freezeSnapshot({
+    const running = freezeSnapshot({
       ...slot.value,
       phase: OperationPhase.RUNNING,
       startedAt: stamp(this.#now),
     });
+    this.#persist.operation(slot.seq, running);
+    slot.value = running;
     return slot.value;
   }
 
   setStage(operationId: string, stage: string): Operation | undefined {
     const slot = this.#operationById.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.RUNNING) return undefined;
-    slot.value = freezeSnapshot({ ...slot.value, currentStage: stage });
+    const staged = freezeSnapshot({ ...slot.value, currentStage: stage });
+    this.#persist.operation(slot.seq, staged);
+    slot.value = staged;
     return slot.value;
   }
 
@@ -226,14 +306,13 @@ class MemoryStore implements Store {
     // The machine first: the terminal operation and the machine it changed become visible in
     // the same synchronous step, so nobody can observe one without the other.
     const machineSlot = this.#machineById.get(slot.value.machineId);
-    if (machineSlot) {
-      machineSlot.value = freezeSnapshot(applyEffects(machineSlot.value, {
+    const machine = machineSlot &&
+      freezeSnapshot(applyEffects(machineSlot.value, {
         operationId,
         effects: outcomeEffects(slot.value.type, outcome),
         now,
       }));
-    }
-    slot.value = freezeSnapshot({
+    const finished = freezeSnapshot({
       ...slot.value,
       phase: outcome.phase,
       finishedAt: now,
@@ -241,6 +320,10 @@ class MemoryStore implements Store {
         ? create(ErrorStatusSchema, outcome.error)
         : undefined,
     });
+    if (machineSlot && machine) this.#persist.machine(machineSlot.seq, machine);
+    this.#persist.operation(slot.seq, finished);
+    if (machineSlot && machine) machineSlot.value = machine;
+    slot.value = finished;
     this.#active.delete(operationId);
     return slot.value;
   }

@@ -31,7 +31,7 @@ const PROGRAMS = [
 ];
 
 // Read access is for the TLS and token files named on the command line.
-const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read"];
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-write"];
 
 async function deno(args: string[]): Promise<void> {
   console.error(`$ deno ${args.join(" ")}`);

@@ -19,6 +19,8 @@
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
 import { createEngine, type Engine } from "../engine.ts";
+import type { RecoveryResult } from "../recovery.ts";
+import type { Store } from "../store.ts";
 import type { TimingProfile } from "../fake_provider.ts";
 import {
   file_baremetal_v1_baremetal,
@@ -70,6 +72,8 @@ export interface ServerOptions {
   engine?: Engine;
   /** Timing of the default engine's fake provider. @default "normal" */
   timing?: TimingProfile;
+  /** Store of the default engine (e.g. a SQLite store); closing it stays the caller's job. @default a new in-memory store */
+  store?: Store;
   /** Address to listen on. @default "127.0.0.1" */
   host?: string;
   /** Port to listen on; 0 picks a free one. @default 50051 */
@@ -100,6 +104,8 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
 export interface BmdemoServer extends AsyncDisposable {
   /** The engine it serves. */
   readonly engine: Engine;
+  /** What restart recovery did before the server accepted calls. */
+  readonly recovery: RecoveryResult;
   /** The port it listens on. */
   readonly port: number;
   /** `host:port` to dial. */
@@ -161,7 +167,8 @@ function elapsed(start: number): string {
  * ```
  */
 export async function startServer(options: ServerOptions = {}): Promise<BmdemoServer> {
-  const engine = options.engine ?? createEngine({ timing: options.timing ?? "normal" });
+  const engine = options.engine ??
+    createEngine({ timing: options.timing ?? "normal", store: options.store });
   const host = options.host ?? "127.0.0.1";
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
   const stopping = new AbortController();
@@ -197,15 +204,6 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
       return { ...status, metadata: status.metadata ?? new grpc.Metadata() };
     },
   });
-  const target = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(
-      `${target}:${options.port ?? 50051}`,
-      serverCredentials(options.tls),
-      (error, bound) => error ? reject(error) : resolve(bound),
-    );
-  });
-  health.startServing();
   const unlisten = engine.events.listen((event) => {
     const op = event.snapshot!;
     logger.info("{operationId} {machineId} {type} {phase}: {message}", {
@@ -216,6 +214,23 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
       message: event.message,
     });
   });
+  // Restart recovery before any call can see a stale active operation (logged by the listener).
+  const recovery = engine.recover();
+  const target = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(
+        `${target}:${options.port ?? 50051}`,
+        serverCredentials(options.tls),
+        (error, bound) => error ? reject(error) : resolve(bound),
+      );
+    });
+  } catch (error) {
+    unlisten();
+    throw error;
+  }
+  health.startServing();
 
   let shutdown: Promise<void> | undefined;
   function stop(): Promise<void> {
@@ -243,6 +258,7 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
 
   return {
     engine,
+    recovery,
     port,
     address: `${host.includes(":") ? `[${host}]` : host}:${port}`,
     shutdown: stop,

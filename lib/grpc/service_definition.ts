@@ -91,7 +91,7 @@ export function createServiceDefinition<S extends DescService>(
         method.methodKind === "bidi_streaming",
       responseStream: kind === "server_streaming",
       requestSerialize: serializer(method.input),
-      requestDeserialize: deserializer(method.input),
+      requestDeserialize: requestDeserializer(method.input),
       responseSerialize: serializer(method.output),
       responseDeserialize: deserializer(method.output),
       originalName: method.localName,
@@ -123,6 +123,53 @@ function serializer(schema: DescMessage): grpc.serialize<Message> {
 
 function deserializer(schema: DescMessage): grpc.deserialize<Message> {
   return (bytes) => fromBinary(schema, bytes);
+}
+
+/**
+ * A request whose bytes are not a valid message. grpc-js answers a throwing deserializer with a
+ * hard-coded INTERNAL and never runs the handler, so bad input would look like a server bug;
+ * instead the adapter turns this marker into a {@linkcode MalformedRequestError} that goes
+ * through the wrapper (auth, logging) and `toStatus` like any other failure.
+ */
+class MalformedRequest {
+  constructor(readonly typeName: string, readonly cause: unknown) {}
+}
+
+function requestDeserializer(schema: DescMessage): grpc.deserialize<Message> {
+  return (bytes) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (error) {
+      return new MalformedRequest(schema.typeName, error) as unknown as Message;
+    }
+  };
+}
+
+/** A request's bytes could not be decoded as its message type. */
+export class MalformedRequestError extends Error {
+  /** Fully qualified name of the expected message, e.g. `baremetal.v1.GetMachineRequest`. */
+  readonly typeName: string;
+
+  /**
+   * @param typeName The expected message type.
+   * @param options The decoding error as `cause`.
+   */
+  constructor(typeName: string, options?: ErrorOptions) {
+    super(
+      `the request is not a valid ${typeName} message (${
+        options?.cause instanceof Error ? options.cause.message : String(options?.cause)
+      }); send a protobuf-encoded ${typeName}`,
+      options,
+    );
+    this.name = "MalformedRequestError";
+    this.typeName = typeName;
+  }
+}
+
+function checkDecoded(request: Message): void {
+  if (request instanceof MalformedRequest) {
+    throw new MalformedRequestError(request.typeName, { cause: request.cause });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,14 +380,19 @@ export function createServiceHandlers<S extends DescService>(
     const info: CallInfo = { service: service.typeName, method: method.name, kind };
     const settings: CallSettings = { toStatus, shutdown };
     if (kind === "unary") {
-      const handler: CallHandler<Message, Message, CallContext> = (request, context) =>
-        candidate.call(impl, request, context);
+      const handler: CallHandler<Message, Message, CallContext> = (request, context) => {
+        checkDecoded(request);
+        return candidate.call(impl, request, context);
+      };
       handlers[method.name] = adaptUnary(wrap ? wrap(info, handler) : handler, settings);
     } else {
       const handler: CallHandler<Message, void, StreamContext<DescMessage>> = (
         request,
         context,
-      ) => candidate.call(impl, request, context);
+      ) => {
+        checkDecoded(request);
+        return candidate.call(impl, request, context);
+      };
       handlers[method.name] = adaptServerStreaming(wrap ? wrap(info, handler) : handler, settings);
     }
   }
@@ -414,7 +466,9 @@ async function serveServerStreaming(
     // destroyed the stream, so there is nothing left to end.
     if (!call.cancelled) {
       // grpc-js' own `error` listener records this as the pending status and ends the stream,
-      // which sends it once the buffered messages are flushed.
+      // which sends it once the buffered messages are flushed. (Deno 2.9.3's node:http2 may
+      // still put the trailers ahead of the last data frames; the client then gets fewer
+      // messages before the status, never a gap. See README, "Events and logs".)
       call.emit("error", statusOf(err, settings.toStatus));
     }
     return;
@@ -715,6 +769,9 @@ function callUnary(
   });
 }
 
+/** Messages a stream buffers for a consumer that is not reading before it pauses the call. */
+const STREAM_BUFFER = 64;
+
 function callServerStreaming(
   target: CallTarget,
   request: MessageInitShape<DescMessage>,
@@ -724,8 +781,7 @@ function callServerStreaming(
   const metadata = callMetadata(target, options.metadata);
   const { channel, method, input } = target;
   // The call starts now, not at the first next(): a caller can open a stream, then act, and
-  // receive what its action caused. Unread messages wait in grpc-js' bounded buffer, and HTTP/2
-  // flow control holds the server back.
+  // receive what its action caused.
   const call = channel.makeServerStreamRequest<Message, Message>(
     method.path,
     method.requestSerialize,
@@ -734,41 +790,71 @@ function callServerStreaming(
     metadata,
     grpcCallOptions(deadline),
   );
-  // grpc-js emits the final status as a plain `error` event, also after we stopped iterating
-  // (our own cancel() below): an emitter without any `error` listener would throw it.
-  call.on("error", ignoreError);
+  // Our own queue rather than the Readable's async iterator: a Node stream that errors discards
+  // the messages it still buffers, so a status that ends the stream (e.g. RESOURCE_EXHAUSTED for
+  // a watcher that fell behind) would swallow everything the server sent before it. Here every
+  // message received is delivered, then the error. Above STREAM_BUFFER unread messages the call
+  // is paused, so HTTP/2 flow control holds the server back.
+  const queue: Message[] = [];
+  let failure: unknown;
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const notify = (): void => {
+    const resolve = wake;
+    wake = undefined;
+    resolve?.();
+  };
+  call.on("data", (message: Message) => {
+    queue.push(message);
+    if (queue.length >= STREAM_BUFFER) call.pause();
+    notify();
+  });
+  call.on("error", (error: unknown) => {
+    failure ??= error;
+    ended = true;
+    notify();
+  });
+  call.on("end", () => {
+    ended = true;
+    notify();
+  });
   const onAbort = (): void => call.cancel();
   if (signal?.aborted) call.cancel();
   else signal?.addEventListener("abort", onAbort, { once: true });
+  let closed = false;
   const finish = (): void => {
+    closed = true;
     signal?.removeEventListener("abort", onAbort);
     // A no-op once the status arrived; otherwise the consumer left early and the server must
     // learn it (its handler's signal aborts).
     call.cancel();
+    notify();
   };
-  const messages = (async function* (): AsyncGenerator<Message, void, undefined> {
-    try {
-      for await (const message of call) {
-        yield message as Message;
-      }
-    } finally {
-      finish();
-    }
-  })();
   return {
-    next: () => messages.next(),
-    async return(): Promise<IteratorResult<Message>> {
-      // Also ends a stream nobody started iterating (the generator's finally would not run).
-      finish();
-      await messages.return(undefined);
+    async next(): Promise<IteratorResult<Message>> {
+      while (!closed) {
+        const message = queue.shift();
+        if (message !== undefined) {
+          if (queue.length < STREAM_BUFFER / 2 && call.isPaused()) call.resume();
+          return { value: message, done: false };
+        }
+        if (ended) {
+          const error = failure;
+          finish();
+          if (error !== undefined) throw error;
+          break;
+        }
+        await new Promise<void>((resolve) => wake = resolve);
+      }
       return { value: undefined, done: true };
+    },
+    return(): Promise<IteratorResult<Message>> {
+      finish();
+      queue.length = 0;
+      return Promise.resolve({ value: undefined, done: true });
     },
     [Symbol.asyncIterator]() {
       return this;
     },
   };
-}
-
-function ignoreError(): void {
-  // Errors reach the consumer through the async iterator; see callServerStreaming.
 }

@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { BmdemoError, type ErrorCode } from "../errors.ts";
 import { UnauthenticatedError } from "./auth.ts";
 import { statusMetadata } from "./error_details.ts";
-import type { GrpcStatus } from "./service_definition.ts";
+import { type GrpcStatus, MalformedRequestError } from "./service_definition.ts";
 
 const logger = getLogger(["bmdemo", "grpc"]);
 
@@ -46,6 +46,11 @@ export function toGrpcStatus(error: unknown): GrpcStatus {
   }
   if (error instanceof UnauthenticatedError) {
     return withDetails(grpc.status.UNAUTHENTICATED, error.message, error.reason, {});
+  }
+  if (error instanceof MalformedRequestError) {
+    return withDetails(grpc.status.INVALID_ARGUMENT, error.message, "MALFORMED_REQUEST", {
+      messageType: error.typeName,
+    });
   }
   if (error instanceof DOMException && error.name === "AbortError") {
     return withDetails(grpc.status.CANCELLED, "the call was cancelled", "CANCELLED", {});

@@ -1,0 +1,448 @@
+/**
+ * The SQLite {@linkcode Store} (`node:sqlite`, built into Deno): machines, operations, the
+ * idempotency index and operation logs survive a restart.
+ *
+ * Design: a write-through cache. The in-memory store (`memory_store.ts`) keeps the whole state
+ * and enforces every rule, so the contract holds exactly as it does in memory and reads never
+ * touch the database. Each mutating call runs inside one SQLite transaction (BEGIN … COMMIT):
+ * the memory store writes the changed rows through its persistence hook before it replaces the
+ * values in memory, so a failing statement rolls the transaction back and leaves both sides
+ * unchanged (the caller gets the error). At open, every row is loaded (ordered by seq) into a
+ * fresh memory store.
+ *
+ * Fail stop: when SQLite fails after the memory state changed (COMMIT, a log line write, a
+ * ROLLBACK that itself fails), memory and disk disagree and the process cannot go on
+ * consistently. The store then throws {@linkcode StoreFatalError} from this call and every later
+ * one, and calls `onFatal` (the server logs it and exits with code 1); a restart reloads the last
+ * committed state and recovery fails what was active.
+ *
+ * Durability: WAL journal with `synchronous=NORMAL`. A commit is atomic and survives a process
+ * crash; on a power loss or OS crash the last few commits (those not yet checkpointed or synced)
+ * may be lost, never half-applied. Use `synchronous=FULL` for power-loss durability at the cost
+ * of one fsync per transition.
+ *
+ * Schema: a `schema_version` table and the ordered {@linkcode MIGRATIONS}, applied in one
+ * transaction at open. A database whose version is newer than {@linkcode SCHEMA_VERSION} is
+ * refused ({@linkcode SchemaVersionError}).
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { LogJournalBacking } from "./feeds.ts";
+import {
+  type LogChunk,
+  LogChunkSchema,
+  type Machine,
+  MachineSchema,
+  type Operation,
+  OperationSchema,
+} from "./gen/baremetal/v1/baremetal_pb.ts";
+import { createMemoryStore, type MemoryStorePersistence } from "./memory_store.ts";
+import type { Store } from "./store.ts";
+
+/** One schema change. */
+export interface Migration {
+  /** The version the database has once it is applied (1, 2, … without gaps). */
+  version: number;
+  /** What it changes. */
+  description: string;
+  /** The statements. */
+  sql: string;
+}
+
+/** Every migration, in order; the last one's version is {@linkcode SCHEMA_VERSION}. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "machines, operations (with the idempotency key) and log lines",
+    sql: `
+      CREATE TABLE machines (
+        seq INTEGER PRIMARY KEY,
+        machine_id TEXT NOT NULL UNIQUE,
+        data BLOB NOT NULL
+      );
+      CREATE TABLE operations (
+        seq INTEGER PRIMARY KEY,
+        operation_id TEXT NOT NULL UNIQUE,
+        machine_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        phase INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (machine_id, request_id)
+      );
+      CREATE TABLE log_lines (
+        operation_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (operation_id, seq)
+      ) WITHOUT ROWID;
+    `,
+  },
+];
+
+/** The schema version this code writes. */
+export const SCHEMA_VERSION: number = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/** A database this code cannot use (written by a newer bmdemo). */
+export class SchemaVersionError extends Error {
+  /**
+   * @param path The database.
+   * @param found Its schema version.
+   */
+  constructor(path: string, found: number) {
+    super(
+      `database "${path}" has schema version ${found}, but this bmdemo knows versions up to ` +
+        `${SCHEMA_VERSION}: it was written by a newer bmdemo; run that version, or use another --db`,
+    );
+    this.name = "SchemaVersionError";
+  }
+}
+
+/**
+ * SQLite failed after the in-memory state changed: the process must stop (see the module
+ * documentation). Every later call of the store throws it too.
+ */
+export class StoreFatalError extends Error {
+  /**
+   * @param message What failed.
+   * @param options The SQLite error as `cause`.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreFatalError";
+  }
+}
+
+/** Options of {@linkcode createSqliteStore}. */
+export interface SqliteStoreOptions {
+  /** Clock for timestamps. @default () => new Date() */
+  now?: () => Date;
+  /** Called once with the error when the store fails stop (e.g. log it and exit). */
+  onFatal?: (error: StoreFatalError) => void;
+}
+
+/** What was loaded at open. */
+export interface SqliteStoreLoaded {
+  /** Machines loaded. */
+  machines: number;
+  /** Operations loaded. */
+  operations: number;
+  /** Active (PENDING or RUNNING) operations among them: recovery's work. */
+  active: number;
+  /** Time to open, migrate and load, in milliseconds. */
+  ms: number;
+}
+
+/** A {@linkcode Store} in a SQLite file. */
+export interface SqliteStore extends Store, Disposable {
+  /** The database file. */
+  readonly path: string;
+  /** What the open loaded. */
+  readonly loaded: SqliteStoreLoaded;
+  /** Persistence of operation logs, for the engine's {@linkcode LogJournal}. */
+  readonly logBacking: LogJournalBacking;
+  /**
+   * Runs `fn` (store calls) in one transaction: one commit for all of them (bulk loads).
+   *
+   * @param fn The calls.
+   * @returns What `fn` returned.
+   */
+  transaction<T>(fn: () => T): T;
+  /** Closes the database; later calls throw. Idempotent. */
+  close(): void;
+}
+
+/**
+ * Opens (creating it if needed) a SQLite store: migrates the schema and loads every record.
+ *
+ * @param path The database file.
+ * @param options Clock and fail-stop handler.
+ * @returns The store.
+ * @throws {SchemaVersionError} For a database from a newer bmdemo.
+ *
+ * @example
+ * ```ts ignore
+ * using store = createSqliteStore("bmdemo.db");
+ * ```
+ */
+export function createSqliteStore(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+  return openSqliteStore(path, options);
+}
+
+function openSqliteStore(path: string, options: SqliteStoreOptions): SqliteStore {
+  const start = performance.now();
+  const db = new DatabaseSync(path);
+  try {
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+    db.exec("PRAGMA busy_timeout = 5000");
+    migrate(db, path);
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+  return new SqliteStoreImpl(db, path, options, start);
+}
+
+/**
+ * Brings a database to {@linkcode SCHEMA_VERSION} in one transaction.
+ *
+ * @param db The database.
+ * @param path Its name, for errors.
+ * @returns The version before migrating.
+ */
+function migrate(db: DatabaseSync, path: string): number {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    db.exec(
+      "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    );
+    const row = db.prepare("SELECT MAX(version) AS version FROM schema_version").get() as
+      | { version: number | null }
+      | undefined;
+    const current = Number(row?.version ?? 0);
+    if (current > SCHEMA_VERSION) throw new SchemaVersionError(path, current);
+    const record = db.prepare(
+      "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+    );
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= current) continue;
+      db.exec(migration.sql);
+      record.run(migration.version, migration.description, new Date().toISOString());
+    }
+    db.exec("COMMIT");
+    return current;
+  } catch (error) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw error;
+  }
+}
+
+class SqliteStoreImpl implements SqliteStore {
+  readonly path: string;
+  readonly loaded: SqliteStoreLoaded;
+  readonly logBacking: LogJournalBacking;
+  readonly #db: DatabaseSync;
+  readonly #memory: Store;
+  readonly #onFatal?: (error: StoreFatalError) => void;
+  #fatal?: StoreFatalError;
+  #closed = false;
+  #depth = 0;
+
+  constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions, start: number) {
+    this.#db = db;
+    this.path = path;
+    this.#onFatal = options.onFatal;
+    const putMachine = db.prepare(
+      "INSERT INTO machines (seq, machine_id, data) VALUES (?, ?, ?) " +
+        "ON CONFLICT (seq) DO UPDATE SET data = excluded.data",
+    );
+    const putOperation = db.prepare(
+      "INSERT INTO operations (seq, operation_id, machine_id, request_id, phase, data) " +
+        "VALUES (?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT (seq) DO UPDATE SET phase = excluded.phase, data = excluded.data",
+    );
+    const persistence: MemoryStorePersistence = {
+      machine(seq, machine) {
+        putMachine.run(seq, machine.machineId, toBinary(MachineSchema, machine));
+      },
+      operation(seq, operation) {
+        putOperation.run(
+          seq,
+          operation.operationId,
+          operation.machineId,
+          operation.requestId,
+          operation.phase,
+          toBinary(OperationSchema, operation),
+        );
+      },
+    };
+    const machines = rows(db.prepare("SELECT seq, data FROM machines ORDER BY seq"))
+      .map(({ seq, data }) => ({ seq, machine: fromBinary(MachineSchema, data) }));
+    const operations = rows(db.prepare("SELECT seq, data FROM operations ORDER BY seq"))
+      .map(({ seq, data }) => ({ seq, operation: fromBinary(OperationSchema, data) }));
+    this.#memory = createMemoryStore({
+      now: options.now,
+      persistence,
+      initial: {
+        machines,
+        operations,
+      },
+    });
+    this.loaded = {
+      machines: machines.length,
+      operations: operations.length,
+      active: this.#memory.activeOperations().length,
+      ms: performance.now() - start,
+    };
+    this.logBacking = this.#logBacking();
+  }
+
+  #logBacking(): LogJournalBacking {
+    const insert = this.#db.prepare(
+      "INSERT OR REPLACE INTO log_lines (operation_id, seq, data) VALUES (?, ?, ?)",
+    );
+    const trim = this.#db.prepare("DELETE FROM log_lines WHERE operation_id = ? AND seq < ?");
+    const load = this.#db.prepare(
+      "SELECT data FROM log_lines WHERE operation_id = ? ORDER BY seq",
+    );
+    return {
+      append: (chunk: LogChunk) => {
+        this.#check();
+        try {
+          insert.run(chunk.operationId, chunk.seq, toBinary(LogChunkSchema, chunk));
+        } catch (error) {
+          throw this.#failStop("writing a log line", error);
+        }
+      },
+      trim: (operationId: string, firstSeq: number) => {
+        this.#check();
+        try {
+          trim.run(operationId, firstSeq);
+        } catch (error) {
+          throw this.#failStop("trimming a log", error);
+        }
+      },
+      load: (operationId: string) => {
+        this.#check();
+        return (load.all(operationId) as { data: Uint8Array }[]).map((row) =>
+          fromBinary(LogChunkSchema, row.data)
+        );
+      },
+    };
+  }
+
+  #check(): void {
+    if (this.#fatal) throw this.#fatal;
+    if (this.#closed) throw new Error(`the SQLite store "${this.path}" is closed`);
+  }
+
+  #failStop(what: string, cause: unknown): StoreFatalError {
+    if (this.#fatal) return this.#fatal;
+    this.#fatal = new StoreFatalError(
+      `SQLite failed ${what} in "${this.path}" after the in-memory state changed: ${
+        cause instanceof Error ? cause.message : String(cause)
+      }; stopping (a restart reloads the last committed state)`,
+      { cause },
+    );
+    try {
+      this.#onFatal?.(this.#fatal);
+    } catch {
+      // The handler's own failure must not hide the fatal error.
+    }
+    return this.#fatal;
+  }
+
+  /** Runs one mutating call in a transaction (or in the caller's, when one is open). */
+  #write<T>(fn: () => T): T {
+    this.#check();
+    if (this.#depth > 0) return fn();
+    this.#db.exec("BEGIN IMMEDIATE");
+    this.#depth++;
+    let result: T;
+    try {
+      result = fn();
+    } catch (error) {
+      this.#depth--;
+      // The memory store changes nothing when a call throws, so undoing the rows is enough.
+      try {
+        if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      } catch (rollback) {
+        throw this.#failStop("rolling back", rollback);
+      }
+      throw error;
+    }
+    this.#depth--;
+    try {
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      throw this.#failStop("committing", error);
+    }
+    return result;
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.#write(fn);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+    this.#db.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  registerMachine(machine: Machine): ReturnType<Store["registerMachine"]> {
+    return this.#write(() => this.#memory.registerMachine(machine));
+  }
+
+  getMachine(machineId: string): Machine {
+    this.#check();
+    return this.#memory.getMachine(machineId);
+  }
+
+  listMachines(query: Parameters<Store["listMachines"]>[0]): ReturnType<Store["listMachines"]> {
+    this.#check();
+    return this.#memory.listMachines(query);
+  }
+
+  updateMachine(machineId: string, patch: Parameters<Store["updateMachine"]>[1]): Machine {
+    return this.#write(() => this.#memory.updateMachine(machineId, patch));
+  }
+
+  createOperation(
+    request: Parameters<Store["createOperation"]>[0],
+  ): ReturnType<Store["createOperation"]> {
+    return this.#write(() => this.#memory.createOperation(request));
+  }
+
+  getOperation(operationId: string): Operation {
+    this.#check();
+    return this.#memory.getOperation(operationId);
+  }
+
+  listOperations(
+    query: Parameters<Store["listOperations"]>[0],
+  ): ReturnType<Store["listOperations"]> {
+    this.#check();
+    return this.#memory.listOperations(query);
+  }
+
+  activeOperations(): Operation[] {
+    this.#check();
+    return this.#memory.activeOperations();
+  }
+
+  markRunning(operationId: string): Operation | undefined {
+    return this.#write(() => this.#memory.markRunning(operationId));
+  }
+
+  setStage(operationId: string, stage: string): Operation | undefined {
+    return this.#write(() => this.#memory.setStage(operationId, stage));
+  }
+
+  finishOperation(
+    operationId: string,
+    outcome: Parameters<Store["finishOperation"]>[1],
+  ): Operation | undefined {
+    return this.#write(() => this.#memory.finishOperation(operationId, outcome));
+  }
+
+  cancelOperation(
+    operationId: string,
+    cause: Parameters<Store["cancelOperation"]>[1],
+  ): ReturnType<Store["cancelOperation"]> {
+    return this.#write(() => this.#memory.cancelOperation(operationId, cause));
+  }
+}
+
+function rows(statement: StatementSync): { seq: number; data: Uint8Array }[] {
+  return (statement.all() as { seq: number | bigint; data: Uint8Array }[])
+    .map((row) => ({ seq: Number(row.seq), data: row.data }));
+}
