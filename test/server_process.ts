@@ -47,6 +47,7 @@ export async function spawnServer(
       "--allow-net",
       "--allow-env",
       "--allow-read",
+      "--allow-write", // --db files, as the server task allows
       options.script ?? SERVER,
       ...flags,
     ],
