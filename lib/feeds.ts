@@ -10,6 +10,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { LaggedError } from "./errors.ts";
+import { freezeSnapshot } from "./immutable.ts";
 import {
   type LogChunk,
   LogChunkSchema,
@@ -57,7 +58,12 @@ export interface SubscribeOptions {
 
 /** Options of {@linkcode EventFeed}. */
 export interface EventFeedOptions {
-  /** Default per-subscriber queue bound. @default 4096 */
+  /**
+   * Default per-subscriber queue bound. Events are shared between subscribers, so a queue costs
+   * a pointer per event: large enough that watchers that keep reading ride out a burst of
+   * thousands of operations (13 events each), bounded so one that stops is dropped.
+   * @default 65536
+   */
   capacity?: number;
   /** Clock for event timestamps. @default () => new Date() */
   now?: () => Date;
@@ -85,7 +91,7 @@ export class EventFeed {
    * @param options Queue bound and clock.
    */
   constructor(options: EventFeedOptions = {}) {
-    this.#capacity = options.capacity ?? 4096;
+    this.#capacity = options.capacity ?? 65_536;
     if (!Number.isInteger(this.#capacity) || this.#capacity < 1) {
       throw new RangeError(`EventFeed capacity must be a positive integer: got ${this.#capacity}`);
     }
@@ -110,11 +116,12 @@ export class EventFeed {
    * @returns The event.
    */
   publish(snapshot: Operation, message: string): OperationEvent {
-    const event = create(OperationEventSchema, {
+    // Frozen: one event object is shared by every subscriber (and its wire encoding with it).
+    const event = freezeSnapshot(create(OperationEventSchema, {
       ts: timestampFromDate(this.#now()),
       snapshot,
       message,
-    });
+    }));
     this.#published++;
     for (const listener of this.#listeners) {
       try {
@@ -406,13 +413,13 @@ export class LogJournal {
       this.#droppedAfterEnd++;
       return undefined;
     }
-    const chunk = create(LogChunkSchema, {
+    const chunk = freezeSnapshot(create(LogChunkSchema, {
       ts: timestampFromDate(this.#now()),
       operationId,
       stream,
       data: ENCODER.encode(`${line}\n`),
       seq: BigInt(journal.nextSeq++),
-    });
+    }));
     journal.chunks.push(chunk);
     this.#backing?.append(chunk);
     if (journal.chunks.length > this.#maxLines) {

@@ -42,6 +42,7 @@ import { checkLabels, checkLength, checkMachineId, LIMITS } from "./limits.ts";
 import type { ListQuery, Page } from "./query.ts";
 
 export type { ListQuery, Page } from "./query.ts";
+export { freezeSnapshot } from "./immutable.ts";
 export {
   checkLabels,
   checkMachineId,
@@ -140,20 +141,6 @@ export interface Store {
    * @throws {FailedPreconditionError} `OPERATION_FINISHED` for SUCCEEDED or FAILED.
    */
   cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult;
-}
-
-/**
- * Deeply freezes a snapshot so that no holder can change what the store returned.
- *
- * @param value A message or plain value (must not contain typed arrays).
- * @returns The same value, frozen.
- */
-export function freezeSnapshot<T>(value: T): T {
-  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-    for (const child of Object.values(value)) freezeSnapshot(child);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 /**

@@ -14,6 +14,7 @@ const DOMAIN_MODULES = [
   "feeds",
   "executor",
   "engine",
+  "immutable",
 ];
 
 Deno.test("domain modules import neither gRPC nor the CLI", async () => {

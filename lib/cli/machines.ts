@@ -152,7 +152,7 @@ export async function listCommand(session: Session, options: ListOptions = {}): 
   const { format = "table", filter = "" } = options;
   const machines = await listAllMachines(session, options);
   if (format === "json" || format === "yaml") {
-    session.io.out(renderStructured(MachineSchema, machines, format));
+    session.io.out(await renderStructured(MachineSchema, machines, format));
   } else if (machines.length === 0) {
     session.io.out(
       filter === ""
@@ -185,7 +185,7 @@ export async function getCommand(
   });
   session.io.out(
     format === "json" || format === "yaml"
-      ? renderStructured(MachineSchema, machine, format)
+      ? await renderStructured(MachineSchema, machine, format)
       : formatMachineDetail(machine),
   );
   return EXIT.OK;

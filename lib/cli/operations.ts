@@ -576,7 +576,7 @@ export async function opsCommand(session: Session, options: ListOptions = {}): P
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
   if (format === "json" || format === "yaml") {
-    session.io.out(renderStructured(OperationSchema, ops, format));
+    session.io.out(await renderStructured(OperationSchema, ops, format));
   } else if (ops.length === 0) {
     session.io.out(filter === "" ? "No operations.\n" : "No operations match the filter.\n");
   } else {
@@ -603,7 +603,7 @@ export async function opCommand(
   });
   session.io.out(
     format === "json" || format === "yaml"
-      ? renderStructured(OperationSchema, op, format)
+      ? await renderStructured(OperationSchema, op, format)
       : formatOperationDetail(op),
   );
   return EXIT.OK;

@@ -39,6 +39,7 @@
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
+import { encodeMessage } from "./encoding.ts";
 import {
   create,
   type DescMessage,
@@ -48,7 +49,6 @@ import {
   type Message,
   type MessageInitShape,
   type MessageShape,
-  toBinary,
 } from "@bufbuild/protobuf";
 
 // ---------------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ function supportedKind(method: DescMethod): SupportedMethodKind {
 
 function serializer(schema: DescMessage): grpc.serialize<Message> {
   return (value) => {
-    const bytes = toBinary(schema, value);
+    const bytes = encodeMessage(schema, value);
     // A view, not a copy: grpc-js only reads the bytes to frame them.
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
