@@ -25,7 +25,8 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
-import { type BenchServer, readRss, type Rss, startServer } from "./bench/server_process.ts";
+import { readRss, type Rss } from "./bench/memory.ts";
+import { type ServerProcess, spawnServer } from "./server_process.ts";
 
 const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"] as const;
 type Scenario = typeof SCENARIOS[number];
@@ -136,10 +137,10 @@ const details: Record<string, unknown> = {};
 const failures: string[] = [];
 const notes: string[] = [];
 
-let server: BenchServer | undefined;
-const address = values.server ?? (server = await startServer(
-  values["server-flags"].split(/\s+/).filter(Boolean),
-)).address;
+let server: ServerProcess | undefined;
+const address = values.server ?? (server = await spawnServer([], {
+  denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
+})).address;
 log(
   server
     ? `started server.ts (pid ${server.pid}) on ${address}`
@@ -742,7 +743,7 @@ if (selected.has("cli")) {
   await scenario("cli", async () => {
     // Always a fresh server of this repository with exactly 3 machines (the measured server may
     // hold 10,000, or be remote).
-    const cliServer = await startServer();
+    const cliServer = await spawnServer();
     const tmp = await Deno.makeTempDir({ prefix: "bmdemo-bench-" });
     try {
       const client = createClient(MachineService, cliServer.address);

@@ -324,7 +324,7 @@ if (import.meta.main) {
   let stopServer: (() => Promise<unknown>) | undefined;
   let pid: number | undefined;
   if (!address) {
-    const { spawnServer } = await import("../test/server_process.ts");
+    const { spawnServer } = await import("./server_process.ts");
     const server = await spawnServer(["--log-level", "warn"]);
     address = server.address;
     pid = server.child.pid;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SANITIZE } from "./helpers.ts";
-import { spawnServer } from "./server_process.ts";
+import { spawnServer } from "../scripts/server_process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();

@@ -11,7 +11,7 @@ import {
 import { createClient } from "../lib/grpc/service_definition.ts";
 import { getCondition } from "../lib/lifecycle.ts";
 import { SANITIZE } from "./helpers.ts";
-import { spawnServer } from "./server_process.ts";
+import { spawnServer } from "../scripts/server_process.ts";
 
 async function nextMatching(
   events: AsyncIterator<OperationEvent>,

@@ -9,7 +9,7 @@ import { createClient } from "../lib/grpc/service_definition.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { spawnServer } from "./server_process.ts";
+import { spawnServer } from "../scripts/server_process.ts";
 
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
 

@@ -8,7 +8,7 @@ import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
 import { SANITIZE } from "./helpers.ts";
-import { spawnServer } from "./server_process.ts";
+import { spawnServer } from "../scripts/server_process.ts";
 
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
 

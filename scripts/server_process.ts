@@ -1,6 +1,7 @@
 /**
- * Runs `server.ts` (or a bundle of it) as a separate process for cross-process tests: waits for
- * its "listening on" line without sleeping, collects its stderr, and stops exactly that process.
+ * Runs `server.ts` (or a bundle of it) as a separate process, for cross-process tests, the load
+ * script and the benchmark: waits for its "listening on" line without sleeping, collects (the
+ * tail of) its stderr, and stops exactly that process.
  *
  * @module
  */
@@ -11,6 +12,8 @@ export interface ServerProcess extends AsyncDisposable {
   address: string;
   /** The child process. */
   child: Deno.ChildProcess;
+  /** Its process id. */
+  pid: number;
   /** Everything it wrote to stderr so far. */
   stderr(): string;
   /** Sends a signal and waits for the exit status. */
@@ -23,9 +26,14 @@ export interface SpawnServerOptions {
   script?: string;
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Extra `deno run` flags, e.g. `["--cpu-prof", "--cpu-prof-dir=/tmp/prof"]`. */
+  denoFlags?: string[];
 }
 
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
+
+/** How much of the server's stderr is kept: a long run must not grow its caller's memory. */
+const STDERR_TAIL = 200_000;
 
 /**
  * Starts a server process with `args` (plus `--port 0` unless a port is given) and resolves once
@@ -48,6 +56,7 @@ export async function spawnServer(
       "--allow-env",
       "--allow-read",
       "--allow-write", // --db files, as the server task allows
+      ...(options.denoFlags ?? []),
       options.script ?? SERVER,
       ...flags,
     ],
@@ -59,7 +68,10 @@ export async function spawnServer(
   let errText = "";
   const decoder = new TextDecoder();
   const errDone = (async () => {
-    for await (const chunk of child.stderr) errText += decoder.decode(chunk, { stream: true });
+    for await (const chunk of child.stderr) {
+      errText += decoder.decode(chunk, { stream: true });
+      if (errText.length > STDERR_TAIL) errText = errText.slice(-STDERR_TAIL / 2);
+    }
   })();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
@@ -93,6 +105,7 @@ export async function spawnServer(
   return {
     address: address!,
     child,
+    pid: child.pid,
     stderr: () => errText,
     stop,
     async [Symbol.asyncDispose]() {
