@@ -13,14 +13,20 @@ import { main } from "../lib/cli/main.ts";
 import type { CliIo } from "../lib/cli/session.ts";
 import { parseDuration } from "../lib/cli/output.ts";
 import type { FakeProviderOptions } from "../lib/fake_provider.ts";
-import type { ProviderCall } from "../lib/provider.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   OperationSchema,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import {
+  enterMaintenance,
+  holdVerb,
+  importMachines,
+  runOperation,
+  SANITIZE,
+  testEngine,
+} from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -39,23 +45,6 @@ async function runCli(server: BmdemoServer, args: string[], extra: Partial<CliIo
   };
   const code = await main([...args, "--server", server.address], io);
   return { code, out, err } satisfies Run;
-}
-
-function holdVerb(): {
-  hook: (call: ProviderCall) => Promise<void>;
-  entered: Promise<ProviderCall>;
-  release: () => void;
-} {
-  const entered = Promise.withResolvers<ProviderCall>();
-  const released = Promise.withResolvers<void>();
-  return {
-    hook: (call) => {
-      entered.resolve(call);
-      return released.promise;
-    },
-    entered: entered.promise,
-    release: () => released.resolve(),
-  };
 }
 
 async function maintenanceServer(provider: FakeProviderOptions = {}): Promise<BmdemoServer> {

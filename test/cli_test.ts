@@ -5,7 +5,6 @@ import { main, parseCommandLine } from "../lib/cli/main.ts";
 import { type CliIo, UsageError } from "../lib/cli/session.ts";
 import { create } from "@bufbuild/protobuf";
 import type { FakeProviderOptions } from "../lib/fake_provider.ts";
-import type { ProviderCall } from "../lib/provider.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,
@@ -13,6 +12,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import {
   enterMaintenance,
+  holdVerb,
   importMachines,
   logText,
   runOperation,
@@ -153,24 +153,6 @@ async function runCli(
   const c = captureIo(extra);
   const code = await main([...args, "--server", server.address], c.io);
   return { code, out: c.out(), err: c.err() };
-}
-
-/** A provider hook that holds a verb open until released, and reports when it is entered. */
-function holdVerb(): {
-  hook: (call: ProviderCall) => Promise<void>;
-  entered: Promise<ProviderCall>;
-  release: () => void;
-} {
-  const entered = Promise.withResolvers<ProviderCall>();
-  const released = Promise.withResolvers<void>();
-  return {
-    hook: (call) => {
-      entered.resolve(call);
-      return released.promise;
-    },
-    entered: entered.promise,
-    release: () => released.resolve(),
-  };
 }
 
 /** A server over a zero-delay engine with machine-1 in MAINTENANCE. */

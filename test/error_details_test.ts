@@ -19,9 +19,14 @@ import {
 import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/service_definition.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
-import { importMachines, nextEvent, runOperation, SANITIZE, testEngine } from "./helpers.ts";
-import type { Engine } from "../lib/engine.ts";
+import {
+  holdVerb,
+  importMachines,
+  runOperation,
+  SANITIZE,
+  testEngine,
+  untilTerminal,
+} from "./helpers.ts";
 
 /** What a failed call carried. */
 interface Failure {
@@ -73,37 +78,11 @@ function assertFailure(
   }
 }
 
-/** Waits until an operation is terminal. */
-async function terminal(engine: Engine, operationId: string): Promise<void> {
-  using subscription = engine.events.subscribe({ capacity: 4096 });
-  if (isTerminalPhase(engine.getOperation(operationId).phase)) return;
-  await nextEvent(
-    subscription,
-    (e) => e.snapshot?.operationId === operationId && isTerminalPhase(e.snapshot.phase),
-  );
-}
-
-/** A reboot held open in the provider until `release()`. */
-function holdReboot() {
-  const entered = Promise.withResolvers<void>();
-  const gate = Promise.withResolvers<void>();
-  return {
-    hooks: {
-      reboot: () => {
-        entered.resolve();
-        return gate.promise;
-      },
-    },
-    entered: entered.promise,
-    release: () => gate.resolve(),
-  };
-}
-
 Deno.test("every unary error carries ErrorInfo with its reason and ids", SANITIZE, async () => {
-  const hold = holdReboot();
+  const hold = holdVerb();
   await using server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: hold.hooks }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }),
   });
   const engine = server.engine;
   importMachines(engine, 3);
@@ -286,14 +265,14 @@ Deno.test("every unary error carries ErrorInfo with its reason and ids", SANITIZ
     assertFailure(await failure(c.call()), c, `case ${i} (${c.reason})`);
   }
   hold.release();
-  await terminal(engine, busy.operationId);
+  await untilTerminal(engine, busy.operationId);
 });
 
 Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async () => {
-  const hold = holdReboot();
+  const hold = holdVerb();
   await using server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: hold.hooks }, { events: { capacity: 3 } }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }, { events: { capacity: 3 } }),
   });
   importMachines(server.engine, 10);
   await runOperation(server.engine, {
@@ -319,7 +298,7 @@ Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async
       }).operation.operationId,
     );
   }
-  await Promise.all(started.map((id) => terminal(server.engine, id)));
+  await Promise.all(started.map((id) => untilTerminal(server.engine, id)));
   const result = await failure((async () => {
     for (;;) if ((await iterator.next()).done) return;
   })());
@@ -329,7 +308,7 @@ Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async
     metadata: { capacity: "3" },
   }, "lagged watcher");
   hold.release();
-  await terminal(server.engine, held.operationId);
+  await untilTerminal(server.engine, held.operationId);
 });
 
 Deno.test("an operation started during shutdown gets SHUTTING_DOWN", SANITIZE, async () => {

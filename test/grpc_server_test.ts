@@ -12,7 +12,6 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import type { Engine } from "../lib/engine.ts";
-import type { FakeProviderOptions } from "../lib/fake_provider.ts";
 import {
   MachineSchema,
   MachineService,
@@ -26,7 +25,15 @@ import {
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/service_definition.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
-import { enterMaintenance, importMachines, nextEvent, SANITIZE, testEngine } from "./helpers.ts";
+import {
+  enterMaintenance,
+  holdVerb,
+  importMachines,
+  nextEvent,
+  SANITIZE,
+  testEngine,
+  untilTerminal,
+} from "./helpers.ts";
 
 // ----- helpers -----------------------------------------------------------------------------------
 
@@ -83,28 +90,6 @@ async function drainIterator<T>(
   }
 }
 
-/** A provider verb held open: `entered` resolves when the verb starts; `release()` lets it go. */
-interface Hold {
-  hooks: FakeProviderOptions["hooks"];
-  entered: Promise<void>;
-  release(): void;
-}
-
-function holdReboot(): Hold {
-  const entered = Promise.withResolvers<void>();
-  const gate = Promise.withResolvers<void>();
-  return {
-    hooks: {
-      reboot: () => {
-        entered.resolve();
-        return gate.promise;
-      },
-    },
-    entered: entered.promise,
-    release: () => gate.resolve(),
-  };
-}
-
 /** Runs `start` (a gRPC call that starts an operation) and waits until the operation is terminal. */
 async function untilDone(engine: Engine, start: () => Promise<Operation>): Promise<Operation> {
   using subscription = engine.events.subscribe({ capacity: 4096 });
@@ -114,18 +99,6 @@ async function untilDone(engine: Engine, start: () => Promise<Operation>): Promi
   const event = await nextEvent(
     subscription,
     (e) => e.snapshot?.operationId === op.operationId && isTerminalPhase(e.snapshot.phase),
-  );
-  return event.snapshot!;
-}
-
-/** Waits until operation `operationId` is terminal in the engine. */
-async function terminal(engine: Engine, operationId: string): Promise<Operation> {
-  using subscription = engine.events.subscribe({ capacity: 4096 });
-  const current = engine.getOperation(operationId);
-  if (isTerminalPhase(current.phase)) return current;
-  const event = await nextEvent(
-    subscription,
-    (e) => e.snapshot?.operationId === operationId && isTerminalPhase(e.snapshot.phase),
   );
   return event.snapshot!;
 }
@@ -382,10 +355,10 @@ Deno.test(
   "a busy machine answers FAILED_PRECONDITION naming the active operation",
   SANITIZE,
   async () => {
-    const hold = holdReboot();
+    const hold = holdVerb();
     await using server = await startServer({
       port: 0,
-      engine: testEngine({ hooks: hold.hooks }),
+      engine: testEngine({ hooks: { reboot: hold.hook } }),
     });
     importMachines(server.engine, 1);
     await enterMaintenance(server.engine, "machine-1");
@@ -406,7 +379,7 @@ Deno.test(
 
     hold.release();
     assert.equal(
-      (await terminal(server.engine, first.operationId)).phase,
+      (await untilTerminal(server.engine, first.operationId)).phase,
       OperationPhase.SUCCEEDED,
     );
   },
@@ -473,10 +446,10 @@ Deno.test(
   "CancelOperation: NOT_FOUND, INVALID_ARGUMENT, CANCELED, idempotent, finished",
   SANITIZE,
   async () => {
-    const hold = holdReboot();
+    const hold = holdVerb();
     await using server = await startServer({
       port: 0,
-      engine: testEngine({ hooks: hold.hooks }),
+      engine: testEngine({ hooks: { reboot: hold.hook } }),
     });
     importMachines(server.engine, 2);
     await enterMaintenance(server.engine, "machine-1");
@@ -635,10 +608,10 @@ Deno.test(
 );
 
 Deno.test("StreamOperationLogs follows a running operation until it ends", SANITIZE, async () => {
-  const hold = holdReboot();
+  const hold = holdVerb();
   await using server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: hold.hooks }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }),
   });
   importMachines(server.engine, 1);
   await enterMaintenance(server.engine, "machine-1");
@@ -697,10 +670,10 @@ Deno.test(
   "WatchOperations sends a Snapshot first, then only matching events",
   SANITIZE,
   async () => {
-    const hold = holdReboot();
+    const hold = holdVerb();
     await using server = await startServer({
       port: 0,
-      engine: testEngine({ hooks: hold.hooks }),
+      engine: testEngine({ hooks: { reboot: hold.hook } }),
     });
     importMachines(server.engine, 2);
     await enterMaintenance(server.engine, "machine-1");
@@ -762,10 +735,10 @@ Deno.test("WatchOperations refuses an invalid filter with INVALID_ARGUMENT", SAN
 });
 
 Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, async () => {
-  const hold = holdReboot();
+  const hold = holdVerb();
   await using server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: hold.hooks }, { events: { capacity: 3 } }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }, { events: { capacity: 3 } }),
   });
   importMachines(server.engine, 10);
   await enterMaintenance(server.engine, "machine-1");
@@ -792,7 +765,7 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
       }).operation.operationId,
     );
   }
-  await Promise.all(started.map((id) => terminal(server.engine, id)));
+  await Promise.all(started.map((id) => untilTerminal(server.engine, id)));
 
   const { items: received, error } = await drainIterator(iterator);
   const items = received.filter((e) => !isMarker(e));
@@ -806,16 +779,16 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
   assert.ok(items.length <= 4, `received ${items.length} events`);
   assert.ok(items.every((e) => e.message !== "Snapshot"));
   hold.release();
-  await terminal(server.engine, held.operationId);
+  await untilTerminal(server.engine, held.operationId);
 });
 
 // ----- shutdown ----------------------------------------------------------------------------------
 
 Deno.test("shutdown ends open watches and cancels running operations", SANITIZE, async () => {
-  const hold = holdReboot();
+  const hold = holdVerb();
   await using server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: hold.hooks }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }),
   });
   importMachines(server.engine, 1);
   await enterMaintenance(server.engine, "machine-1");

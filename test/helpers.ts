@@ -16,6 +16,7 @@ import {
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
+import type { ProviderCall } from "../lib/provider.ts";
 
 /** Test options that turn every Deno sanitizer on (2.9.3 leaves the op sanitizer off). */
 export const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
@@ -101,4 +102,40 @@ export async function takeQueued(subscription: EventSubscription): Promise<Opera
 export function logText(engine: Engine, operationId: string): string[] {
   const decoder = new TextDecoder();
   return engine.logs.lines(operationId).map((c) => decoder.decode(c.data).trimEnd());
+}
+
+/** A provider verb held open: use `hook` as the verb's hook; `entered` resolves with the call. */
+export interface HeldVerb {
+  /** The hook to install, e.g. `testEngine({ hooks: { reboot: held.hook } })`. */
+  hook: (call: ProviderCall) => Promise<void>;
+  /** Resolves when the verb starts. */
+  entered: Promise<ProviderCall>;
+  /** Lets the verb go on. */
+  release(): void;
+}
+
+/** Holds a provider verb open until released, and reports when it is entered. */
+export function holdVerb(): HeldVerb {
+  const entered = Promise.withResolvers<ProviderCall>();
+  const released = Promise.withResolvers<void>();
+  return {
+    hook: (call) => {
+      entered.resolve(call);
+      return released.promise;
+    },
+    entered: entered.promise,
+    release: () => released.resolve(),
+  };
+}
+
+/** Waits until operation `operationId` is terminal in the engine, and returns it. */
+export async function untilTerminal(engine: Engine, operationId: string): Promise<Operation> {
+  using subscription = engine.events.subscribe({ capacity: 4096 });
+  const current = engine.getOperation(operationId);
+  if (isTerminalPhase(current.phase)) return current;
+  const event = await nextEvent(
+    subscription,
+    (e) => e.snapshot?.operationId === operationId && isTerminalPhase(e.snapshot.phase),
+  );
+  return event.snapshot!;
 }
