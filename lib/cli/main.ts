@@ -6,9 +6,11 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { createClient, type CreateClientOptions } from "../grpc/service_definition.ts";
+// grpc-js costs ~80 ms to load: commands that never talk to the server (--help, --version,
+// completion, which shells run at every start) must not pay for it, so the modules that need it
+// are imported on first use.
+import type { CreateClientOptions } from "../grpc/service_definition.ts";
 import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { errorInfoOf } from "../grpc/error_details.ts";
 import { formatRpcError, formatUnreachable, palette } from "./format.ts";
 import { getCommand, importCommand, listCommand, parseCount, parsePageSize } from "./machines.ts";
 import {
@@ -22,7 +24,6 @@ import {
   watchCommand,
 } from "./operations.ts";
 import { type CompletionOption, completionScript, type Shell, SHELLS } from "./completion.ts";
-import { connectionOptions } from "./connect.ts";
 import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
 import { demoCommand } from "./demo.ts";
@@ -383,6 +384,11 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
       return EXIT.OK;
     }
     validate(parsed);
+    if (parsed.command === "completion") {
+      io.out(completionText(parsed.positionals[0] as Shell));
+      return EXIT.OK;
+    }
+    const { connectionOptions } = await import("./connect.ts");
     clientOptions = connectionOptions(
       {
         tls: parsed.values.tls === true,
@@ -401,14 +407,11 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     return EXIT.USAGE;
   }
 
-  if (parsed.command === "completion") {
-    io.out(completionText(parsed.positionals[0] as Shell));
-    return EXIT.OK;
-  }
   const env = io.env ?? {};
   const address = (parsed.values.server as string | undefined) || env.BMDEMO_SERVER ||
     DEFAULT_SERVER;
   const color = !!io.isTerminal && !parsed.values["no-color"] && !env.NO_COLOR;
+  const { createClient } = await import("../grpc/service_definition.ts");
   const machines = createClient(MachineService, address, clientOptions);
   const operations = createClient(OperationService, address, clientOptions);
   const session: Session = {
@@ -478,6 +481,7 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
     return await dispatch(session, parsed);
   } catch (error) {
     if (isServiceError(error)) {
+      const { errorInfoOf } = await import("../grpc/error_details.ts");
       if (error.code === GRPC_UNAVAILABLE && errorInfoOf(error) === undefined) {
         io.err(formatUnreachable(address) + "\n");
         return EXIT.RPC;
