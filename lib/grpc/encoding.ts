@@ -52,13 +52,14 @@ export function encodeMessage<D extends DescMessage>(
   schema: D,
   message: MessageShape<D>,
 ): Uint8Array {
-  const frozen = Object.isFrozen(message);
-  if (frozen) {
-    const hit = cache.get(message);
-    if (hit) return hit;
+  if (!Object.isFrozen(message)) return encodeFresh(schema, message);
+  let bytes = cache.get(message);
+  if (!bytes) {
+    // One entry per top-level snapshot: its nested messages are encoded inline, not cached
+    // separately, so the cache holds one byte array per machine, event or log line.
+    bytes = toBinary(schema, message);
+    cache.set(message, bytes);
   }
-  const bytes = encodeFresh(schema, message);
-  if (frozen) cache.set(message, bytes);
   return bytes;
 }
 
@@ -72,47 +73,48 @@ function encodeFresh(schema: DescMessage, message: Record<string, unknown>): Uin
   // The scalar rest through protobuf-es, the message fields from the cache.
   const rest: Record<string, unknown> = { ...message };
   for (const f of nested) rest[f.localName] = f.fieldKind === "list" ? [] : undefined;
-  const parts: Uint8Array[] = [toBinary(schema, rest as MessageShape<DescMessage>)];
-  let size = parts[0].length;
-  const push = (field: MessageField, value: Record<string, unknown>): void => {
-    const body = encodeMessage(field.message, value as MessageShape<DescMessage>);
-    const head = header(field.number, body.length);
-    parts.push(head, body);
-    size += head.length + body.length;
-  };
+  const head = toBinary(schema, rest as MessageShape<DescMessage>);
+  // Encode (or fetch) every nested message first, to size the output once.
+  const keys: number[] = [];
+  const bodies: Uint8Array[] = [];
+  let size = head.length;
   for (const f of nested) {
+    const key = (f.number << 3) | 2; // wire type 2: length-delimited
     const value = message[f.localName];
-    if (f.fieldKind === "list") {
-      for (const element of value as Record<string, unknown>[]) push(f, element);
-    } else {
-      push(f, value as Record<string, unknown>);
+    const elements = f.fieldKind === "list" ? value as Record<string, unknown>[] : [value];
+    for (const element of elements) {
+      const body = encodeMessage(f.message, element as MessageShape<DescMessage>);
+      keys.push(key);
+      bodies.push(body);
+      size += varintLength(key) + varintLength(body.length) + body.length;
     }
   }
   const out = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
+  out.set(head, 0);
+  let offset = head.length;
+  for (let i = 0; i < bodies.length; i++) {
+    offset = writeVarint(out, offset, keys[i]);
+    offset = writeVarint(out, offset, bodies[i].length);
+    out.set(bodies[i], offset);
+    offset += bodies[i].length;
   }
   return out;
 }
 
-/** The key (field number, wire type 2) and the length varint of a length-delimited field. */
-function header(fieldNumber: number, length: number): Uint8Array {
-  const bytes: number[] = [];
-  for (let v = (fieldNumber << 3) | 2;; v >>>= 7) {
-    if (v < 0x80) {
-      bytes.push(v);
-      break;
-    }
-    bytes.push((v & 0x7f) | 0x80);
+function varintLength(value: number): number {
+  let length = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    length++;
   }
-  for (let v = length;; v = Math.floor(v / 128)) {
-    if (v < 0x80) {
-      bytes.push(v);
-      break;
-    }
-    bytes.push((v % 128) | 0x80);
+  return length;
+}
+
+function writeVarint(out: Uint8Array, offset: number, value: number): number {
+  while (value >= 0x80) {
+    out[offset++] = (value % 128) | 0x80;
+    value = Math.floor(value / 128);
   }
-  return Uint8Array.from(bytes);
+  out[offset++] = value;
+  return offset;
 }
