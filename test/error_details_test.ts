@@ -20,6 +20,7 @@ import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/service_definition.ts";
 import {
+  enterMaintenanceBurst,
   holdVerb,
   importMachines,
   runOperation,
@@ -288,17 +289,7 @@ Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async
   assert.equal((await iterator.next()).value?.message, "Snapshot");
 
   // A synchronous burst fills the queue of three before the stream handler takes any.
-  const started: string[] = [];
-  for (let i = 2; i <= 10; i++) {
-    started.push(
-      server.engine.startOperation({
-        machineId: `machine-${i}`,
-        requestId: `burst-${i}`,
-        type: OperationType.ENTER_MAINTENANCE,
-      }).operation.operationId,
-    );
-  }
-  await Promise.all(started.map((id) => untilTerminal(server.engine, id)));
+  await enterMaintenanceBurst(server.engine, { from: 2, to: 10 });
   const result = await failure((async () => {
     for (;;) if ((await iterator.next()).done) return;
   })());

@@ -27,6 +27,7 @@ import { createClient } from "../lib/grpc/service_definition.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 import {
   enterMaintenance,
+  enterMaintenanceBurst,
   holdVerb,
   importMachines,
   nextEvent,
@@ -755,17 +756,7 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
 
   // Nine operations start in one synchronous burst: nine events land in a queue of three before
   // the server's stream handler can take any, while the client reads nothing.
-  const started: string[] = [];
-  for (let i = 2; i <= 10; i++) {
-    started.push(
-      server.engine.startOperation({
-        machineId: `machine-${i}`,
-        requestId: `burst-${i}`,
-        type: OperationType.ENTER_MAINTENANCE,
-      }).operation.operationId,
-    );
-  }
-  await Promise.all(started.map((id) => untilTerminal(server.engine, id)));
+  await enterMaintenanceBurst(server.engine, { from: 2, to: 10 });
 
   const { items: received, error } = await drainIterator(iterator);
   const items = received.filter((e) => !isMarker(e));

@@ -139,3 +139,25 @@ export async function untilTerminal(engine: Engine, operationId: string): Promis
   );
   return event.snapshot!;
 }
+
+/**
+ * Starts ENTER_MAINTENANCE on `machine-<from> … machine-<to>` in one synchronous burst (so their
+ * events land in subscriber queues before any stream handler runs), then waits for all of them.
+ */
+export async function enterMaintenanceBurst(
+  engine: Engine,
+  range: { from: number; to: number },
+): Promise<string[]> {
+  const started: string[] = [];
+  for (let i = range.from; i <= range.to; i++) {
+    started.push(
+      engine.startOperation({
+        machineId: `machine-${i}`,
+        requestId: `burst-${i}`,
+        type: OperationType.ENTER_MAINTENANCE,
+      }).operation.operationId,
+    );
+  }
+  await Promise.all(started.map((id) => untilTerminal(engine, id)));
+  return started;
+}
