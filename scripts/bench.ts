@@ -15,8 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import * as grpc from "@grpc/grpc-js";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
 import {
   MachineService,
   MachineStatus_Phase as MachinePhase,
@@ -100,8 +99,7 @@ function log(message: string): void {
 }
 
 function codeName(error: unknown): string {
-  const code = (error as { code?: unknown })?.code;
-  if (typeof code === "number" && grpc.status[code] !== undefined) return grpc.status[code];
+  if (error instanceof RpcError) return statusName(error.code);
   return error instanceof Error ? error.message.split("\n")[0] : String(error);
 }
 
@@ -316,9 +314,7 @@ let lastEventAt = 0;
 
 function openWatcher(index: number): Watcher {
   // Each subscriber on its own connection, as separate clients would be.
-  const client = createClient(OperationService, address, {
-    channelOptions: { "grpc.use_local_subchannel_pool": 1 },
-  });
+  const client = createClient(OperationService, address);
   const stream = client.watchOperations({ filter: "" });
   let stopping = false;
   const watcher: Watcher = {

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { SERVER_V8_FLAGS } from "./server_process.ts";
 import { parseArgs } from "node:util";
 
 /** Release targets: linux x64/arm64, macOS x64/arm64, windows x64. */
@@ -26,8 +27,9 @@ export const TARGETS = [
 ] as const;
 
 const PROGRAMS = [
-  { name: "bmdemo-server", entry: "server.ts" },
-  { name: "bmdemo-cli", entry: "cli.ts" },
+  // The server's V8 flags are baked into its binary (see SERVER_V8_FLAGS for why).
+  { name: "bmdemo-server", entry: "server.ts", flags: [`--v8-flags=${SERVER_V8_FLAGS.join(",")}`] },
+  { name: "bmdemo-cli", entry: "cli.ts", flags: [] },
 ];
 
 // Read access is for the TLS and token files named on the command line.
@@ -60,12 +62,13 @@ async function bundle(outDir: string): Promise<void> {
 
 async function compile(outDir: string, targets: readonly (string | undefined)[]): Promise<void> {
   for (const target of targets) {
-    for (const { name, entry } of PROGRAMS) {
+    for (const { name, entry, flags } of PROGRAMS) {
       const suffix = target ? `-${target}` : "";
       const exe = target?.includes("windows") ? ".exe" : "";
       await deno([
         "compile",
         ...PERMISSIONS,
+        ...flags,
         ...(target ? ["--target", target] : []),
         "--output",
         `${outDir}/${name}${suffix}${exe}`,

@@ -18,7 +18,6 @@
  * @module
  */
 
-import * as grpc from "@grpc/grpc-js";
 import { parseArgs } from "node:util";
 import {
   MachineService,
@@ -28,7 +27,7 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
-import { type Client, createClient } from "../lib/grpc/service_definition.ts";
+import { type Client, createClient, RpcError, statusName } from "../lib/grpc/client.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 
 /** Steps of each plan (README "Operations"). */
@@ -146,12 +145,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     try {
       return await call();
     } catch (error) {
-      const err = error as grpc.ServiceError;
-      const reason = errorInfoOf(err)?.reason ?? "-";
-      const key = `${grpc.status[err.code] ?? err.code}/${reason}`;
+      if (!(error instanceof RpcError)) throw error;
+      const reason = errorInfoOf(error)?.reason ?? "-";
+      const key = `${statusName(error.code)}/${reason}`;
       errors[key] = (errors[key] ?? 0) + 1;
       if (!EXPECTED_REASONS.includes(reason) && unexpected.length < 50) {
-        unexpected.push(`${key}: ${err.details ?? err}`);
+        unexpected.push(`${key}: ${error.details}`);
       }
       return undefined;
     } finally {
@@ -179,9 +178,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
           result.events++;
         }
       } catch (error) {
-        const err = error as grpc.ServiceError;
         if (!stopWatching.signal.aborted) {
-          result.error = `${grpc.status[err.code] ?? err.code}: ${err.details ?? err}`;
+          result.error = error instanceof RpcError
+            ? `${statusName(error.code)}: ${error.details}`
+            : String(error);
         }
       }
     })());

@@ -23,3 +23,34 @@ Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", async 
     assert.doesNotMatch(source, /\.\/cli\//, `${entry.name} imports lib/cli`);
   }
 });
+
+Deno.test("the CLI never loads grpc-js, not even through a dynamic import", async () => {
+  // The CLI's start-up time is a product figure (issue 6): grpc-js costs ~35 ms to load, so the
+  // CLI talks through lib/grpc/client.ts. Type-only imports are fine; code edges are not.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("../cli.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success, "deno info failed");
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    roots: string[];
+    modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
+    redirects?: Record<string, string>;
+  };
+  const bySpecifier = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const resolve = (s: string): string => graph.redirects?.[s] ?? s;
+  const seen = new Set<string>();
+  const pending = graph.roots.map(resolve);
+  while (pending.length > 0) {
+    const specifier = pending.pop()!;
+    if (seen.has(specifier)) continue;
+    seen.add(specifier);
+    for (const dep of bySpecifier.get(specifier)?.dependencies ?? []) {
+      if (dep.code) pending.push(resolve(dep.code.specifier));
+    }
+  }
+  assert.ok([...seen].some((s) => s.endsWith("/lib/grpc/client.ts")), "graph walk failed");
+  const grpcJs = [...seen].filter((s) => s.includes("@grpc/grpc-js"));
+  assert.deepEqual(grpcJs, [], "the CLI's module graph reaches grpc-js");
+});

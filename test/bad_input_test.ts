@@ -27,7 +27,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
 
 const { INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION } = grpc.status;

@@ -22,7 +22,7 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 import { enterMaintenance, importMachines, SANITIZE, testEngine } from "./helpers.ts";
 

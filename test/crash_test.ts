@@ -8,7 +8,7 @@ import {
   type OperationEvent,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { getCondition } from "../lib/lifecycle.ts";
 import { SANITIZE } from "./helpers.ts";
 import { spawnServer } from "../scripts/server_process.ts";

@@ -18,7 +18,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import {
   enterMaintenanceBurst,
   holdVerb,

@@ -5,7 +5,6 @@ import {
   type CallContext,
   type CallHandler,
   type CallInfo,
-  createClient,
   createServiceDefinition,
   createServiceHandlers,
   defaultToStatus,
@@ -13,6 +12,7 @@ import {
   type ServiceHandlersOptions,
   type ServiceImpl,
 } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import {
   GetMachineRequestSchema,
   LogChunkSchema,
@@ -194,10 +194,9 @@ Deno.test("createClient() resolves a unary call with the handler's response", as
     }),
   });
   using client = createClient(MachineService, server.address);
-  const metadata = new grpc.Metadata();
-  metadata.set("x-caller", "test");
-
-  const machine = await client.getMachine({ machineId: "m-1" }, { metadata });
+  const machine = await client.getMachine({ machineId: "m-1" }, {
+    metadata: { "x-caller": "test" },
+  });
 
   assert.equal(machine.machineId, "m-1");
   assert.deepEqual(machine.labels, { caller: "test", peerIsLoopback: "true" });
@@ -304,6 +303,103 @@ Deno.test("createServiceHandlers() leaves the signal of a finished call alone", 
 
   assert.equal(signals.length, 2);
   assert.equal(signals[0].aborted, false);
+});
+
+Deno.test("createServiceHandlers() gives a signal first read after the call settled that stays unaborted", async () => {
+  const contexts: CallContext[] = [];
+  using server = await startServer({
+    machines: machineService({
+      getMachine(request, call) {
+        contexts.push(call);
+        return Promise.resolve(create(MachineSchema, { machineId: request.machineId }));
+      },
+    }),
+  });
+  using client = createClient(MachineService, server.address);
+
+  await client.getMachine({ machineId: "m-1" });
+  // As above: the first call's `cancelled` event has been delivered by now.
+  await client.getMachine({ machineId: "m-2" });
+
+  assert.equal(contexts.length, 2);
+  assert.equal(contexts[0].signal.aborted, false);
+});
+
+Deno.test("createServiceHandlers() aborts a signal first read after the client cancelled", async () => {
+  const started = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  const seen = Promise.withResolvers<AbortSignal>();
+  using server = await startServer({
+    machines: machineService({
+      async getMachine(request, call) {
+        // The barrier call (below) is answered at once.
+        if (request.machineId !== "m-1") return create(MachineSchema, { machineId: "barrier" });
+        started.resolve();
+        // The signal is not read until the client has given up on the call.
+        await release.promise;
+        seen.resolve(call.signal);
+        return create(MachineSchema, { machineId: request.machineId });
+      },
+    }),
+  });
+  using client = createClient(MachineService, server.address);
+  const controller = new AbortController();
+
+  const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
+  await within(started.promise, "the handler to start");
+  controller.abort();
+  await rejectsWithStatus(pending, grpc.status.CANCELLED);
+  // The cancel travels as RST_STREAM; a later call on the same connection is answered only
+  // after the server took it in (frames are processed in order).
+  await client.getMachine({ machineId: "barrier" });
+  release.resolve();
+
+  const signal = await within(seen.promise, "the handler to read its signal");
+  assert.equal(signal.aborted, true);
+  assert.ok(signal.reason instanceof DOMException);
+  assert.equal(signal.reason.name, "AbortError");
+});
+
+Deno.test("createServiceHandlers() aborts a signal first read after shutdown with its reason", async () => {
+  const shutdown = new AbortController();
+  const reason = new DOMException("Server shutdown", "AbortError");
+  const started = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  using server = await startServer({
+    machines: machineService({
+      async getMachine(_request, call) {
+        started.resolve();
+        await release.promise;
+        throw call.signal.reason;
+      },
+    }),
+  }, { signal: shutdown.signal });
+  using client = createClient(MachineService, server.address);
+
+  const pending = client.getMachine({ machineId: "m-1" });
+  await within(started.promise, "the handler to start");
+  shutdown.abort(reason);
+  release.resolve();
+
+  // testToStatus maps an AbortError to UNAVAILABLE with its message.
+  await rejectsWithStatus(pending, grpc.status.UNAVAILABLE, "Server is stopping: Server shutdown");
+});
+
+Deno.test("createServiceHandlers() ends a unary call whose handler throws before returning a promise", async () => {
+  using server = await startServer({
+    machines: machineService({
+      getMachine(request) {
+        throw new MachineExistsError(request.machineId);
+      },
+    }),
+  });
+  using client = createClient(MachineService, server.address);
+
+  await rejectsWithStatus(
+    client.getMachine({ machineId: "m-1" }),
+    grpc.status.ALREADY_EXISTS,
+    'machine "m-1" already exists',
+  );
 });
 
 Deno.test("createClient() cancels a unary call when its signal aborts", async () => {

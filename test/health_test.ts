@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { HealthService, ServingStatus } from "../lib/grpc/health.ts";
 import { SANITIZE } from "./helpers.ts";

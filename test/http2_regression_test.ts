@@ -22,7 +22,8 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { GetMachineRequestSchema, MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient, createServiceDefinition } from "../lib/grpc/service_definition.ts";
+import { createServiceDefinition } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 
 const PROJECT_ROOT = new URL("..", import.meta.url);
 const ECHO_SERVER = new URL("fixtures/echo_server.ts", import.meta.url);

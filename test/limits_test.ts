@@ -21,7 +21,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { newMachineId } from "../lib/ids.ts";
 import { LIMITS } from "../lib/limits.ts";
 import { MAX_PAGE_SIZE } from "../lib/query.ts";

@@ -5,11 +5,11 @@ import {
   MachineService,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { spawnServer } from "../scripts/server_process.ts";
+import { SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
 
@@ -143,4 +143,15 @@ Deno.test("denoVersionWarning() names the crashing Deno releases and the fix", (
   }
   assert.equal(denoVersionWarning("2.9.3"), undefined);
   assert.equal(denoVersionWarning(Deno.version.deno), undefined, "the pinned Deno runs the tests");
+});
+
+Deno.test("the server runs with the same V8 flags however it is started", async () => {
+  const flag = `--v8-flags=${SERVER_V8_FLAGS.join(",")}`;
+  const root = new URL("../", import.meta.url);
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  assert.ok(config.tasks.server.includes(` ${flag} `), `deno task server lacks ${flag}`);
+  const script = await Deno.readTextFile(new URL("scripts/run-bmdemo.sh", root));
+  assert.ok(script.includes(` ${flag} server.ts`), `run-bmdemo.sh lacks ${flag}`);
+  const build = await Deno.readTextFile(new URL("scripts/build.ts", root));
+  assert.match(build, /--v8-flags=\$\{SERVER_V8_FLAGS\.join\(","\)\}/);
 });

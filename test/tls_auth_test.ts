@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/service_definition.ts";
+import { createClient } from "../lib/grpc/client.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
@@ -86,10 +85,8 @@ async function makeCerts() {
 
 const certs = await makeCerts();
 
-function bearer(token: string): grpc.Metadata {
-  const metadata = new grpc.Metadata();
-  metadata.set("authorization", `Bearer ${token}`);
-  return metadata;
+function bearer(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
 }
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
@@ -128,7 +125,7 @@ Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANIT
   // Deno's node:tls refuses an IP address as the TLS server name: dial the DNS name.
   const address = `localhost:${server.port}`;
   using secure = createClient(MachineService, address, {
-    credentials: grpc.credentials.createSsl(Buffer.from(certs.ca)),
+    tls: { ca: certs.ca },
   });
   assert.deepEqual((await secure.listMachines({})).machines, []);
   const pem = await pemFiles();
@@ -154,11 +151,7 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
   });
   const address = `localhost:${server.port}`;
   using withCert = createClient(MachineService, address, {
-    credentials: grpc.credentials.createSsl(
-      Buffer.from(certs.ca),
-      Buffer.from(certs.clientKey),
-      Buffer.from(certs.clientCert),
-    ),
+    tls: { ca: certs.ca, key: certs.clientKey, cert: certs.clientCert },
   });
   assert.deepEqual((await withCert.listMachines({})).machines, []);
   const pem = await pemFiles();

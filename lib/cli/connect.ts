@@ -6,9 +6,8 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
-import * as grpc from "@grpc/grpc-js";
-import type { CreateClientOptions } from "../grpc/service_definition.ts";
+import { createSecureContext } from "node:tls";
+import type { CreateClientOptions } from "../grpc/client.ts";
 import { UsageError } from "./session.ts";
 
 /** The connection options of a command line. */
@@ -45,9 +44,9 @@ export function connectionOptions(
     throw new UsageError(cert === undefined ? "--key needs --cert" : "--cert needs --key");
   }
   const tls = !!flags.tls || truthy(env.BMDEMO_TLS) || ca !== undefined || cert !== undefined;
-  const read = (path: string, what: string): Buffer => {
+  const read = (path: string, what: string): Uint8Array => {
     try {
-      return Buffer.from(readFile(path));
+      return readFile(path);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       throw new UsageError(`cannot read ${what} file ${path}: ${reason}`);
@@ -55,15 +54,23 @@ export function connectionOptions(
   };
   const token = flags.token || env.BMDEMO_TOKEN || undefined;
   if (!tls) return { token };
-  const rootCerts = ca === undefined ? null : read(ca, "CA");
-  const privateKey = key === undefined ? null : read(key, "key");
-  const certChain = cert === undefined ? null : read(cert, "certificate");
+  const files = {
+    ca: ca === undefined ? undefined : read(ca, "CA"),
+    key: key === undefined ? undefined : read(key, "key"),
+    cert: cert === undefined ? undefined : read(cert, "certificate"),
+  };
+  if (files.ca === undefined && files.cert === undefined) return { tls: true, token };
+  const pem = (bytes: Uint8Array | undefined): string | undefined =>
+    bytes === undefined ? undefined : new TextDecoder().decode(bytes);
+  const tlsFiles = { ca: pem(files.ca), cert: pem(files.cert), key: pem(files.key) };
   try {
-    return { credentials: grpc.credentials.createSsl(rootCerts, privateKey, certChain), token };
+    // Only to reject unusable files now, naming them, rather than as a failed connection later.
+    createSecureContext(tlsFiles);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new UsageError(
       `invalid TLS files (${[ca, cert, key].filter(Boolean).join(", ")}): ${reason}`,
     );
   }
+  return { tls: tlsFiles, token };
 }

@@ -6,28 +6,17 @@
  */
 
 import { styleText } from "node:util";
-import stringWidth from "string-width";
 import type { Machine, Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
+import { displayWidth } from "./width.ts";
 
-// Text-presentation symbols that terminals draw with emoji width; string-width counts them as 1.
-const WIDE_SYMBOLS = new Set(["⚠"]);
-
-/**
- * The number of terminal cells a string occupies.
- *
- * @param text The text.
- * @returns Its width in cells (⚠ and ⛔ count 2).
- */
-export function displayWidth(text: string): number {
-  let extra = 0;
-  for (const ch of text) if (WIDE_SYMBOLS.has(ch)) extra += 1;
-  return stringWidth(text) + extra;
-}
+// Measured here without loading string-width for ASCII and the CLI's own symbols; callers render
+// tables of other text through `withWidths`.
+export { displayWidth, prepareWidths, withWidths } from "./width.ts";
 
 /** Options of {@linkcode formatTable}. */
 export interface TableOptions {

@@ -10,7 +10,7 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Machine } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { formatMachineTable, formatTable } from "./format.ts";
+import { formatMachineTable, formatTable, withWidths } from "./format.ts";
 import {
   formatMachineDetail,
   formatMachineWideTable,
@@ -112,7 +112,7 @@ export async function importCommand(session: Session, count: number): Promise<nu
       MachinePhase[registered.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED],
     ]);
   }
-  session.io.out(formatTable([], rows));
+  session.io.out(await withWidths(() => formatTable([], rows)));
   return EXIT.OK;
 }
 
@@ -161,7 +161,9 @@ export async function listCommand(session: Session, options: ListOptions = {}): 
     );
   } else {
     session.io.out(
-      format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines),
+      await withWidths(() =>
+        format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines)
+      ),
     );
   }
   return EXIT.OK;
@@ -186,7 +188,7 @@ export async function getCommand(
   session.io.out(
     format === "json" || format === "yaml"
       ? await renderStructured(MachineSchema, machine, format)
-      : formatMachineDetail(machine),
+      : await withWidths(() => formatMachineDetail(machine)),
   );
   return EXIT.OK;
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Client } from "../grpc/service_definition.ts";
+import type { Client } from "../grpc/client.ts";
 import type { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Palette } from "./format.ts";
 
@@ -72,14 +72,14 @@ export interface Session {
   readonly interrupt: AbortSignal;
 }
 
-/** A grpc-js call error. */
+/** A failed gRPC call (the client's `RpcError`, or a grpc-js `ServiceError`). */
 export interface ServiceError extends Error {
   code: number;
   details: string;
 }
 
 /**
- * Whether a thrown value is a grpc-js `ServiceError`.
+ * Whether a thrown value is a gRPC call error.
  *
  * @param error The thrown value.
  * @returns `true` for a gRPC status error.

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { type DescField, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 
 const cache = new WeakMap<object, Uint8Array>();
@@ -36,6 +37,10 @@ function messageFieldsOf(schema: DescMessage): readonly MessageField[] {
 /**
  * Encodes a message like `toBinary`, reusing the encoding of frozen (immutable) messages.
  *
+ * The cached encoding of a frozen message is a `Buffer` (a `Uint8Array` subclass) over the
+ * bytes, so a caller that needs a `Buffer`, such as a grpc-js serializer, can use it as is
+ * rather than wrap the bytes again on every call. Never write to the returned bytes.
+ *
  * @param schema The message's schema.
  * @param message The message.
  * @returns The protobuf wire bytes.
@@ -57,7 +62,8 @@ export function encodeMessage<D extends DescMessage>(
   if (!bytes) {
     // One entry per top-level snapshot: its nested messages are encoded inline, not cached
     // separately, so the cache holds one byte array per machine, event or log line.
-    bytes = toBinary(schema, message);
+    const encoded = toBinary(schema, message);
+    bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
     cache.set(message, bytes);
   }
   return bytes;

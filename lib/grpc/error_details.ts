@@ -8,10 +8,10 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
-import * as grpc from "@grpc/grpc-js";
+// Types only: clients (the CLI) read error details without loading grpc-js.
+import type * as grpc from "@grpc/grpc-js";
 import { type ErrorInfo, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { StatusSchema } from "../gen/google/rpc/status_pb.ts";
 
@@ -34,18 +34,17 @@ export interface ErrorDetails {
 }
 
 /**
- * Builds the trailing metadata that carries a status with its `ErrorInfo`.
+ * Encodes a status with its `ErrorInfo`: the value of the `grpc-status-details-bin` trailer.
  *
  * @param details Code, message, reason and metadata.
- * @returns Metadata with the `grpc-status-details-bin` entry.
+ * @returns The binary `google.rpc.Status`.
  *
  * @example
  * ```ts
- * import * as grpc from "@grpc/grpc-js";
- * statusMetadata({ code: grpc.status.NOT_FOUND, message: "gone", reason: "MACHINE_NOT_FOUND", metadata: {} });
+ * statusDetailsBytes({ code: 5, message: "gone", reason: "MACHINE_NOT_FOUND", metadata: {} });
  * ```
  */
-export function statusMetadata(details: ErrorDetails): grpc.Metadata {
+export function statusDetailsBytes(details: ErrorDetails): Uint8Array {
   const info = create(ErrorInfoSchema, {
     reason: details.reason,
     domain: ERROR_DOMAIN,
@@ -56,9 +55,7 @@ export function statusMetadata(details: ErrorDetails): grpc.Metadata {
     message: details.message,
     details: [anyPack(ErrorInfoSchema, info)],
   });
-  const metadata = new grpc.Metadata();
-  metadata.set(STATUS_DETAILS_KEY, Buffer.from(toBinary(StatusSchema, status)));
-  return metadata;
+  return toBinary(StatusSchema, status);
 }
 
 /**
@@ -75,9 +72,10 @@ export function statusMetadata(details: ErrorDetails): grpc.Metadata {
  * ```
  */
 export function errorInfoOf(error: unknown): ErrorInfo | undefined {
-  const metadata = (error as { metadata?: unknown } | null)?.metadata;
-  if (!(metadata instanceof grpc.Metadata)) return undefined;
-  const [raw] = metadata.get(STATUS_DETAILS_KEY);
+  // Duck-typed: grpc-js's Metadata and our client's ResponseMetadata both have `get`.
+  const metadata = (error as { metadata?: { get?: unknown } } | null)?.metadata;
+  if (typeof metadata?.get !== "function") return undefined;
+  const [raw] = (metadata.get as (key: string) => unknown[]).call(metadata, STATUS_DETAILS_KEY);
   if (!(raw instanceof Uint8Array)) return undefined;
   try {
     const status = fromBinary(StatusSchema, raw);

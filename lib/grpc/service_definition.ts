@@ -5,10 +5,11 @@
  * - {@linkcode createServiceDefinition} derives the grpc-js `ServiceDefinition` (paths, streaming
  *   flags, binary codecs) from a generated `GenService`.
  * - {@linkcode createServiceHandlers} adapts typed async handlers ({@linkcode ServiceImpl}) to
- *   grpc-js callbacks: one `AbortSignal` per call, one wrapper for cross-cutting concerns, one
- *   funnel that turns anything thrown into a gRPC status, backpressure on server streams.
- * - {@linkcode createClient} gives a typed client: promises for unary methods, async iterables
- *   for server-streaming ones.
+ *   grpc-js callbacks: one `AbortSignal` per call (made when first read), one wrapper for
+ *   cross-cutting concerns, one funnel that turns anything thrown into a gRPC status,
+ *   backpressure on server streams.
+ *
+ * The client side is `./client.ts`, over `node:http2` without grpc-js.
  *
  * Only unary and server-streaming methods are supported (all our proto uses). This module knows
  * nothing of the domain: the mapping of domain errors to status codes is injected as `toStatus`.
@@ -29,8 +30,7 @@
  *     err ? reject(err) : resolve(port))
  * );
  *
- * using client = createClient(MachineService, `127.0.0.1:${port}`);
- * const machine = await client.getMachine({ machineId: "m-1" });
+ * // A client: createClient() of ./client.ts.
  * ```
  *
  * @module
@@ -41,13 +41,11 @@ import type { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { encodeMessage } from "./encoding.ts";
 import {
-  create,
   type DescMessage,
   type DescMethod,
   type DescService,
   fromBinary,
   type Message,
-  type MessageInitShape,
   type MessageShape,
 } from "@bufbuild/protobuf";
 
@@ -116,8 +114,11 @@ function supportedKind(method: DescMethod): SupportedMethodKind {
 function serializer(schema: DescMessage): grpc.serialize<Message> {
   return (value) => {
     const bytes = encodeMessage(schema, value);
-    // A view, not a copy: grpc-js only reads the bytes to frame them.
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    // The cached encoding of a snapshot already is a Buffer; otherwise a view, not a copy:
+    // grpc-js only reads the bytes to frame them.
+    return Buffer.isBuffer(bytes)
+      ? bytes
+      : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };
 }
 
@@ -186,7 +187,10 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Request metadata (headers) sent by the client. */
   readonly metadata: grpc.Metadata;
-  /** The client's address, e.g. `127.0.0.1:53422`, or `unknown`. */
+  /**
+   * The client's address, e.g. `127.0.0.1:53422`, or `unknown`. Read on first use, from the
+   * connection: first read once the call has ended (its status sent), it is `unknown`.
+   */
   readonly peer: string;
 }
 
@@ -344,10 +348,11 @@ function describeValue(value: unknown): string {
 /**
  * Adapts a typed implementation to the callbacks grpc-js calls.
  *
- * For every call: creates the context with its `AbortSignal`, runs the (wrapped) handler, sends
- * its response or ends its stream with OK, and turns anything it throws, `Error` or not, into a
- * status through `toStatus`. A handler never leaks an exception to grpc-js. A method missing
- * from `impl` (possible only through a cast) is left out, so grpc-js answers `UNIMPLEMENTED`.
+ * For every call: creates the context (its `AbortSignal` is made when first read), runs the
+ * (wrapped) handler, sends its response or ends its stream with OK, and turns anything it
+ * throws, `Error` or not, into a status through `toStatus`. A handler never leaks an exception
+ * to grpc-js. A method missing from `impl` (possible only through a cast) is left out, so
+ * grpc-js answers `UNIMPLEMENTED`.
  *
  * @param service The generated service descriptor, e.g. `MachineService`.
  * @param impl One handler per method, keyed by `localName`.
@@ -409,32 +414,30 @@ function adaptUnary(
   settings: CallSettings,
 ): grpc.handleUnaryCall<Message, Message> {
   return (call, callback) => {
-    void serveUnary(handler, settings, call, callback);
+    const context = new ServerCallContext(call, settings.shutdown);
+    let pending: Promise<Message>;
+    try {
+      pending = handler(call.request, context);
+    } catch (err) {
+      // A handler that throws before returning its promise fails the call the same way.
+      context.finish();
+      callback(statusOf(err, settings.toStatus));
+      return;
+    }
+    // `then` with two callbacks rather than an async function: one promise reaction per call
+    // instead of an extra promise and its resumption. `Promise.resolve` returns a native promise
+    // as is, and still copes with an untyped handler that returns a plain value.
+    Promise.resolve(pending).then(
+      (response) => {
+        context.finish();
+        callback(null, response);
+      },
+      (err) => {
+        context.finish();
+        callback(statusOf(err, settings.toStatus));
+      },
+    );
   };
-}
-
-async function serveUnary(
-  handler: CallHandler<Message, Message, CallContext>,
-  settings: CallSettings,
-  call: grpc.ServerUnaryCall<Message, Message>,
-  callback: grpc.sendUnaryData<Message>,
-): Promise<void> {
-  const lifetime = trackCall(call, settings.shutdown);
-  const context: CallContext = {
-    signal: lifetime.signal,
-    metadata: call.metadata,
-    peer: call.getPeer(),
-  };
-  let response: Message;
-  try {
-    response = await handler(call.request, context);
-  } catch (err) {
-    lifetime.finish();
-    callback(statusOf(err, settings.toStatus));
-    return;
-  }
-  lifetime.finish();
-  callback(null, response);
 }
 
 function adaptServerStreaming(
@@ -451,17 +454,11 @@ async function serveServerStreaming(
   settings: CallSettings,
   call: grpc.ServerWritableStream<Message, Message>,
 ): Promise<void> {
-  const lifetime = trackCall(call, settings.shutdown);
-  const context: StreamContext<DescMessage> = {
-    signal: lifetime.signal,
-    metadata: call.metadata,
-    peer: call.getPeer(),
-    send: (message) => sendWithBackpressure(call, lifetime, message),
-  };
+  const context = new ServerStreamContext(call, settings.shutdown);
   try {
     await handler(call.request, context);
   } catch (err) {
-    lifetime.finish();
+    context.finish();
     // A cancelled call already has its status (CANCELLED, DEADLINE_EXCEEDED); grpc-js has
     // destroyed the stream, so there is nothing left to end.
     if (!call.cancelled) {
@@ -473,21 +470,8 @@ async function serveServerStreaming(
     }
     return;
   }
-  lifetime.finish();
+  context.finish();
   if (!call.cancelled) call.end();
-}
-
-async function sendWithBackpressure(
-  call: grpc.ServerWritableStream<Message, Message>,
-  lifetime: CallLifetime,
-  message: Message,
-): Promise<void> {
-  if (lifetime.finished) {
-    throw new Error("Cannot send a message as the handler has already settled");
-  }
-  lifetime.signal.throwIfAborted();
-  if (call.write(message)) return;
-  await drained(call, lifetime.signal);
 }
 
 function drained(
@@ -528,46 +512,120 @@ function drained(
   });
 }
 
-interface CallLifetime {
-  readonly signal: AbortSignal;
-  readonly finished: boolean;
-  finish(): void;
-}
+/** A grpc-js unary call or writable stream: both emit `cancelled` and keep `cancelled` set. */
+type ServerCall = EventEmitter & {
+  readonly cancelled: boolean;
+  readonly metadata: grpc.Metadata;
+  getPeer(): string;
+};
 
 /**
- * Links one call to its `AbortSignal`. grpc-js emits `cancelled` on every server call after its
- * status is sent, even on a normal finish, so only a call whose handler has not settled yet is
- * treated as cancelled.
+ * The context of one call, and the link between the call and its `AbortSignal`.
+ *
+ * The signal, and the listeners that abort it, are made on first use: most unary handlers never
+ * read it, and an `AbortController` plus two listeners added and removed per call were a
+ * measurable share of a unary call's CPU time. A late first read loses nothing, as both causes
+ * of an abort stay observable: grpc-js sets `call.cancelled` before it emits `cancelled`, and
+ * the shutdown signal stays aborted. The peer is read on first use too (it costs two
+ * `getpeername` calls).
+ *
+ * grpc-js emits `cancelled` on every server call after its status is sent, even on a normal
+ * finish, so only a call whose handler has not settled yet is treated as cancelled.
  */
-function trackCall(
-  call: EventEmitter, // a grpc-js unary call or writable stream: both emit `cancelled`
-  shutdown: AbortSignal | undefined,
-): CallLifetime {
-  const controller = new AbortController();
-  let finished = false;
-  const onCancelled = (): void => {
-    if (finished) return;
-    controller.abort(
-      new DOMException("The call was cancelled by the client or its deadline passed", "AbortError"),
-    );
-  };
-  // A listener removed on finish rather than AbortSignal.any(): the shutdown signal lives as
-  // long as the server and must not keep every past call's controller reachable.
-  const onShutdown = (): void => controller.abort(shutdown?.reason);
-  call.on("cancelled", onCancelled);
-  if (shutdown?.aborted) controller.abort(shutdown.reason);
-  else shutdown?.addEventListener("abort", onShutdown, { once: true });
-  return {
-    signal: controller.signal,
-    get finished(): boolean {
-      return finished;
-    },
-    finish(): void {
-      finished = true;
+class ServerCallContext implements CallContext {
+  readonly #call: ServerCall;
+  readonly #shutdown: AbortSignal | undefined;
+  #controller: AbortController | undefined;
+  #cleanup: (() => void) | undefined;
+  #peer: string | undefined;
+  #finished = false;
+
+  constructor(call: ServerCall, shutdown: AbortSignal | undefined) {
+    this.#call = call;
+    this.#shutdown = shutdown;
+  }
+
+  get metadata(): grpc.Metadata {
+    return this.#call.metadata;
+  }
+
+  get peer(): string {
+    return this.#peer ??= this.#call.getPeer();
+  }
+
+  get signal(): AbortSignal {
+    return (this.#controller ??= this.#link()).signal;
+  }
+
+  /** Whether the handler has settled. */
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Marks the handler settled: the signal is never aborted after this. */
+  finish(): void {
+    this.#finished = true;
+    if (this.#cleanup) {
+      this.#cleanup();
+      this.#cleanup = undefined;
+    }
+  }
+
+  #link(): AbortController {
+    const controller = new AbortController();
+    if (this.#finished) return controller;
+    const call = this.#call;
+    const shutdown = this.#shutdown;
+    if (call.cancelled) {
+      controller.abort(cancelledReason());
+      return controller;
+    }
+    if (shutdown?.aborted) {
+      controller.abort(shutdown.reason);
+      return controller;
+    }
+    const onCancelled = (): void => {
+      if (!this.#finished) controller.abort(cancelledReason());
+    };
+    // A listener removed on finish rather than AbortSignal.any(): the shutdown signal lives as
+    // long as the server and must not keep every past call's controller reachable.
+    const onShutdown = (): void => controller.abort(shutdown?.reason);
+    call.on("cancelled", onCancelled);
+    shutdown?.addEventListener("abort", onShutdown, { once: true });
+    this.#cleanup = () => {
       call.off("cancelled", onCancelled);
       shutdown?.removeEventListener("abort", onShutdown);
-    },
-  };
+    };
+    return controller;
+  }
+}
+
+/** A {@linkcode ServerCallContext} that can send messages on a server stream. */
+class ServerStreamContext extends ServerCallContext implements StreamContext<DescMessage> {
+  // An own property, not a method, so a handler may pass `call.send` around unbound.
+  readonly send: (message: Message) => Promise<void>;
+
+  constructor(
+    stream: grpc.ServerWritableStream<Message, Message>,
+    shutdown: AbortSignal | undefined,
+  ) {
+    super(stream, shutdown);
+    this.send = async (message) => {
+      if (this.finished) {
+        throw new Error("Cannot send a message as the handler has already settled");
+      }
+      this.signal.throwIfAborted();
+      if (stream.write(message)) return;
+      await drained(stream, this.signal);
+    };
+  }
+}
+
+function cancelledReason(): DOMException {
+  return new DOMException(
+    "The call was cancelled by the client or its deadline passed",
+    "AbortError",
+  );
 }
 
 /** The one place a thrown value becomes the status grpc-js sends. */
@@ -586,275 +644,5 @@ function statusOf(err: unknown, toStatus: ToStatus): grpc.StatusObject {
     code: status.code,
     details: status.details,
     metadata: status.metadata ?? new grpc.Metadata(),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Typed client
-// ---------------------------------------------------------------------------------------------
-
-/** Per-call options of a {@linkcode Client} method. */
-export interface ClientCallOptions {
-  /**
-   * Aborting it cancels the call: a pending promise, or the iteration, rejects with a
-   * `ServiceError` whose code is `CANCELLED`.
-   */
-  signal?: AbortSignal;
-  /**
-   * When the call fails with `DEADLINE_EXCEEDED`.
-   *
-   * @default no deadline
-   */
-  deadline?: Date;
-  /**
-   * Request metadata (headers).
-   *
-   * @default empty
-   */
-  metadata?: grpc.Metadata;
-}
-
-/** Calls a unary method; rejects with a grpc-js `ServiceError` (`.code`, `.details`). */
-export type UnaryMethod<I extends DescMessage, O extends DescMessage> = (
-  request: MessageInitShape<I>,
-  options?: ClientCallOptions,
-) => Promise<MessageShape<O>>;
-
-/**
- * Calls a server-streaming method. The call starts at once (messages wait, bounded, until they
- * are read); iteration throws a grpc-js `ServiceError` if the call fails, and leaving the loop
- * early, or calling `return()` without iterating, cancels the call.
- */
-export type ServerStreamingMethod<I extends DescMessage, O extends DescMessage> = (
-  request: MessageInitShape<I>,
-  options?: ClientCallOptions,
-) => AsyncIterableIterator<MessageShape<O>>;
-
-/** The client function of one method descriptor; `never` for unsupported method kinds. */
-export type ClientMethod<M extends DescMethod> = M extends { methodKind: "unary" }
-  ? UnaryMethod<M["input"], M["output"]>
-  : M extends { methodKind: "server_streaming" } ? ServerStreamingMethod<M["input"], M["output"]>
-  : never;
-
-/** A typed client of a service: one function per method `localName`, plus `close`. */
-export type Client<S extends DescService> =
-  & { readonly [K in keyof S["method"]]: ClientMethod<S["method"][K]> }
-  & {
-    /** Closes the channel; calls in progress fail with `CANCELLED` or `UNAVAILABLE`. */
-    close(): void;
-    /** Same as `close()`, for `using`. */
-    [Symbol.dispose](): void;
-  };
-
-/** Options of {@linkcode createClient}. */
-export interface CreateClientOptions {
-  /**
-   * How to authenticate the channel.
-   *
-   * @default grpc.credentials.createInsecure()
-   */
-  credentials?: grpc.ChannelCredentials;
-  /**
-   * grpc-js channel options, e.g. `{ "grpc.keepalive_time_ms": 10_000 }`.
-   *
-   * @default {}
-   */
-  channelOptions?: grpc.ChannelOptions;
-  /**
-   * A bearer token sent as `authorization: Bearer <token>` metadata on every call (merged into
-   * the call's own metadata, which it does not replace); works on plaintext channels too.
-   *
-   * @default no authorization metadata
-   */
-  token?: string;
-}
-
-/**
- * Creates a typed client of a service over one grpc-js channel.
- *
- * @param service The generated service descriptor, e.g. `MachineService`.
- * @param address `host:port` of the server, e.g. `127.0.0.1:50051`.
- * @param options Credentials and channel options.
- * @returns The client; close it (or declare it with `using`) when done.
- * @throws {TypeError} If a method is client-streaming or bidi-streaming, or named `close`.
- *
- * @example
- * ```ts ignore
- * using client = createClient(OperationService, "127.0.0.1:50051");
- * for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
- *   console.log(new TextDecoder().decode(chunk.data));
- * }
- * ```
- */
-export function createClient<S extends DescService>(
-  service: S,
-  address: string,
-  options: CreateClientOptions = {},
-): Client<S> {
-  const { credentials = grpc.credentials.createInsecure(), channelOptions = {}, token } = options;
-  const definition = createServiceDefinition(service);
-  const channel = new grpc.Client(address, credentials, channelOptions);
-  const methods: Record<string, unknown> = {};
-  for (const method of service.methods) {
-    if (method.localName === "close") {
-      throw new TypeError(
-        `Cannot create a client of "${service.typeName}" as method "${method.name}" clashes ` +
-          `with close()`,
-      );
-    }
-    const target: CallTarget = {
-      channel,
-      method: definition[method.name],
-      input: method.input,
-      token,
-    };
-    methods[method.localName] = method.methodKind === "unary"
-      ? (request: MessageInitShape<DescMessage>, callOptions?: ClientCallOptions) =>
-        callUnary(target, request, callOptions)
-      : (request: MessageInitShape<DescMessage>, callOptions?: ClientCallOptions) =>
-        callServerStreaming(target, request, callOptions);
-  }
-  const close = (): void => channel.close();
-  // The map holds exactly one function of the right kind per method localName.
-  return Object.assign(methods, { close, [Symbol.dispose]: close }) as Client<S>;
-}
-
-interface CallTarget {
-  channel: grpc.Client;
-  method: grpc.MethodDefinition<Message, Message>;
-  input: DescMessage;
-  /** Bearer token added to every call's metadata. */
-  token?: string;
-}
-
-/** The call's metadata, with the target's bearer token when it has one (the caller's is copied). */
-function callMetadata(target: CallTarget, metadata: grpc.Metadata | undefined): grpc.Metadata {
-  if (target.token === undefined || target.token === "") return metadata ?? new grpc.Metadata();
-  const merged = metadata?.clone() ?? new grpc.Metadata();
-  merged.set("authorization", `Bearer ${target.token}`);
-  return merged;
-}
-
-function grpcCallOptions(deadline: Date | undefined): grpc.CallOptions {
-  return deadline === undefined ? {} : { deadline };
-}
-
-function callUnary(
-  target: CallTarget,
-  request: MessageInitShape<DescMessage>,
-  options: ClientCallOptions = {},
-): Promise<Message> {
-  const { signal, deadline } = options;
-  const metadata = callMetadata(target, options.metadata);
-  const { channel, method, input } = target;
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => call.cancel();
-    const call = channel.makeUnaryRequest<Message, Message>(
-      method.path,
-      method.requestSerialize,
-      method.responseDeserialize,
-      create(input, request),
-      metadata,
-      grpcCallOptions(deadline),
-      (err, response) => {
-        signal?.removeEventListener("abort", onAbort);
-        if (err) reject(err);
-        else resolve(response as Message); // grpc-js passes a response whenever err is null
-      },
-    );
-    // Cancelling (rather than rejecting with signal.reason) keeps one rejection type: grpc-js
-    // answers with a CANCELLED ServiceError.
-    if (signal?.aborted) call.cancel();
-    else signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-/** Messages a stream buffers for a consumer that is not reading before it pauses the call. */
-const STREAM_BUFFER = 64;
-
-function callServerStreaming(
-  target: CallTarget,
-  request: MessageInitShape<DescMessage>,
-  options: ClientCallOptions = {},
-): AsyncIterableIterator<Message> {
-  const { signal, deadline } = options;
-  const metadata = callMetadata(target, options.metadata);
-  const { channel, method, input } = target;
-  // The call starts now, not at the first next(): a caller can open a stream, then act, and
-  // receive what its action caused.
-  const call = channel.makeServerStreamRequest<Message, Message>(
-    method.path,
-    method.requestSerialize,
-    method.responseDeserialize,
-    create(input, request),
-    metadata,
-    grpcCallOptions(deadline),
-  );
-  // Our own queue rather than the Readable's async iterator: a Node stream that errors discards
-  // the messages it still buffers, so a status that ends the stream (e.g. RESOURCE_EXHAUSTED for
-  // a watcher that fell behind) would swallow everything the server sent before it. Here every
-  // message received is delivered, then the error. Above STREAM_BUFFER unread messages the call
-  // is paused, so HTTP/2 flow control holds the server back.
-  const queue: Message[] = [];
-  let failure: unknown;
-  let ended = false;
-  let wake: (() => void) | undefined;
-  const notify = (): void => {
-    const resolve = wake;
-    wake = undefined;
-    resolve?.();
-  };
-  call.on("data", (message: Message) => {
-    queue.push(message);
-    if (queue.length >= STREAM_BUFFER) call.pause();
-    notify();
-  });
-  call.on("error", (error: unknown) => {
-    failure ??= error;
-    ended = true;
-    notify();
-  });
-  call.on("end", () => {
-    ended = true;
-    notify();
-  });
-  const onAbort = (): void => call.cancel();
-  if (signal?.aborted) call.cancel();
-  else signal?.addEventListener("abort", onAbort, { once: true });
-  let closed = false;
-  const finish = (): void => {
-    closed = true;
-    signal?.removeEventListener("abort", onAbort);
-    // A no-op once the status arrived; otherwise the consumer left early and the server must
-    // learn it (its handler's signal aborts).
-    call.cancel();
-    notify();
-  };
-  return {
-    async next(): Promise<IteratorResult<Message>> {
-      while (!closed) {
-        const message = queue.shift();
-        if (message !== undefined) {
-          if (queue.length < STREAM_BUFFER / 2 && call.isPaused()) call.resume();
-          return { value: message, done: false };
-        }
-        if (ended) {
-          const error = failure;
-          finish();
-          if (error !== undefined) throw error;
-          break;
-        }
-        await new Promise<void>((resolve) => wake = resolve);
-      }
-      return { value: undefined, done: true };
-    },
-    return(): Promise<IteratorResult<Message>> {
-      finish();
-      queue.length = 0;
-      return Promise.resolve({ value: undefined, done: true });
-    },
-    [Symbol.asyncIterator]() {
-      return this;
-    },
   };
 }

@@ -7,11 +7,12 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
 import { BmdemoError, type ErrorCode } from "../errors.ts";
 import { UnauthenticatedError } from "./auth.ts";
-import { statusMetadata } from "./error_details.ts";
+import { STATUS_DETAILS_KEY, statusDetailsBytes } from "./error_details.ts";
 import { type GrpcStatus, MalformedRequestError } from "./service_definition.ts";
 
 const logger = getLogger(["bmdemo", "grpc"]);
@@ -72,9 +73,10 @@ function withDetails(
   reason: string,
   metadata: Readonly<Record<string, string>>,
 ): GrpcStatus {
-  return {
-    code,
-    details: message,
-    metadata: statusMetadata({ code, message, reason, metadata }),
-  };
+  const trailers = new grpc.Metadata();
+  trailers.set(
+    STATUS_DETAILS_KEY,
+    Buffer.from(statusDetailsBytes({ code, message, reason, metadata })),
+  );
+  return { code, details: message, metadata: trailers };
 }

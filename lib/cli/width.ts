@@ -1,0 +1,149 @@
+/**
+ * Display width of CLI text, with npm:string-width as the authority but loaded only when a string
+ * needs it. Evaluating string-width (an `Intl.Segmenter` and several Unicode-property regexes)
+ * costs every CLI run ~30 ms, yet what the CLI prints is almost always printable ASCII plus a few
+ * symbols of its own (✓ ✗ ⚠ ⛔). So:
+ *
+ * - printable ASCII (U+0020..U+007E, string-width's own fast path) is as wide as it is long;
+ * - the CLI's own symbols are measured through {@linkcode KNOWN_SYMBOL_WIDTHS}, string-width's
+ *   answers written down (a test asserts they still equal string-width's);
+ * - anything else goes to string-width, which {@linkcode prepareWidths} or
+ *   {@linkcode withWidths} load on demand.
+ *
+ * @module
+ */
+
+type StringWidth = typeof import("string-width").default;
+
+/**
+ * string-width's widths of the non-ASCII symbols the CLI itself puts into tables. Each is a single
+ * UTF-16 code unit that forms a grapheme cluster on its own next to printable ASCII or another of
+ * these symbols, so the width of such a string is the sum of its characters' widths.
+ */
+export const KNOWN_SYMBOL_WIDTHS: ReadonlyMap<string, number> = new Map([
+  ["✓", 1],
+  ["✗", 1],
+  ["⚠", 1],
+  ["⛔", 2],
+]);
+
+/**
+ * Text-presentation symbols that terminals draw with emoji width; string-width counts them as 1,
+ * so {@linkcode displayWidth} adds one cell for each.
+ */
+export const WIDE_SYMBOLS: ReadonlySet<string> = new Set(["⚠"]);
+
+let stringWidth: StringWidth | undefined;
+
+/** Thrown by {@linkcode displayWidth} for text that needs string-width before it is loaded. */
+export class WidthsNotLoadedError extends Error {
+  /**
+   * @param text The text that needed string-width.
+   */
+  constructor(text: string) {
+    super(
+      `display width of ${JSON.stringify(text)} needs string-width: ` +
+        `render through withWidths() or await prepareWidths() first`,
+    );
+    this.name = "WidthsNotLoadedError";
+  }
+}
+
+/**
+ * The width of text made only of printable ASCII and {@linkcode KNOWN_SYMBOL_WIDTHS}, with the
+ * {@linkcode WIDE_SYMBOLS} extra.
+ *
+ * @param text The text.
+ * @returns The width, or `undefined` when the text needs string-width.
+ */
+function simpleWidth(text: string): number | undefined {
+  let width = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0x20 && code <= 0x7e) {
+      width += 1;
+      continue;
+    }
+    const ch = text[i];
+    const known = KNOWN_SYMBOL_WIDTHS.get(ch);
+    if (known === undefined) return undefined;
+    width += known + (WIDE_SYMBOLS.has(ch) ? 1 : 0);
+  }
+  return width;
+}
+
+/**
+ * Whether measuring the text needs string-width, i.e. it has characters other than printable
+ * ASCII and the CLI's known symbols.
+ *
+ * @param text The text.
+ * @returns `true` when string-width must be loaded to measure it.
+ */
+export function needsStringWidth(text: string): boolean {
+  return simpleWidth(text) === undefined;
+}
+
+/**
+ * Whether string-width has been loaded (by {@linkcode prepareWidths} or {@linkcode withWidths}).
+ *
+ * @returns `true` once loaded.
+ */
+export function stringWidthLoaded(): boolean {
+  return stringWidth !== undefined;
+}
+
+/**
+ * Loads string-width if any of the texts needs it; afterwards {@linkcode displayWidth} measures
+ * every one of them.
+ *
+ * @param texts The texts about to be measured; omitted, string-width is loaded unconditionally.
+ * @returns When the texts can be measured.
+ */
+export async function prepareWidths(texts?: Iterable<string>): Promise<void> {
+  if (stringWidth) return;
+  if (texts !== undefined) {
+    let needed = false;
+    for (const text of texts) {
+      if (needsStringWidth(text)) {
+        needed = true;
+        break;
+      }
+    }
+    if (!needed) return;
+  }
+  stringWidth = (await import("string-width")).default;
+}
+
+/**
+ * Runs a pure, synchronous render (e.g. a table formatter); if it measured text that needs
+ * string-width, loads string-width and renders again.
+ *
+ * @param render The render; called once, or twice when string-width had to be loaded.
+ * @returns What the render returns.
+ */
+export async function withWidths<T>(render: () => T): Promise<T> {
+  try {
+    return render();
+  } catch (error) {
+    if (!(error instanceof WidthsNotLoadedError) || stringWidth) throw error;
+  }
+  await prepareWidths();
+  return render();
+}
+
+/**
+ * The number of terminal cells a string occupies: string-width's answer, plus one for each
+ * {@linkcode WIDE_SYMBOLS} character.
+ *
+ * @param text The text.
+ * @returns Its width in cells (⚠ and ⛔ count 2).
+ * @throws {WidthsNotLoadedError} When the text needs string-width and it is not loaded yet.
+ */
+export function displayWidth(text: string): number {
+  const simple = simpleWidth(text);
+  if (simple !== undefined) return simple;
+  if (!stringWidth) throw new WidthsNotLoadedError(text);
+  let extra = 0;
+  for (const ch of text) if (WIDE_SYMBOLS.has(ch)) extra += 1;
+  return stringWidth(text) + extra;
+}
