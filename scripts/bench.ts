@@ -135,6 +135,26 @@ const details: Record<string, unknown> = {};
 const failures: string[] = [];
 const notes: string[] = [];
 
+/**
+ * A fixed single-threaded CPU task, timed before anything else (best of 3): figures from runs on
+ * a shared or throttled machine differ, and this says by how much. Also the load average then.
+ */
+function calibrate(): { cpuMs: number; loadAverage: string | null } {
+  let best = Infinity;
+  for (let run = 0; run < 3; run++) {
+    const t = performance.now();
+    let x = 0;
+    for (let i = 0; i < 30_000_000; i++) x = (x * 31 + i) % 1_000_003;
+    if (x < 0) throw new Error("unreachable: keeps the loop from being optimised away");
+    best = Math.min(best, performance.now() - t);
+  }
+  // [0, 0, 0] where the platform has none (Windows).
+  const load = Deno.loadavg();
+  const loadAverage = load.some((v) => v > 0) ? load.map((v) => v.toFixed(2)).join(" ") : null;
+  return { cpuMs: best, loadAverage };
+}
+const calibration = calibrate();
+
 let server: ServerProcess | undefined;
 const address = values.server ?? (server = await spawnServer([], {
   denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
@@ -839,7 +859,9 @@ if (server) {
 
 const header = `bmdemo bench: scale ${values.scale}, server ${
   server ? `server.ts started by the tool (${address})` : address
-}, ${navigator.hardwareConcurrency} CPUs, deno ${Deno.version.deno}`;
+}, ${navigator.hardwareConcurrency} CPUs, deno ${Deno.version.deno}, calibration loop ${
+  calibration.cpuMs.toFixed(0)
+} ms, load average at start ${calibration.loadAverage ?? "n/a"}`;
 console.log(header);
 console.log(renderTable(figures));
 for (const note of notes) console.log(`note: ${note}`);
@@ -861,6 +883,7 @@ if (values.json) {
         },
         deno: Deno.version.deno,
         cpus: navigator.hardwareConcurrency,
+        calibration,
         scenarios: [...selected],
         figures: byScenario,
         details,
