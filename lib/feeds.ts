@@ -8,7 +8,7 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { LaggedError } from "./errors.ts";
 import { freezeSnapshot } from "./immutable.ts";
 import {
@@ -315,9 +315,24 @@ export interface LogJournalBacking {
   load(operationId: string): LogChunk[];
 }
 
+/**
+ * One operation's retained lines, stored compactly: a frozen `LogChunk` (with its `Timestamp`,
+ * its `Uint8Array` and their backing store) costs ~400 bytes of heap, the three entries below
+ * ~80 with the line's text. Chunks are built again when a reader asks for them (and shared by the
+ * readers of the journal while any is reading).
+ */
 interface Journal {
-  chunks: LogChunk[];
-  /** Sequence number of chunks[0]. */
+  /** Per retained line: its text (without the newline), or the chunk loaded from the backing. */
+  texts: (string | LogChunk)[];
+  /** Per retained line: its time in milliseconds since the epoch (unused for a loaded chunk). */
+  times: number[];
+  /** Per retained line: its stream (unused for a loaded chunk). */
+  streams: LogStream[];
+  /** Chunks built for readers, index-aligned with `texts`; present while a reader is active. */
+  built?: (LogChunk | undefined)[];
+  /** Readers currently reading the journal. */
+  readers: number;
+  /** Sequence number of texts[0]. */
   firstSeq: number;
   /** Sequence number the next line gets. */
   nextSeq: number;
@@ -388,7 +403,10 @@ export class LogJournal {
       const chunks = this.#backing?.load(operationId) ?? [];
       const firstSeq = chunks.length > 0 ? Number(chunks[0].seq) : 1;
       journal = {
-        chunks,
+        texts: chunks,
+        times: chunks.map(() => 0),
+        streams: chunks.map((): LogStream => "stdout"),
+        readers: 0,
         firstSeq,
         nextSeq: firstSeq + chunks.length,
         ended: false,
@@ -413,19 +431,22 @@ export class LogJournal {
       this.#droppedAfterEnd++;
       return undefined;
     }
-    const chunk = freezeSnapshot(create(LogChunkSchema, {
-      ts: timestampFromDate(this.#now()),
-      operationId,
-      stream,
-      data: ENCODER.encode(`${line}\n`),
-      seq: BigInt(journal.nextSeq++),
-    }));
-    journal.chunks.push(chunk);
+    const ms = this.#now().getTime();
+    const text = `${line}`;
+    const chunk = buildChunk(operationId, journal.nextSeq, ms, stream, text);
+    journal.nextSeq++;
+    journal.texts.push(text);
+    journal.times.push(ms);
+    journal.streams.push(stream);
+    journal.built?.push(chunk);
     this.#backing?.append(chunk);
-    if (journal.chunks.length > this.#maxLines) {
+    if (journal.texts.length > this.#maxLines) {
       // Drop in batches so the amortised cost per line stays O(1).
       const drop = Math.max(1, Math.floor(this.#maxLines / 8));
-      journal.chunks.splice(0, drop);
+      journal.texts.splice(0, drop);
+      journal.times.splice(0, drop);
+      journal.streams.splice(0, drop);
+      journal.built?.splice(0, drop);
       journal.firstSeq += drop;
       this.#backing?.trim(operationId, journal.firstSeq);
     }
@@ -461,7 +482,7 @@ export class LogJournal {
    */
   lines(operationId: string): LogChunk[] {
     const journal = this.#journals.get(operationId);
-    if (journal) return [...journal.chunks];
+    if (journal) return journal.texts.map((_, index) => this.#chunkAt(operationId, journal, index));
     return this.#backing?.load(operationId) ?? [];
   }
 
@@ -482,27 +503,54 @@ export class LogJournal {
       return;
     }
     const journal = this.#journal(operationId);
-    let cursor = 1;
-    while (!signal?.aborted) {
-      if (cursor < journal.firstSeq) {
-        yield this.#notice(
-          operationId,
-          `[bmdemo] ${
-            journal.firstSeq - cursor
-          } earlier lines were dropped (the journal keeps the last ${this.#maxLines} lines of an operation)`,
-        );
-        cursor = journal.firstSeq;
+    journal.readers++;
+    try {
+      let cursor = 1;
+      while (!signal?.aborted) {
+        if (cursor < journal.firstSeq) {
+          yield this.#notice(
+            operationId,
+            `[bmdemo] ${
+              journal.firstSeq - cursor
+            } earlier lines were dropped (the journal keeps the last ${this.#maxLines} lines of an operation)`,
+          );
+          cursor = journal.firstSeq;
+        }
+        const index = cursor - journal.firstSeq;
+        if (index < journal.texts.length) {
+          const chunk = this.#chunkAt(operationId, journal, index);
+          cursor++;
+          yield chunk;
+          continue;
+        }
+        if (journal.ended) return;
+        await this.#waitForMore(journal, signal);
       }
-      const index = cursor - journal.firstSeq;
-      if (index < journal.chunks.length) {
-        const chunk = journal.chunks[index];
-        cursor++;
-        yield chunk;
-        continue;
-      }
-      if (journal.ended) return;
-      await this.#waitForMore(journal, signal);
+    } finally {
+      // The last reader out lets the built chunks (and their cached wire encodings) go.
+      if (--journal.readers === 0) journal.built = undefined;
     }
+  }
+
+  /** The chunk of a retained line, built once for all the journal's active readers. */
+  #chunkAt(operationId: string, journal: Journal, index: number): LogChunk {
+    const text = journal.texts[index];
+    if (typeof text !== "string") return text;
+    let chunk = journal.built?.[index];
+    if (!chunk) {
+      chunk = buildChunk(
+        operationId,
+        journal.firstSeq + index,
+        journal.times[index],
+        journal.streams[index],
+        text,
+      );
+      if (journal.readers > 0) {
+        journal.built ??= new Array(journal.texts.length);
+        journal.built[index] = chunk;
+      }
+    }
+    return chunk;
   }
 
   #notice(operationId: string, text: string): LogChunk {
@@ -530,4 +578,37 @@ export class LogJournal {
   #notify(journal: Journal): void {
     for (const waiter of [...journal.waiters]) waiter();
   }
+}
+
+/** The frozen chunk of one journal line. */
+function buildChunk(
+  operationId: string,
+  seq: number,
+  ms: number,
+  stream: LogStream,
+  text: string,
+): LogChunk {
+  return freezeSnapshot(create(LogChunkSchema, {
+    ts: timestampFromMs(ms),
+    operationId,
+    stream,
+    data: encodeLine(text),
+    seq: BigInt(seq),
+  }));
+}
+
+/**
+ * `text` and a newline as UTF-8, like `TextEncoder.encode`: an ASCII line (the usual case) is
+ * copied in JavaScript, which is several times cheaper than the encoder for short lines.
+ */
+function encodeLine(text: string): Uint8Array {
+  const length = text.length;
+  const bytes = new Uint8Array(length + 1);
+  for (let i = 0; i < length; i++) {
+    const code = text.charCodeAt(i);
+    if (code > 0x7f) return ENCODER.encode(`${text}\n`);
+    bytes[i] = code;
+  }
+  bytes[length] = 0x0a;
+  return bytes;
 }

@@ -383,6 +383,82 @@ Deno.test("LogJournal.append() ends data with a newline and keeps the stream", S
 });
 
 Deno.test(
+  "LogJournal hands out the chunk append() returned, however and whenever a line is read",
+  SANITIZE,
+  async () => {
+    const times = [0, 1, 999, 1_735_689_600_123, -1, -1_001];
+    let tick = 0;
+    const journal = new LogJournal({ now: () => new Date(times[tick++ % times.length]) });
+    const lines: [string, LogStream][] = [
+      ["plain ascii", "stdout"],
+      ["", "stderr"],
+      ["grüße → ✓ 🚀", "stdout"],
+      ["lone \ud800 surrogate", "stderr"],
+      ["embedded\nnewline\u0000nul\u007f", "stdout"],
+      ["x".repeat(200), "stdout"],
+    ];
+    const appended = lines.map(([line, stream]) => journal.append("op-1", line, stream)!);
+    const encoder = new TextEncoder();
+    for (const [i, c] of appended.entries()) {
+      assert.ok(Object.isFrozen(c) && Object.isFrozen(c.ts));
+      assert.deepStrictEqual(c.data, encoder.encode(`${lines[i][0]}\n`));
+      assert.deepStrictEqual(c.ts, timestampFromDate(new Date(times[i])));
+    }
+    assert.deepStrictEqual(journal.lines("op-1"), appended);
+
+    // Readers reading at the same time share chunks; every chunk equals what append() returned.
+    const first = journal.read("op-1");
+    const second = journal.read("op-1");
+    const a = await first.next();
+    const b = await second.next();
+    assert.strictEqual(a.value, b.value);
+    const live = first.next();
+    const late = journal.append("op-1", "late line")!;
+    journal.end("op-1");
+    const rest = [(await live).value, ...await Array.fromAsync(first)];
+    assert.strictEqual(rest[rest.length - 1], late);
+    const all = [a.value, ...rest];
+    assert.deepStrictEqual(all, [...appended, late]);
+    assert.deepStrictEqual([b.value, ...await Array.fromAsync(second)], all);
+    for (const c of all) assert.ok(Object.isFrozen(c) && Object.isFrozen(c.ts));
+    assert.deepStrictEqual(await Array.fromAsync(journal.read("op-1")), all);
+  },
+);
+
+Deno.test(
+  "LogJournal gives its backing every appended chunk and replays loaded chunks as they are",
+  SANITIZE,
+  async () => {
+    const stored = new Map<string, LogChunk[]>();
+    const journal = new LogJournal({
+      now,
+      maxLinesPerOperation: 8,
+      backing: {
+        append: (c) => void stored.set(c.operationId, [...stored.get(c.operationId) ?? [], c]),
+        trim: (id, firstSeq) =>
+          void stored.set(id, (stored.get(id) ?? []).filter((c) => c.seq >= BigInt(firstSeq))),
+        load: (id) => [...stored.get(id) ?? []],
+      },
+    });
+    const appended = [1, 2, 3].map((i) => journal.append("op-1", `line ${i}`)!);
+    assert.deepStrictEqual(stored.get("op-1"), appended);
+    assert.strictEqual(stored.get("op-1")![2], appended[2]);
+
+    const loaded = [chunk("op-2", 5, "five"), chunk("op-2", 6, "six", "stderr")];
+    stored.set("op-2", loaded);
+    const more = journal.append("op-2", "seven")!;
+    assert.deepStrictEqual(more, chunk("op-2", 7, "seven"));
+    journal.end("op-2");
+    const [notice, ...read] = await Array.fromAsync(journal.read("op-2"));
+    assert.strictEqual(notice.seq, 0n); // lines 1-4 are not retained
+    assert.strictEqual(read[0], loaded[0]);
+    assert.strictEqual(read[1], loaded[1]);
+    assert.deepStrictEqual(read, [...loaded, more]);
+    assert.deepStrictEqual(journal.lines("op-2"), read);
+  },
+);
+
+Deno.test(
   "LogJournal.read() replays retained lines, follows new ones and finishes after end()",
   SANITIZE,
   async () => {
