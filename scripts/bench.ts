@@ -32,6 +32,8 @@ type Scenario = typeof SCENARIOS[number];
 
 /** Simulated provider work of one REIMAGE with the default ("normal") timings, in ms. */
 const SIMULATED_REIMAGE_MS = 3350;
+/** How long the server is left idle after the burst before the memory is sampled again. */
+const IDLE_SAMPLE_MS = 3000;
 /** A log stream silent this long is stopped (a server whose log streams never end). */
 const LOG_SILENCE_MS = 2000;
 
@@ -642,6 +644,13 @@ if (selected.has("burst") || selected.has("watch") || selected.has("logs")) {
   });
 }
 
+// Memory once the server has been quiet for a while after the burst: a server may give memory
+// back when idle, which the sample taken the moment the burst ends cannot show.
+if (selected.has("memory") && server && reimageIds.length > 0) {
+  await delay(IDLE_SAMPLE_MS);
+  sampleMemory("afterBurstIdle");
+}
+
 // 6. logs -------------------------------------------------------------------------------------
 if (selected.has("logs")) {
   await scenario("logs", async () => {
@@ -827,6 +836,7 @@ if (selected.has("memory")) {
       ["idle", "idle"],
       ["afterRegister", "after register"],
       ["afterBurst", "after burst"],
+      ["afterBurstIdle", `after burst, ${IDLE_SAMPLE_MS / 1000} s idle`],
       ["afterLogs", "after logs"],
     ];
     for (const [key, label] of labels) {
