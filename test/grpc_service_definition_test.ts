@@ -12,7 +12,7 @@ import {
   type ServiceHandlersOptions,
   type ServiceImpl,
 } from "../lib/grpc/service_definition.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { type Client, createClient } from "../lib/grpc/client.ts";
 import {
   GetMachineRequestSchema,
   LogChunkSchema,
@@ -176,6 +176,18 @@ Deno.test("createServiceDefinition() rejects a client-streaming method", () => {
     ),
   );
 });
+
+/** Calls GetMachine("m-1"), cancels it once its handler started, and expects CANCELLED. */
+async function cancelOnceStarted(
+  client: Client<typeof MachineService>,
+  started: Promise<void>,
+): Promise<void> {
+  const controller = new AbortController();
+  const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
+  await within(started, "the handler to start");
+  controller.abort();
+  await rejectsWithStatus(pending, grpc.status.CANCELLED);
+}
 
 // ----- unary calls -------------------------------------------------------------------------------
 
@@ -343,12 +355,7 @@ Deno.test("createServiceHandlers() aborts a signal first read after the client c
     }),
   });
   using client = createClient(MachineService, server.address);
-  const controller = new AbortController();
-
-  const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
-  await within(started.promise, "the handler to start");
-  controller.abort();
-  await rejectsWithStatus(pending, grpc.status.CANCELLED);
+  await cancelOnceStarted(client, started.promise);
   // The cancel travels as RST_STREAM; a later call on the same connection is answered only
   // after the server took it in (frames are processed in order).
   await client.getMachine({ machineId: "barrier" });
@@ -419,13 +426,7 @@ Deno.test("createClient() cancels a unary call when its signal aborts", async ()
     }),
   });
   using client = createClient(MachineService, server.address);
-  const controller = new AbortController();
-
-  const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
-  await within(started.promise, "the handler to start");
-  controller.abort();
-
-  await rejectsWithStatus(pending, grpc.status.CANCELLED);
+  await cancelOnceStarted(client, started.promise);
   const reason = await within(serverAborted.promise, "the handler's signal to abort");
   assert.ok(reason instanceof DOMException);
   assert.equal(reason.name, "AbortError");
