@@ -25,6 +25,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
 import { readRss, type Rss } from "./bench/memory.ts";
+import { calibrate } from "./bench/calibration.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
 const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"] as const;
@@ -137,25 +138,7 @@ const details: Record<string, unknown> = {};
 const failures: string[] = [];
 const notes: string[] = [];
 
-/**
- * A fixed single-threaded CPU task, timed before anything else (best of 3): figures from runs on
- * a shared or throttled machine differ, and this says by how much. Also the load average then.
- */
-function calibrate(): { cpuMs: number; loadAverage: string | null } {
-  let best = Infinity;
-  for (let run = 0; run < 3; run++) {
-    const t = performance.now();
-    let x = 0;
-    for (let i = 0; i < 30_000_000; i++) x = (x * 31 + i) % 1_000_003;
-    if (x < 0) throw new Error("unreachable: keeps the loop from being optimised away");
-    best = Math.min(best, performance.now() - t);
-  }
-  // [0, 0, 0] where the platform has none (Windows).
-  const load = Deno.loadavg();
-  const loadAverage = load.some((v) => v > 0) ? load.map((v) => v.toFixed(2)).join(" ") : null;
-  return { cpuMs: best, loadAverage };
-}
-const calibration = calibrate();
+const calibration = await calibrate();
 
 let server: ServerProcess | undefined;
 const address = values.server ?? (server = await spawnServer([], {
@@ -869,9 +852,11 @@ if (server) {
 
 const header = `bmdemo bench: scale ${values.scale}, server ${
   server ? `server.ts started by the tool (${address})` : address
-}, ${navigator.hardwareConcurrency} CPUs, deno ${Deno.version.deno}, calibration loop ${
+}, ${navigator.hardwareConcurrency} CPUs, deno ${Deno.version.deno}, calibration: CPU loop ${
   calibration.cpuMs.toFixed(0)
-} ms, load average at start ${calibration.loadAverage ?? "n/a"}`;
+} ms, bare node:http2 ${
+  Math.round(calibration.http2CallsPerSecond).toLocaleString("en-US")
+} round trips/s (one process), load average ${calibration.loadAverage ?? "n/a"}`;
 console.log(header);
 console.log(renderTable(figures));
 for (const note of notes) console.log(`note: ${note}`);
