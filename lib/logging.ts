@@ -122,8 +122,3 @@ function writeStderr(line: string): void {
   }
   stderrWriter.write(line);
 }
-
-/** Writes the log lines still waiting, e.g. before handing stderr to something else. */
-export function flushLogs(): void {
-  stderrWriter?.flush();
-}
