@@ -11,6 +11,10 @@
  * RPCs and fields of the original proto (no send_initial_snapshot, no LogChunk.seq, no
  * ErrorInfo), so the original Go server can be measured too.
  *
+ * The task runs this client with `--v8-flags=--max-semi-space-size=2`: with V8's default young
+ * generation its scavenges paused it for up to 21 ms (`--trace-gc`), which every call in flight
+ * counts as latency; with 2 MB the get p99 dropped from 26-30 ms to 22 ms in A/B runs.
+ *
  * @module
  */
 
