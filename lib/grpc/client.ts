@@ -92,6 +92,16 @@ export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** Messages a stream buffers for a consumer that is not reading before it pauses the call. */
 const STREAM_BUFFER = 64;
 
+/**
+ * HTTP/2 flow-control windows. The default 64 KiB connection window is shared by every stream
+ * of a client: one paused stream (a consumer not reading) could hold all of it and stall the
+ * others, and a busy event loop that is late with its WINDOW_UPDATEs throttles every watcher on
+ * the connection. Each stream still buffers at most its own window before the server is held
+ * back.
+ */
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
+const STREAM_WINDOW_BYTES = 1024 * 1024;
+
 // ---------------------------------------------------------------------------------------------
 // Errors and metadata
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +287,13 @@ class Connection {
     if (this.#closed) throw new RpcError(Code.CANCELLED, "Channel has been shut down");
     const current = this.#session;
     if (current && !current.closed && !current.destroyed) return current;
-    const session = http2.connect(this.#authority, this.#options);
+    const session = http2.connect(this.#authority, {
+      ...this.#options,
+      settings: { initialWindowSize: STREAM_WINDOW_BYTES },
+    });
+    session.once("remoteSettings", () => {
+      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+    });
     // Without a listener an "error" event would be thrown; the calls learn it from their
     // streams, or from failAll when the session ends before a stream could report it.
     session.on("error", (error: Error) => {
