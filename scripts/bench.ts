@@ -535,7 +535,7 @@ if (selected.has("burst") || selected.has("watch") || selected.has("logs")) {
           "end detected by",
           wait.foundByPolling === 0
             ? "WatchOperations events"
-            : `GetOperation polling for ${wait.foundByPolling}/${count} ops (watchers lagged)`,
+            : `GetOperation polling for ${wait.foundByPolling}/${count} ops (no watcher progress for 1 s)`,
         ),
       );
       if (wait.timedOut) figures.push(textFigure("burst", "timed out", "after 120 s"));
