@@ -185,17 +185,34 @@ export function truncate(text: string, max: number): string {
  * @returns The table text.
  */
 export function formatOperationTable(operations: readonly Operation[]): string {
-  return formatTable(
-    ["OPERATION_ID", "MACHINE", "TYPE", "PHASE", "STAGE", "ERROR"],
-    operations.map((op) => [
-      op.operationId,
-      op.machineId,
-      operationTypeName(op),
-      OperationPhase[op.phase] ?? String(op.phase),
-      op.currentStage || "-",
-      op.error?.message ? truncate(op.error.message, 30) : "-",
-    ]),
-  );
+  return formatTable(OPERATION_COLUMNS, operations.map(operationCells));
+}
+
+/** The columns of `ops`; `-o wide` appends more. */
+export const OPERATION_COLUMNS: readonly string[] = [
+  "OPERATION_ID",
+  "MACHINE",
+  "TYPE",
+  "PHASE",
+  "STAGE",
+  "ERROR",
+];
+
+/**
+ * The cells of one `ops` row, in {@linkcode OPERATION_COLUMNS} order.
+ *
+ * @param op The operation.
+ * @returns The cells.
+ */
+export function operationCells(op: Operation): string[] {
+  return [
+    op.operationId,
+    op.machineId,
+    operationTypeName(op),
+    OperationPhase[op.phase] ?? String(op.phase),
+    op.currentStage || "-",
+    op.error?.message ? truncate(op.error.message, 30) : "-",
+  ];
 }
 
 /**

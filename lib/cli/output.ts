@@ -19,8 +19,9 @@ import {
   formatTable,
   MACHINE_COLUMNS,
   machineCells,
+  OPERATION_COLUMNS,
+  operationCells,
   operationTypeName,
-  truncate,
 } from "./format.ts";
 import { UsageError } from "./session.ts";
 
@@ -173,24 +174,9 @@ export function formatOperationWideTable(
   now: number = Date.now(),
 ): string {
   return formatTable(
-    [
-      "OPERATION_ID",
-      "MACHINE",
-      "TYPE",
-      "PHASE",
-      "STAGE",
-      "ERROR",
-      "REQUEST_ID",
-      "CREATED",
-      "DURATION",
-    ],
+    [...OPERATION_COLUMNS, "REQUEST_ID", "CREATED", "DURATION"],
     operations.map((op) => [
-      op.operationId,
-      op.machineId,
-      operationTypeName(op),
-      OperationPhase[op.phase] ?? String(op.phase),
-      op.currentStage || "-",
-      op.error?.message ? truncate(op.error.message, 30) : "-",
+      ...operationCells(op),
       op.requestId || "-",
       formatTimestamp(op.createdAt),
       operationDuration(op, now),
