@@ -66,6 +66,29 @@ function withServerV8Flags(denoFlags: readonly string[]): string[] {
   return v8.length > 0 ? [`--v8-flags=${v8.join(",")}`, ...rest] : rest;
 }
 
+/** What a server process that ran to its end printed, and its exit code. */
+export interface ServerRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `server.ts` with `args` until it exits by itself, e.g. `--help` or flags it refuses.
+ *
+ * @param args Server flags.
+ * @returns Its exit code and output.
+ */
+export async function runServer(args: string[]): Promise<ServerRun> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--allow-net", "--allow-env", "--allow-read", SERVER, ...args],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
 /** How much of the server's stderr is kept: a long run must not grow its caller's memory. */
 const STDERR_TAIL = 200_000;
 

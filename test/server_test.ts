@@ -9,21 +9,7 @@ import { createClient } from "../lib/grpc/client.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
-
-const SERVER = new URL("../server.ts", import.meta.url).pathname;
-
-async function runServer(
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", "--allow-net", "--allow-env", "--allow-read", SERVER, ...args],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
+import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 Deno.test("server.ts --help prints the flags and exits 0", SANITIZE, async () => {
   const { code, stdout } = await runServer(["--help"]);

@@ -7,9 +7,7 @@ import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
 import { SANITIZE } from "./helpers.ts";
-import { spawnServer } from "../scripts/server_process.ts";
-
-const SERVER = new URL("../server.ts", import.meta.url).pathname;
+import { runServer, spawnServer } from "../scripts/server_process.ts";
 
 async function openssl(dir: string, ...args: string[]): Promise<void> {
   const out = await new Deno.Command("openssl", { args, cwd: dir, stdin: "null" }).output();
@@ -223,46 +221,18 @@ Deno.test(
 );
 
 Deno.test("a non-loopback --host needs a token or --insecure-expose", SANITIZE, async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      SERVER,
-      "--host",
-      "0.0.0.0",
-      "--port",
-      "0",
-    ],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
+  const out = await runServer(["--host", "0.0.0.0", "--port", "0"]);
   assert.equal(out.code, 2);
-  assert.match(new TextDecoder().decode(out.stderr), /--insecure-expose/);
+  assert.match(out.stderr, /--insecure-expose/);
   await using server = await spawnServer(["--host", "0.0.0.0", "--insecure-expose"]);
   assert.match(server.address, /^0\.0\.0\.0:\d+$/);
   assert.equal((await server.stop()).code, 0);
 });
 
 Deno.test("server.ts refuses --tls-cert without --tls-key", SANITIZE, async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      SERVER,
-      "--tls-cert",
-      "x.pem",
-    ],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
+  const out = await runServer(["--tls-cert", "x.pem"]);
   assert.equal(out.code, 2);
-  assert.match(new TextDecoder().decode(out.stderr), /--tls-cert and --tls-key go together/);
+  assert.match(out.stderr, /--tls-cert and --tls-key go together/);
 });
 
 Deno.test("isLoopbackHost", () => {
