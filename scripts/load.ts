@@ -29,18 +29,11 @@ import {
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { type Client, createClient, RpcError, statusName } from "../lib/grpc/client.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
-
-/** Steps of each plan (README "Operations"). */
-const STEPS: Record<number, number> = {
-  [OperationType.REBOOT]: 1,
-  [OperationType.REIMAGE]: 5,
-  [OperationType.ENTER_MAINTENANCE]: 0,
-  [OperationType.EXIT_MAINTENANCE]: 0,
-};
+import { BUILTIN_PLANS } from "../lib/plans.ts";
 
 /** Events of a SUCCEEDED operation: created, started, started/succeeded per step, terminal. */
 export function succeededEventCount(type: OperationType): number {
-  return 3 + 2 * (STEPS[type] ?? 0);
+  return 3 + 2 * (BUILTIN_PLANS.get(type)?.steps.length ?? 0);
 }
 
 /** Errors expected when clients race on their own machines. */

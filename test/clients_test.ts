@@ -25,18 +25,7 @@ import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/client.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 import { enterMaintenance, importMachines, SANITIZE, testEngine } from "./helpers.ts";
-
-/** Steps of each plan (README "Operations"): events = created, started, 2 per step, terminal. */
-const STEPS: Record<number, number> = {
-  [OperationType.REBOOT]: 1,
-  [OperationType.REIMAGE]: 5,
-  [OperationType.ENTER_MAINTENANCE]: 0,
-  [OperationType.EXIT_MAINTENANCE]: 0,
-};
-
-function expectedEvents(type: OperationType): number {
-  return 3 + 2 * STEPS[type];
-}
+import { succeededEventCount } from "../scripts/load.ts";
 
 /** Records every subscription the server's engine opens, and when each one closes. */
 function spySubscriptions(engine: Engine): { opened: { closed: Promise<void> }[] } {
@@ -139,7 +128,7 @@ Deno.test(
           requestId: `${type}-${i}`,
           type,
         });
-        expected.set(operation.operationId, expectedEvents(type));
+        expected.set(operation.operationId, succeededEventCount(type));
       }
     };
     burst(OperationType.ENTER_MAINTENANCE);
