@@ -12,7 +12,6 @@ import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
 import { main } from "../lib/cli/main.ts";
 import type { CliIo } from "../lib/cli/session.ts";
 import { parseDuration } from "../lib/cli/output.ts";
-import type { FakeProviderOptions } from "../lib/fake_provider.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,
@@ -23,6 +22,7 @@ import {
   enterMaintenance,
   holdVerb,
   importMachines,
+  maintenanceServer,
   runOperation,
   SANITIZE,
   testEngine,
@@ -45,13 +45,6 @@ async function runCli(server: BmdemoServer, args: string[], extra: Partial<CliIo
   };
   const code = await main([...args, "--server", server.address], io);
   return { code, out, err } satisfies Run;
-}
-
-async function maintenanceServer(provider: FakeProviderOptions = {}): Promise<BmdemoServer> {
-  const engine = testEngine(provider);
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
-  return await startServer({ port: 0, engine });
 }
 
 Deno.test(
@@ -172,12 +165,7 @@ Deno.test("wait exits 0, 4, 5 and 6 (timeout) like an operation command", SANITI
   }
   // FAILED.
   {
-    await using server = await startServer({
-      port: 0,
-      engine: testEngine({ faults: { reboot: { kind: "fail" } } }),
-    });
-    importMachines(server.engine, 1);
-    await enterMaintenance(server.engine, "machine-1");
+    await using server = await maintenanceServer({ faults: { reboot: { kind: "fail" } } });
     const op = await runOperation(server.engine, {
       machineId: "machine-1",
       type: OperationType.REBOOT,

@@ -4,7 +4,6 @@ import { displayWidth, formatTable } from "../lib/cli/format.ts";
 import { main, parseCommandLine } from "../lib/cli/main.ts";
 import { type CliIo, UsageError } from "../lib/cli/session.ts";
 import { create } from "@bufbuild/protobuf";
-import type { FakeProviderOptions } from "../lib/fake_provider.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,
@@ -15,6 +14,7 @@ import {
   holdVerb,
   importMachines,
   logText,
+  maintenanceServer,
   runOperation,
   SANITIZE,
   testEngine,
@@ -153,14 +153,6 @@ async function runCli(
   const c = captureIo(extra);
   const code = await main([...args, "--server", server.address], c.io);
   return { code, out: c.out(), err: c.err() };
-}
-
-/** A server over a zero-delay engine with machine-1 in MAINTENANCE. */
-async function maintenanceServer(provider: FakeProviderOptions = {}): Promise<BmdemoServer> {
-  const engine = testEngine(provider);
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
-  return await startServer({ port: 0, engine });
 }
 
 Deno.test("ops lists operations oldest first, or says there are none", SANITIZE, async () => {

@@ -30,6 +30,7 @@ import {
   enterMaintenanceBurst,
   holdVerb,
   importMachines,
+  maintenanceServer,
   nextEvent,
   SANITIZE,
   testEngine,
@@ -357,12 +358,7 @@ Deno.test(
   SANITIZE,
   async () => {
     const hold = holdVerb();
-    await using server = await startServer({
-      port: 0,
-      engine: testEngine({ hooks: { reboot: hold.hook } }),
-    });
-    importMachines(server.engine, 1);
-    await enterMaintenance(server.engine, "machine-1");
+    await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
     using client = createClient(MachineService, server.address);
 
     const first = await client.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
@@ -387,9 +383,7 @@ Deno.test(
 );
 
 Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
-  importMachines(server.engine, 1);
-  await enterMaintenance(server.engine, "machine-1");
+  await using server = await maintenanceServer();
   using client = createClient(MachineService, server.address);
 
   const op = await untilDone(
@@ -581,9 +575,7 @@ Deno.test(
   "StreamOperationLogs replays a finished operation and ends with OK",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
-    importMachines(server.engine, 1);
-    await enterMaintenance(server.engine, "machine-1");
+    await using server = await maintenanceServer();
     using machines = createClient(MachineService, server.address);
     using operations = createClient(OperationService, server.address);
 
@@ -610,12 +602,7 @@ Deno.test(
 
 Deno.test("StreamOperationLogs follows a running operation until it ends", SANITIZE, async () => {
   const hold = holdVerb();
-  await using server = await startServer({
-    port: 0,
-    engine: testEngine({ hooks: { reboot: hold.hook } }),
-  });
-  importMachines(server.engine, 1);
-  await enterMaintenance(server.engine, "machine-1");
+  await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
   using machines = createClient(MachineService, server.address);
   using operations = createClient(OperationService, server.address);
 
@@ -777,12 +764,7 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
 
 Deno.test("shutdown ends open watches and cancels running operations", SANITIZE, async () => {
   const hold = holdVerb();
-  await using server = await startServer({
-    port: 0,
-    engine: testEngine({ hooks: { reboot: hold.hook } }),
-  });
-  importMachines(server.engine, 1);
-  await enterMaintenance(server.engine, "machine-1");
+  await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
   using machines = createClient(MachineService, server.address);
   using operations = createClient(OperationService, server.address);
 

@@ -15,6 +15,7 @@ import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 import type { ProviderCall } from "../lib/provider.ts";
 
@@ -160,4 +161,17 @@ export async function enterMaintenanceBurst(
   }
   await Promise.all(started.map((id) => untilTerminal(engine, id)));
   return started;
+}
+
+/**
+ * A server on a free port over a zero-delay engine holding `machine-1`, already in
+ * MAINTENANCE (where every operation is allowed).
+ */
+export async function maintenanceServer(
+  provider: FakeProviderOptions = {},
+): Promise<BmdemoServer> {
+  const engine = testEngine(provider);
+  importMachines(engine, 1);
+  await enterMaintenance(engine, "machine-1");
+  return await startServer({ port: 0, engine });
 }

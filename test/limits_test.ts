@@ -25,7 +25,14 @@ import { createClient } from "../lib/grpc/client.ts";
 import { newMachineId } from "../lib/ids.ts";
 import { LIMITS } from "../lib/limits.ts";
 import { MAX_PAGE_SIZE } from "../lib/query.ts";
-import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import {
+  enterMaintenance,
+  importMachines,
+  maintenanceServer,
+  runOperation,
+  SANITIZE,
+  testEngine,
+} from "./helpers.ts";
 
 function labels(count: number, value = "v"): Record<string, string> {
   return Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, value]));
@@ -249,9 +256,7 @@ Deno.test(
   "limits over gRPC: the limit is accepted, one over is LIMIT_EXCEEDED",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
-    importMachines(server.engine, 1);
-    await enterMaintenance(server.engine, "machine-1");
+    await using server = await maintenanceServer();
     using machines = createClient(MachineService, server.address);
     using operations = createClient(OperationService, server.address);
 
