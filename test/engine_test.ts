@@ -10,6 +10,7 @@ import { DEFAULT_IMAGE_REF } from "../lib/plans.ts";
 import {
   enterMaintenance,
   importMachines,
+  maintenanceEngine,
   nextEvent,
   runOperation,
   SANITIZE,
@@ -73,9 +74,7 @@ Deno.test(
   "Engine.startOperation() fills in the default image before the idempotency check",
   SANITIZE,
   async () => {
-    await using engine = testEngine();
-    importMachines(engine, 1);
-    await enterMaintenance(engine, "machine-1");
+    await using engine = await maintenanceEngine();
     const a = engine.startOperation({
       machineId: "machine-1",
       requestId: "r",

@@ -14,6 +14,7 @@ import {
   enterMaintenance,
   importMachines,
   logText,
+  maintenanceEngine,
   messagesOf,
   nextEvent,
   runOperation,
@@ -34,9 +35,7 @@ Deno.test(
   "Executor runs a REBOOT to SUCCEEDED with one event per transition",
   SANITIZE,
   async () => {
-    await using engine = testEngine();
-    importMachines(engine, 1);
-    await enterMaintenance(engine, "machine-1");
+    await using engine = await maintenanceEngine();
     using events = engine.events.subscribe();
     const op = await runOperation(engine, { machineId: "machine-1", type: OperationType.REBOOT });
     assert.equal(op.phase, OperationPhase.SUCCEEDED);
@@ -60,9 +59,7 @@ Deno.test(
   "Executor runs a REIMAGE through its five steps and provisions the machine",
   SANITIZE,
   async () => {
-    await using engine = testEngine();
-    importMachines(engine, 1);
-    await enterMaintenance(engine, "machine-1");
+    await using engine = await maintenanceEngine();
     using events = engine.events.subscribe();
     const op = await runOperation(engine, {
       machineId: "machine-1",
@@ -163,9 +160,7 @@ Deno.test("Executor retries a failing step with backoff, then succeeds", SANITIZ
 });
 
 Deno.test("Executor fails an operation whose step exhausts its retries", SANITIZE, async (t) => {
-  await using engine = testEngine({ faults: { reboot: { kind: "fail" } } });
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
+  await using engine = await maintenanceEngine({ faults: { reboot: { kind: "fail" } } });
   using events = engine.events.subscribe();
   const op = await runOperation(engine, { machineId: "machine-1", type: OperationType.REBOOT });
   await t.step("records the error", () => {
@@ -243,9 +238,7 @@ Deno.test("Executor does not wait for a step that ignores its abort signal", SAN
     displayName: "Stuck",
     steps: [{ name: "stuck", timeoutMs: 5, maxRetries: 0, run: () => never.promise }],
   });
-  await using engine = testEngine({}, { executor: { plans } });
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
+  await using engine = await maintenanceEngine({}, { executor: { plans } });
   const op = await runOperation(engine, { machineId: "machine-1", type: OperationType.REBOOT });
   assert.equal(op.error?.code, "STEP_TIMEOUT");
   never.resolve();
@@ -257,9 +250,7 @@ Deno.test(
   async () => {
     const plans = new Map(BUILTIN_PLANS);
     plans.delete(OperationType.REBOOT);
-    await using engine = testEngine({}, { executor: { plans } });
-    importMachines(engine, 1);
-    await enterMaintenance(engine, "machine-1");
+    await using engine = await maintenanceEngine({}, { executor: { plans } });
     const op = await runOperation(engine, { machineId: "machine-1", type: OperationType.REBOOT });
     assert.equal(op.phase, OperationPhase.FAILED);
     assert.deepEqual([op.error?.code, op.error?.retryable], ["NO_PLAN", false]);
@@ -392,9 +383,7 @@ Deno.test(
 );
 
 Deno.test("Executor runs an operation once however often it is submitted", SANITIZE, async () => {
-  await using engine = testEngine();
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
+  await using engine = await maintenanceEngine();
   const first = engine.startOperation({
     machineId: "machine-1",
     requestId: "r-1",

@@ -170,8 +170,22 @@ export async function enterMaintenanceBurst(
 export async function maintenanceServer(
   provider: FakeProviderOptions = {},
 ): Promise<BmdemoServer> {
-  const engine = testEngine(provider);
+  return await startServer({ port: 0, engine: await maintenanceEngine(provider) });
+}
+
+/**
+ * An engine from {@linkcode testEngine} holding `machine-1`, already in MAINTENANCE.
+ *
+ * @param provider Fake provider options.
+ * @param options Engine options.
+ * @returns The engine.
+ */
+export async function maintenanceEngine(
+  provider: FakeProviderOptions = {},
+  options: EngineOptions = {},
+): Promise<Engine> {
+  const engine = testEngine(provider, options);
   importMachines(engine, 1);
   await enterMaintenance(engine, "machine-1");
-  return await startServer({ port: 0, engine });
+  return engine;
 }

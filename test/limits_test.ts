@@ -26,8 +26,8 @@ import { newMachineId } from "../lib/ids.ts";
 import { LIMITS } from "../lib/limits.ts";
 import { MAX_PAGE_SIZE } from "../lib/query.ts";
 import {
-  enterMaintenance,
   importMachines,
+  maintenanceEngine,
   maintenanceServer,
   runOperation,
   SANITIZE,
@@ -208,9 +208,7 @@ Deno.test("labels: 64 per machine, keys 63, values 256", SANITIZE, async (t) => 
 });
 
 Deno.test("image_ref: at most 256 characters", SANITIZE, async () => {
-  await using engine = testEngine();
-  importMachines(engine, 1);
-  await enterMaintenance(engine, "machine-1");
+  await using engine = await maintenanceEngine();
   refused(
     engine,
     () =>
