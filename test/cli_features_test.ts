@@ -23,6 +23,7 @@ import {
   holdVerb,
   importMachines,
   maintenanceServer,
+  nextSubscription,
   runOperation,
   SANITIZE,
   testEngine,
@@ -150,9 +151,10 @@ Deno.test("wait exits 0, 4, 5 and 6 (timeout) like an operation command", SANITI
       type: OperationType.REIMAGE,
     });
     await repave.entered;
+    const following = nextSubscription(server.engine);
     const waiting = runCli(server, ["wait", operation.operationId]);
-    // Released only after wait is following: give it the snapshot first.
-    await new Promise((r) => setTimeout(r, 50));
+    // Released only once wait is following, so the live path is what this checks.
+    await following;
     repave.release();
     const done = await waiting;
     assert.deepEqual([done.code, done.err], [0, ""]);
@@ -194,8 +196,9 @@ Deno.test("wait exits 0, 4, 5 and 6 (timeout) like an operation command", SANITI
       OperationPhase.RUNNING,
     );
 
+    const following = nextSubscription(server.engine);
     const waiting = runCli(server, ["wait", operation.operationId]);
-    await new Promise((r) => setTimeout(r, 50));
+    await following;
     server.engine.cancelOperation(operation.operationId);
     const canceled = await waiting;
     assert.deepEqual(canceled.code, 5);

@@ -189,3 +189,22 @@ export async function maintenanceEngine(
   await enterMaintenance(engine, "machine-1");
   return engine;
 }
+
+/**
+ * Resolves when the next event subscription opens on the engine: a client's watch (or a command
+ * that follows an operation) has reached the server and will see what happens from now on.
+ *
+ * @param engine The engine.
+ * @returns When the subscription exists.
+ */
+export function nextSubscription(engine: Engine): Promise<void> {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const subscribe = engine.events.subscribe;
+  engine.events.subscribe = (options) => {
+    engine.events.subscribe = subscribe;
+    const subscription = subscribe.call(engine.events, options);
+    resolve();
+    return subscription;
+  };
+  return promise;
+}
