@@ -501,7 +501,7 @@ function startCall(
   }
   untrack = target.connection.track(session, { fail: finish });
 
-  const trailers = new ResponseMetadata();
+  let trailers: ResponseMetadata | undefined;
   let status: number | undefined;
   let statusMessage = "";
   let httpStatus = 0;
@@ -509,9 +509,10 @@ function startCall(
   const takeStatus = (h: http2.IncomingHttpHeaders): void => {
     const raw = h["grpc-status"];
     if (raw === undefined) return;
-    readMetadata(h, trailers);
     const parsed = Number(raw);
     status = Number.isInteger(parsed) && parsed >= 0 ? parsed : Code.UNKNOWN;
+    // Only a failure exposes its metadata (RpcError.metadata): a success skips the copy.
+    if (status !== Code.OK) readMetadata(h, trailers ??= new ResponseMetadata());
     const message = h["grpc-message"];
     statusMessage = typeof message === "string" ? decodeGrpcMessage(message) : "";
   };
