@@ -60,7 +60,7 @@ export const LIMITS = Object.freeze({
   /**
    * Largest machine a client may store, in encoded bytes of its id, spec and labels (the
    * server-owned status is not counted). The per-field limits keep an ASCII machine under
-   * ~26 KiB; this bounds multi-byte text too.
+   * ~27 KiB; this bounds multi-byte text too.
    */
   machineBytes: 65536,
   /**

@@ -40,16 +40,28 @@ export function snapshotEncoding<D extends DescMessage>(
   schema: D,
   message: MessageShape<D>,
 ): Uint8Array {
+  // Only frozen messages are cached, so a hit needs no isFrozen check (the costlier of the two
+  // on the list hot path).
+  const cached = cache.get(message);
+  if (cached) return cached;
   if (!Object.isFrozen(message)) return toBinary(schema, message);
-  let bytes = cache.get(message);
-  if (!bytes) {
-    // One entry per top-level snapshot: its nested messages are encoded inline, not cached
-    // separately, so the cache holds one byte array per machine, event or log line.
-    const encoded = toBinary(schema, message);
-    bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
-    cache.set(message, bytes);
-  }
+  // One entry per top-level snapshot: its nested messages are encoded inline, not cached
+  // separately, so the cache holds one byte array per machine, event or log line.
+  const encoded = toBinary(schema, message);
+  const bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+  cache.set(message, bytes);
   return bytes;
+}
+
+/**
+ * The encoding {@linkcode snapshotEncoding} keeps for `message`, if any: a lookup without the
+ * `Object.isFrozen` check, for callers that encode messages that are mostly cached snapshots.
+ *
+ * @param message A message.
+ * @returns Its cached encoding, or `undefined` when it has none (yet, or is not frozen).
+ */
+export function cachedEncoding(message: object): Uint8Array | undefined {
+  return cache.get(message);
 }
 
 /**

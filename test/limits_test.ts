@@ -259,6 +259,25 @@ Deno.test("filter: at most 1024 characters, for lists and watches", SANITIZE, as
   refused(engine, () => engine.watch({ filter: `${operationFilter}m` }), "filter", 1024);
 });
 
+Deno.test(
+  "page_token: the longest token the server issues is within the limit",
+  SANITIZE,
+  async () => {
+    await using engine = testEngine();
+    // Control characters take six characters each in the token's JSON: the worst case.
+    const value = "\u0001".repeat(240);
+    engine.registerMachine(machine("machine-1", { a: value }));
+    engine.registerMachine(machine("machine-2", { a: value }));
+    const filter = Array(4).fill(`label.a=${value}`).join(" AND ");
+    assert.ok(filter.length <= LIMITS.filterLength);
+    const first = engine.listMachines({ filter, pageSize: 1 });
+    assert.ok(first.nextPageToken.length > 7000, `${first.nextPageToken.length}`);
+    assert.ok(first.nextPageToken.length <= LIMITS.pageTokenLength / 2);
+    const second = engine.listMachines({ filter, pageSize: 1, pageToken: first.nextPageToken });
+    assert.deepEqual(second.items.map((m) => m.machineId), ["machine-2"]);
+  },
+);
+
 Deno.test("page_size: larger requests are capped to 1000, not refused", SANITIZE, async () => {
   await using engine = testEngine();
   importMachines(engine, LIMITS.maxPageSize + 1);

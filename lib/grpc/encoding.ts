@@ -11,7 +11,7 @@
  */
 
 import { type DescField, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { snapshotEncoding, varintLength } from "../snapshot_encoding.ts";
+import { cachedEncoding, snapshotEncoding, varintLength } from "../snapshot_encoding.ts";
 
 type MessageField =
   & DescField
@@ -53,6 +53,10 @@ export function encodeMessage<D extends DescMessage>(
   schema: D,
   message: MessageShape<D>,
 ): Uint8Array {
+  // A cached snapshot first: the common case (list elements, fanned-out events), and a lookup
+  // is cheaper than the isFrozen check.
+  const cached = cachedEncoding(message);
+  if (cached) return cached;
   if (!Object.isFrozen(message)) return encodeFresh(schema, message);
   return snapshotEncoding(schema, message);
 }
