@@ -36,6 +36,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  untilTerminal,
 } from "./helpers.ts";
 
 function labels(count: number, value = "v"): Record<string, string> {
@@ -442,6 +443,10 @@ Deno.test(
       assert.ok(Number(info?.metadata.actual) > c.limit, `${c.field}: ${info?.metadata.actual}`);
       assert.match(error.details, new RegExp(`the limit is ${c.limit}:`));
     }
+    // The calls at the limit started operations: let them end before the server stops.
+    for (const op of server.engine.store.activeOperations()) {
+      await untilTerminal(server.engine, op.operationId);
+    }
   },
 );
 
@@ -545,6 +550,11 @@ Deno.test(
             /with its stored spec kept it would break a limit \(spec\.serial is 2100000 characters long; the limit is 256: .*\); send new spec within the limits/,
           );
           assert.equal(store.getMachine("machine-1"), before, "nothing changed");
+          assert.throws(
+            () => store.updateMachine("machine-2", { labels: { role: "db" } }),
+            (error: unknown) =>
+              error instanceof InvalidArgumentError && error.metadata.field === "spec.serial",
+          );
         });
         await t.step("an update with a spec within the limits fixes it", () => {
           const fixed = store.updateMachine("machine-1", {
@@ -558,6 +568,7 @@ Deno.test(
       assert.equal(reopened.getMachine("machine-1").spec?.serial, "SN-1");
       assert.deepEqual(reopened.getMachine("machine-1").labels, { role: "db" });
       assert.equal(reopened.getMachine("machine-2").spec?.serial, OLD_SERIAL);
+      assert.deepEqual(reopened.getMachine("machine-2").labels, {}, "nothing stored");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
