@@ -11,6 +11,8 @@
  */
 
 import { InvalidArgumentError } from "./errors.ts";
+import { toBinary } from "@bufbuild/protobuf";
+import { type Machine, MachineSchema, type MachineSpec } from "./gen/baremetal/v1/baremetal_pb.ts";
 
 /** Every limit a request is checked against. */
 export const LIMITS = Object.freeze({
@@ -30,6 +32,43 @@ export const LIMITS = Object.freeze({
   filterLength: 1024,
   /** Largest page a list returns; a larger `page_size` is capped to it (not refused). */
   maxPageSize: 1000,
+  /** Longest `operation_id` sent, in characters (the server issues `op-<uuid>`, 39). */
+  operationIdLength: 128,
+  /**
+   * Longest `page_token`, in characters: twice the longest token the server issues (base64 of
+   * a cursor holding a canonical filter of at most 1,024 characters, ~8,300).
+   */
+  pageTokenLength: 16384,
+  /** Longest `spec.provider`, in characters (provider names such as `boulder`, `nebius`). */
+  providerLength: 64,
+  /** Most `spec.mac_addresses` of one machine (one per network port; 8-16 on big servers). */
+  macAddressesPerMachine: 64,
+  /** Longest MAC address, in characters (an InfiniBand 20-byte address is 59 with colons). */
+  macAddressLength: 64,
+  /** Longest `spec.serial`, in characters (SMBIOS serials are usually under 32). */
+  serialLength: 256,
+  /** Longest `spec.ssh_endpoint`, in characters (a DNS name is at most 253, plus `:port`). */
+  sshEndpointLength: 512,
+  /** Longest `spec.bmc_address`, in characters (a host:port or a Redfish URL). */
+  bmcAddressLength: 512,
+  /** Longest `spec.rack`, in characters. */
+  rackLength: 128,
+  /** Longest `spec.target_cluster.cluster_id`, in characters. */
+  clusterIdLength: 128,
+  /** Longest `spec.target_cluster.kubeconfig_secret_ref`, in characters (namespace/name is ≤ 317). */
+  kubeconfigSecretRefLength: 512,
+  /**
+   * Largest machine a client may store, in encoded bytes of its id, spec and labels (the
+   * server-owned status is not counted). The per-field limits keep an ASCII machine under
+   * ~27 KiB; this bounds multi-byte text too.
+   */
+  machineBytes: 65536,
+  /**
+   * Byte budget of one list reply (ListMachines, ListOperations): a page ends early, with a
+   * `next_page_token`, before its items exceed it. Well under the 4 MiB a gRPC client accepts
+   * by default; a page always holds at least one item.
+   */
+  maxPageBytes: 1048576,
 });
 
 /** The characters a `machine_id` may contain: letters, digits, `.`, `_`, `:` and `-`. */
@@ -189,4 +228,139 @@ export function checkLabels(labels: Record<string, string>, machineId = ""): voi
       `label_value of "${key}"`,
     );
   }
+}
+
+/**
+ * Checks an `operation_id` a client sends: at most {@linkcode LIMITS.operationIdLength}
+ * characters (an id this server never issues would only be NOT_FOUND; a huge one must not be
+ * echoed back in the error).
+ *
+ * @param operationId The id (non-empty; emptiness is the caller's `MISSING_FIELD`).
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED`.
+ */
+export function checkOperationId(operationId: string): void {
+  checkLength(
+    "operation_id",
+    operationId,
+    LIMITS.operationIdLength,
+    "pass an operation id this server returned (op-<uuid>)",
+  );
+}
+
+/** One string of a machine's spec and its limit. */
+interface SpecString {
+  /** The request field, as its proto path. */
+  field: string;
+  limit: number;
+  value(spec: MachineSpec): string;
+  fix: string;
+}
+
+const SPEC_STRINGS: readonly SpecString[] = [
+  {
+    field: "spec.provider",
+    limit: LIMITS.providerLength,
+    value: (spec) => spec.provider,
+    fix: "use the provider's short name",
+  },
+  {
+    field: "spec.serial",
+    limit: LIMITS.serialLength,
+    value: (spec) => spec.serial,
+    fix: "send the hardware serial number only",
+  },
+  {
+    field: "spec.ssh_endpoint",
+    limit: LIMITS.sshEndpointLength,
+    value: (spec) => spec.sshEndpoint,
+    fix: "send host:port",
+  },
+  {
+    field: "spec.bmc_address",
+    limit: LIMITS.bmcAddressLength,
+    value: (spec) => spec.bmcAddress,
+    fix: "send the BMC's host:port or URL",
+  },
+  {
+    field: "spec.rack",
+    limit: LIMITS.rackLength,
+    value: (spec) => spec.rack,
+    fix: "use a shorter rack name",
+  },
+  {
+    field: "spec.target_cluster.cluster_id",
+    limit: LIMITS.clusterIdLength,
+    value: (spec) => spec.targetCluster?.clusterId ?? "",
+    fix: "use a shorter cluster id",
+  },
+  {
+    field: "spec.target_cluster.kubeconfig_secret_ref",
+    limit: LIMITS.kubeconfigSecretRefLength,
+    value: (spec) => spec.targetCluster?.kubeconfigSecretRef ?? "",
+    fix: "reference the secret by a shorter name",
+  },
+];
+
+/**
+ * Checks a machine's spec: every string against its limit in {@linkcode LIMITS} (`provider`,
+ * `serial`, `ssh_endpoint`, `bmc_address`, `rack`, `target_cluster.*`), at most
+ * {@linkcode LIMITS.macAddressesPerMachine} MAC addresses of at most
+ * {@linkcode LIMITS.macAddressLength} characters each. Error fields are proto paths such as
+ * `spec.serial`; a MAC address that is too long is `spec.mac_address` with metadata `index`.
+ *
+ * @param spec The spec sent; `undefined` (no spec) passes.
+ * @param machineId The machine it belongs to (for the error metadata), if known.
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED`.
+ *
+ * @example
+ * ```ts
+ * import { create } from "@bufbuild/protobuf";
+ * import { MachineSpecSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * checkSpec(create(MachineSpecSchema, { provider: "fake", serial: "SN-1" }), "machine-1");
+ * ```
+ */
+export function checkSpec(spec: MachineSpec | undefined, machineId = ""): void {
+  if (spec === undefined) return;
+  const ids: Record<string, string> = machineId === "" ? {} : { machineId };
+  for (const { field, limit, value, fix } of SPEC_STRINGS) {
+    checkLength(field, value(spec), limit, fix, ids);
+  }
+  const macs = spec.macAddresses;
+  checkCount(
+    "spec.mac_addresses",
+    macs.length,
+    LIMITS.macAddressesPerMachine,
+    `spec.mac_addresses has ${macs.length} addresses; the limit is ${LIMITS.macAddressesPerMachine}: send one per network port`,
+    ids,
+  );
+  macs.forEach((mac, index) =>
+    checkLength(
+      "spec.mac_address",
+      mac,
+      LIMITS.macAddressLength,
+      "send one MAC address per entry",
+      { ...ids, index: String(index) },
+      `spec.mac_addresses[${index}]`,
+    )
+  );
+}
+
+/**
+ * Checks the encoded size of what a client stores of a machine (its id, spec and labels; the
+ * status is the server's) against {@linkcode LIMITS.machineBytes}.
+ *
+ * @param machine The machine as it would be stored.
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED` with field `machine`.
+ */
+export function checkMachineSize(machine: Machine): void {
+  const bytes = toBinary(MachineSchema, { ...machine, status: undefined }).length;
+  checkCount(
+    "machine",
+    bytes,
+    LIMITS.machineBytes,
+    `machine${
+      machine.machineId === "" ? "" : ` "${machine.machineId}"`
+    } is ${bytes} bytes encoded (id, spec and labels); the limit is ${LIMITS.machineBytes}: keep bulky data elsewhere and store a reference`,
+    machine.machineId === "" ? {} : { machineId: machine.machineId },
+  );
 }

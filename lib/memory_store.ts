@@ -13,11 +13,14 @@ import { create } from "@bufbuild/protobuf";
 import {
   ErrorStatusSchema,
   type Machine,
+  MachineSchema,
   type Operation,
   Operation_Phase as OperationPhase,
   OperationSchema,
 } from "./gen/baremetal/v1/baremetal_pb.ts";
 import { newOperationId } from "./ids.ts";
+import { LIMITS } from "./limits.ts";
+import { elementSize } from "./snapshot_encoding.ts";
 import { isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
 import type { CancelCause, Outcome } from "./lifecycle.ts";
 import {
@@ -34,6 +37,7 @@ import {
   applyEffects,
   type CancelOperationResult,
   checkMachineId,
+  checkOperationId,
   checkReplay,
   type CreateOperationRequest,
   type CreateOperationResult,
@@ -51,6 +55,7 @@ import {
   validateCreateRequest,
   validateMachine,
   validatePatch,
+  validateUpdated,
   withEffectiveState,
 } from "./store.ts";
 
@@ -209,6 +214,7 @@ class MemoryStore implements Store {
       spec: patch.spec ?? slot.value.spec,
       labels: patch.labels ? { ...patch.labels } : slot.value.labels,
     });
+    validateUpdated(updated, patch);
     this.#persist.machine(slot.seq, updated);
     slot.value = updated;
     return slot.value;
@@ -260,6 +266,7 @@ class MemoryStore implements Store {
   }
 
   getOperation(operationId: string): Operation {
+    checkOperationId(operationId);
     const slot = this.#operationById.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     return slot.value;
@@ -329,6 +336,7 @@ class MemoryStore implements Store {
   }
 
   cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult {
+    checkOperationId(operationId);
     const slot = this.#operationById.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     const current = slot.value;
@@ -342,6 +350,12 @@ class MemoryStore implements Store {
   }
 }
 
+// What one listed item adds to its reply (ListMachinesResponse, ListOperationsResponse).
+const ELEMENT_SIZE: Record<"machines" | "operations", (item: unknown) => number> = {
+  machines: (machine) => elementSize(MachineSchema, machine as Machine),
+  operations: (operation) => elementSize(OperationSchema, operation as Operation),
+};
+
 function page<T>(
   source: readonly Slot<T>[],
   filter: Filter<T>,
@@ -351,19 +365,24 @@ function page<T>(
   const size = resolvePageSize(query.pageSize);
   const after = decodePageToken(query.pageToken ?? "", { list, filter: filter.canonical });
   const items: T[] = [];
+  let bytes = 0;
   let lastSeq = after;
   // Slots are sorted by seq; skip straight past the cursor.
   let i = lowerBound(source, after + 1);
   for (; i < source.length; i++) {
     const slot = source[i];
     if (!filter.matches(slot.value)) continue;
-    if (items.length === size) {
+    // Cut by count, or by bytes so that no reply exceeds a client's message limit; a page
+    // always holds one item. The size is the cached encoding the reply is later sent with.
+    const itemBytes = items.length === size ? 0 : ELEMENT_SIZE[list](slot.value);
+    if (items.length === size || (items.length > 0 && bytes + itemBytes > LIMITS.maxPageBytes)) {
       return {
         items,
         nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
       };
     }
     items.push(slot.value);
+    bytes += itemBytes;
     lastSeq = slot.seq;
   }
   return { items, nextPageToken: "" };

@@ -273,13 +273,20 @@ export function encodePageToken(cursor: PageCursor): string {
  * @param expected The list and canonical filter of the current request.
  * @returns The sequence number to continue after.
  * @throws {InvalidArgumentError} `INVALID_PAGE_TOKEN` for a token that is malformed or was
- * issued for another list or filter.
+ * issued for another list or filter; `LIMIT_EXCEEDED` for one longer than
+ * {@linkcode LIMITS.pageTokenLength}.
  */
 export function decodePageToken(
   token: string,
   expected: Omit<PageCursor, "after">,
 ): number {
   if (token === "") return 0;
+  checkLength(
+    "page_token",
+    token,
+    LIMITS.pageTokenLength,
+    "pass next_page_token unchanged (no token this server issues is that long)",
+  );
   // A token is echoed back in the error; a huge forged one must not make a huge status.
   const shown = token.length > 256 ? `${token.slice(0, 256)}…` : token;
   const invalid = (detail: string) =>

@@ -38,7 +38,14 @@ import {
   type Outcome,
   setCondition,
 } from "./lifecycle.ts";
-import { checkLabels, checkLength, checkMachineId, LIMITS } from "./limits.ts";
+import {
+  checkLabels,
+  checkLength,
+  checkMachineId,
+  checkMachineSize,
+  checkSpec,
+  LIMITS,
+} from "./limits.ts";
 import type { ListQuery, Page } from "./query.ts";
 
 export type { ListQuery, Page } from "./query.ts";
@@ -46,6 +53,7 @@ export { freezeSnapshot } from "./immutable.ts";
 export {
   checkLabels,
   checkMachineId,
+  checkOperationId,
   LABEL_KEY_PATTERN,
   LIMITS,
   MACHINE_ID_PATTERN,
@@ -178,8 +186,8 @@ export function newMachine(input: Machine, now: Timestamp): Machine {
 
 /**
  * Checks the client-owned fields of a machine a client registers: its id (when set; an empty
- * id gets a generated one) and its labels, against {@linkcode LIMITS}. Call it before any
- * change, for new and existing ids alike.
+ * id gets a generated one), labels, spec and encoded size, against {@linkcode LIMITS}. Call it
+ * before any change, for new and existing ids alike.
  *
  * @param input The machine from the request.
  * @throws {InvalidArgumentError} `LIMIT_EXCEEDED` or `INVALID_FORMAT`.
@@ -187,10 +195,13 @@ export function newMachine(input: Machine, now: Timestamp): Machine {
 export function validateMachine(input: Machine): void {
   if (input.machineId !== "") checkMachineId(input.machineId);
   checkLabels(input.labels, input.machineId);
+  checkSpec(input.spec, input.machineId);
+  checkMachineSize(input);
 }
 
 /**
- * Checks a patch of {@linkcode Store.updateMachine} (the id and the new labels).
+ * Checks a patch of {@linkcode Store.updateMachine} (the id, the new labels and spec) before
+ * any lookup.
  *
  * @param machineId The machine.
  * @param patch The patch.
@@ -200,6 +211,34 @@ export function validatePatch(machineId: string, patch: MachinePatch): void {
   if (machineId === "") throw missingField("machine_id", "machine_id is required");
   checkMachineId(machineId);
   if (patch.labels) checkLabels(patch.labels, machineId);
+  checkSpec(patch.spec, machineId);
+  checkMachineSize(create(MachineSchema, { machineId, spec: patch.spec, labels: patch.labels }));
+}
+
+/**
+ * Checks the machine an update would store: the patch merged with the stored machine. The
+ * patch itself passed {@linkcode validatePatch}, so what breaks a limit here is the part kept
+ * from the stored machine (written before the limit existed, or too big next to the new part);
+ * the refusal says so, and that the update must replace that part.
+ *
+ * @param updated The stored machine with the patch applied.
+ * @param patch The patch.
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED` or `INVALID_FORMAT`, with the metadata of the
+ * limit broken.
+ */
+export function validateUpdated(updated: Machine, patch: MachinePatch): void {
+  try {
+    validateMachine(updated);
+  } catch (error) {
+    if (!(error instanceof InvalidArgumentError)) throw error;
+    const kept = [patch.spec ? "" : "spec", patch.labels ? "" : "labels"].filter(Boolean);
+    if (kept.length === 0) throw error;
+    const part = kept.join(" and ");
+    throw new InvalidArgumentError(
+      `Cannot update machine "${updated.machineId}": with its stored ${part} kept it would break a limit (${error.message}); send new ${part} within the limits in this update (a machine stored before the limit existed is fixed this way)`,
+      { reason: error.reason, metadata: { ...error.metadata, machineId: updated.machineId } },
+    );
+  }
 }
 
 /**

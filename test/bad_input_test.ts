@@ -188,6 +188,8 @@ Deno.test(
 
     const big = "x".repeat(5 * 1024 * 1024);
     const long = "m".repeat(200);
+    const mib2 = "s".repeat(2 * 1024 * 1024);
+    const macAddresses = Array.from({ length: 10_000 }, () => "02:00:00:00:00:01");
     const manyLabels = Object.fromEntries(
       Array.from({ length: 10_000 }, (_, i) => [`k${i}`, "v"]),
     );
@@ -312,6 +314,27 @@ Deno.test(
         reason: "LIMIT_EXCEEDED",
       },
       {
+        name: "RegisterMachine: 2 MiB serial (new machine)",
+        call: () =>
+          machines.registerMachine({ machine: { machineId: "new-1", spec: { serial: mib2 } } }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
+        name: "RegisterMachine: 2 MiB serial (existing machine)",
+        call: () =>
+          machines.registerMachine({ machine: { machineId: "machine-2", spec: { serial: mib2 } } }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
+        name: "RegisterMachine: 10,000 MAC addresses",
+        call: () =>
+          machines.registerMachine({ machine: { machineId: "new-1", spec: { macAddresses } } }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
         name: "RegisterMachine: 5 MiB serial",
         call: () =>
           machines.registerMachine({ machine: { machineId: "new-1", spec: { serial: big } } }),
@@ -375,6 +398,12 @@ Deno.test(
         reason: "INVALID_PAGE_TOKEN",
       },
       {
+        name: "ListMachines: 20,000-char page token",
+        call: () => machines.listMachines({ pageToken: "t".repeat(20_000) }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
         name: "ListMachines: negative page size",
         call: () => machines.listMachines({ pageSize: -1 }),
         code: INVALID_ARGUMENT,
@@ -402,6 +431,20 @@ Deno.test(
       {
         name: "UpdateMachine: 200-char machine_id",
         call: () => machines.updateMachine({ machine: { machineId: long } }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
+        name: "UpdateMachine: 2 MiB serial",
+        call: () =>
+          machines.updateMachine({ machine: { machineId: "machine-2", spec: { serial: mib2 } } }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
+        name: "UpdateMachine: 2 MiB rack",
+        call: () =>
+          machines.updateMachine({ machine: { machineId: "machine-2", spec: { rack: mib2 } } }),
         code: INVALID_ARGUMENT,
         reason: "LIMIT_EXCEEDED",
       },
@@ -492,8 +535,8 @@ Deno.test(
       {
         name: "CancelOperation: 200-char operation_id",
         call: () => machines.cancelOperation({ operationId: long }),
-        code: NOT_FOUND,
-        reason: "OPERATION_NOT_FOUND",
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
       },
       {
         name: "CancelOperation: finished operation",
@@ -513,6 +556,12 @@ Deno.test(
         call: () => operations.getOperation({ operationId: "op-404" }),
         code: NOT_FOUND,
         reason: "OPERATION_NOT_FOUND",
+      },
+      {
+        name: "GetOperation: 200-char operation_id",
+        call: () => operations.getOperation({ operationId: long }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
       },
       {
         name: "GetOperation: 5 MiB operation_id",
@@ -566,6 +615,12 @@ Deno.test(
         reason: "INVALID_PAGE_TOKEN",
       },
       {
+        name: "ListOperations: 20,000-char page token",
+        call: () => operations.listOperations({ pageToken: "t".repeat(20_000) }),
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
+      },
+      {
         name: "ListOperations: negative page size",
         call: () => operations.listOperations({ pageSize: -5 }),
         code: INVALID_ARGUMENT,
@@ -606,8 +661,8 @@ Deno.test(
       {
         name: "StreamOperationLogs: 200-char operation_id",
         call: () => readAll(operations.streamOperationLogs({ operationId: long })),
-        code: NOT_FOUND,
-        reason: "OPERATION_NOT_FOUND",
+        code: INVALID_ARGUMENT,
+        reason: "LIMIT_EXCEEDED",
       },
     ];
 

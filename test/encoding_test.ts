@@ -10,6 +10,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { encodeMessage } from "../lib/grpc/encoding.ts";
 import { freezeSnapshot } from "../lib/immutable.ts";
+import { cachedEncoding, elementSize } from "../lib/snapshot_encoding.ts";
 
 const ts = timestampFromDate(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)));
 
@@ -93,6 +94,24 @@ Deno.test("encodeMessage() reuses the encoding of a frozen message, never of a m
     "changed",
   );
   assert.notEqual(first, encodeMessage(MachineSchema, mutable));
+});
+
+Deno.test("a listed machine is encoded once: the page's measure is the reply's bytes", () => {
+  const machines = [machine(1), machine(2)];
+  // What the store's page assembly measures, before the reply is built.
+  const sizes = machines.map((m) => elementSize(MachineSchema, m));
+  const measured = machines.map((m) => cachedEncoding(m));
+  assert.ok(measured.every((bytes) => bytes !== undefined));
+  // The serializer sends those very byte arrays, not a second encoding.
+  for (const [i, m] of machines.entries()) {
+    assert.equal(encodeMessage(MachineSchema, m), measured[i]);
+  }
+  const reply = create(ListMachinesResponseSchema, { machines });
+  assert.equal(
+    encodeMessage(ListMachinesResponseSchema, reply).length,
+    sizes.reduce((a, b) => a + b, 0),
+  );
+  assert.equal(cachedEncoding(create(MachineSchema, { machineId: "mutable" })), undefined);
 });
 
 Deno.test("freezeSnapshot() freezes deeply and leaves byte arrays alone", () => {

@@ -9,13 +9,16 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
+import { DatabaseSync } from "node:sqlite";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Engine } from "../lib/engine.ts";
 import { BmdemoError, InvalidArgumentError } from "../lib/errors.ts";
 import {
+  ListMachinesResponseSchema,
   type Machine,
   MachineSchema,
   MachineService,
+  MachineSpecSchema,
   Operation_OperationType as OperationType,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
@@ -25,6 +28,7 @@ import { createClient } from "../lib/grpc/client.ts";
 import { newMachineId } from "../lib/ids.ts";
 import { LIMITS } from "../lib/limits.ts";
 import { MAX_PAGE_SIZE } from "../lib/query.ts";
+import { createSqliteStore } from "../lib/sqlite_store.ts";
 import {
   importMachines,
   maintenanceEngine,
@@ -32,6 +36,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  untilTerminal,
 } from "./helpers.ts";
 
 function labels(count: number, value = "v"): Record<string, string> {
@@ -87,6 +92,19 @@ Deno.test("LIMITS are exported with their documented values", () => {
     imageRefLength: 256,
     filterLength: 1024,
     maxPageSize: 1000,
+    operationIdLength: 128,
+    pageTokenLength: 16384,
+    providerLength: 64,
+    macAddressesPerMachine: 64,
+    macAddressLength: 64,
+    serialLength: 256,
+    sshEndpointLength: 512,
+    bmcAddressLength: 512,
+    rackLength: 128,
+    clusterIdLength: 128,
+    kubeconfigSecretRefLength: 512,
+    machineBytes: 65536,
+    maxPageBytes: 1048576,
   });
   assert.equal(MAX_PAGE_SIZE, LIMITS.maxPageSize);
   assert.ok(Object.isFrozen(LIMITS));
@@ -242,6 +260,25 @@ Deno.test("filter: at most 1024 characters, for lists and watches", SANITIZE, as
   refused(engine, () => engine.watch({ filter: `${operationFilter}m` }), "filter", 1024);
 });
 
+Deno.test(
+  "page_token: the longest token the server issues is within the limit",
+  SANITIZE,
+  async () => {
+    await using engine = testEngine();
+    // Control characters take six characters each in the token's JSON: the worst case.
+    const value = "\u0001".repeat(240);
+    engine.registerMachine(machine("machine-1", { a: value }));
+    engine.registerMachine(machine("machine-2", { a: value }));
+    const filter = Array(4).fill(`label.a=${value}`).join(" AND ");
+    assert.ok(filter.length <= LIMITS.filterLength);
+    const first = engine.listMachines({ filter, pageSize: 1 });
+    assert.ok(first.nextPageToken.length > 7000, `${first.nextPageToken.length}`);
+    assert.ok(first.nextPageToken.length <= LIMITS.pageTokenLength / 2);
+    const second = engine.listMachines({ filter, pageSize: 1, pageToken: first.nextPageToken });
+    assert.deepEqual(second.items.map((m) => m.machineId), ["machine-2"]);
+  },
+);
+
 Deno.test("page_size: larger requests are capped to 1000, not refused", SANITIZE, async () => {
   await using engine = testEngine();
   importMachines(engine, LIMITS.maxPageSize + 1);
@@ -301,6 +338,79 @@ Deno.test(
         call: (n) => machines.rebootMachine({ machineId: "machine-1", requestId: "r".repeat(n) }),
       },
       {
+        field: "spec.serial",
+        limit: 256,
+        call: (n) =>
+          machines.registerMachine({
+            machine: { machineId: "m-s", spec: { serial: "s".repeat(n) } },
+          }),
+      },
+      {
+        field: "spec.rack",
+        limit: 128,
+        call: (n) =>
+          machines.updateMachine({
+            machine: { machineId: "machine-2", spec: { rack: "r".repeat(n) } },
+          }),
+      },
+      {
+        field: "spec.mac_addresses",
+        limit: 64,
+        call: (n) =>
+          machines.registerMachine({
+            machine: {
+              machineId: "m-m",
+              spec: { macAddresses: Array(n).fill("02:00:00:00:00:01") },
+            },
+          }),
+      },
+      {
+        field: "spec.mac_address",
+        limit: 64,
+        call: (n) =>
+          machines.updateMachine({
+            machine: { machineId: "machine-2", spec: { macAddresses: ["m".repeat(n)] } },
+          }),
+      },
+      {
+        field: "spec.target_cluster.kubeconfig_secret_ref",
+        limit: 512,
+        call: (n) =>
+          machines.registerMachine({
+            machine: {
+              machineId: "m-t",
+              spec: { targetCluster: { kubeconfigSecretRef: "k".repeat(n) } },
+            },
+          }),
+      },
+      {
+        field: "machine",
+        limit: 65536,
+        // n/1024 labels of 256 four-byte characters: 64 of them are over, 60 are not.
+        call: (n) =>
+          machines.registerMachine({
+            machine: {
+              machineId: "m-w",
+              labels: Object.fromEntries(
+                Array.from(
+                  { length: n === 65536 ? 60 : 64 },
+                  (_, i) => [`k${i}`, "🙂".repeat(256)],
+                ),
+              ),
+            },
+          }),
+      },
+      {
+        field: "operation_id",
+        limit: 128,
+        call: (n) => operations.getOperation({ operationId: "o".repeat(n) }),
+      },
+      {
+        field: "page_token",
+        limit: 16384,
+        call: (n) => machines.listMachines({ pageToken: "t".repeat(n) }),
+      },
+      {
         field: "image_ref",
         limit: 256,
         call: (n) =>
@@ -330,7 +440,12 @@ Deno.test(
       assert.equal(info?.reason, "LIMIT_EXCEEDED", c.field);
       assert.equal(info?.metadata.field, c.field);
       assert.equal(info?.metadata.limit, String(c.limit));
+      assert.ok(Number(info?.metadata.actual) > c.limit, `${c.field}: ${info?.metadata.actual}`);
       assert.match(error.details, new RegExp(`the limit is ${c.limit}:`));
+    }
+    // The calls at the limit started operations: let them end before the server stops.
+    for (const op of server.engine.store.activeOperations()) {
+      await untilTerminal(server.engine, op.operationId);
     }
   },
 );
@@ -361,5 +476,167 @@ Deno.test(
     }
     const after = await machines.listMachines({});
     assert.deepEqual(after.machines.map((m) => m.machineId), ["machine-1"]);
+  },
+);
+
+/** A SQLite file as an older bmdemo left it: machine-1 … machine-N, the `big` ones with a 2.1 MB serial. */
+function oldDatabase(dir: string, count: number, big: string[]): string {
+  const path = `${dir}/old.db`;
+  {
+    using store = createSqliteStore(path);
+    for (let i = 1; i <= count; i++) store.registerMachine(machine(`machine-${i}`));
+  }
+  // Written directly, as a version without spec limits stored them.
+  const raw = new DatabaseSync(path);
+  try {
+    const update = raw.prepare("UPDATE machines SET data = ? WHERE machine_id = ?");
+    for (const id of big) {
+      const row = raw.prepare("SELECT data FROM machines WHERE machine_id = ?").get(id) as {
+        data: Uint8Array;
+      };
+      const stored = fromBinary(MachineSchema, row.data);
+      stored.spec = create(MachineSpecSchema, { provider: "fake", serial: OLD_SERIAL });
+      update.run(toBinary(MachineSchema, stored), id);
+    }
+  } finally {
+    raw.close();
+  }
+  return path;
+}
+
+const OLD_SERIAL = "S".repeat(2_100_000);
+
+Deno.test(
+  "machines stored before the spec limits stay readable and are fixed by an update",
+  SANITIZE,
+  async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "bmdemo-limits-" });
+    try {
+      const path = oldDatabase(dir, 3, ["machine-1", "machine-2"]);
+      {
+        using store = createSqliteStore(path);
+        await t.step("the file opens and GetMachine returns them whole", () => {
+          assert.equal(store.loaded.machines, 3);
+          assert.equal(store.getMachine("machine-1").spec?.serial, OLD_SERIAL);
+        });
+        await t.step("ListMachines returns one per page, over the byte budget", () => {
+          const pages: string[][] = [];
+          let token = "";
+          do {
+            const page = store.listMachines({ pageSize: 100, pageToken: token });
+            pages.push(page.items.map((m) => m.machineId));
+            token = page.nextPageToken;
+          } while (token !== "");
+          assert.deepEqual(pages, [["machine-1"], ["machine-2"], ["machine-3"]]);
+        });
+        await t.step("an update that keeps the oversized spec is refused clearly", () => {
+          const before = store.getMachine("machine-1");
+          let caught: unknown;
+          try {
+            store.updateMachine("machine-1", { labels: { role: "db" } });
+          } catch (error) {
+            caught = error;
+          }
+          assert.ok(caught instanceof InvalidArgumentError, String(caught));
+          assert.equal(caught.reason, "LIMIT_EXCEEDED");
+          assert.deepEqual({ ...caught.metadata }, {
+            machineId: "machine-1",
+            field: "spec.serial",
+            limit: "256",
+            actual: "2100000",
+          });
+          assert.match(
+            caught.message,
+            /with its stored spec kept it would break a limit \(spec\.serial is 2100000 characters long; the limit is 256: .*\); send new spec within the limits/,
+          );
+          assert.equal(store.getMachine("machine-1"), before, "nothing changed");
+          assert.throws(
+            () => store.updateMachine("machine-2", { labels: { role: "db" } }),
+            (error: unknown) =>
+              error instanceof InvalidArgumentError && error.metadata.field === "spec.serial",
+          );
+        });
+        await t.step("an update with a spec within the limits fixes it", () => {
+          const fixed = store.updateMachine("machine-1", {
+            spec: create(MachineSpecSchema, { provider: "fake", serial: "SN-1" }),
+            labels: { role: "db" },
+          });
+          assert.equal(fixed.spec?.serial, "SN-1");
+        });
+      }
+      using reopened = createSqliteStore(path);
+      assert.equal(reopened.getMachine("machine-1").spec?.serial, "SN-1");
+      assert.deepEqual(reopened.getMachine("machine-1").labels, { role: "db" });
+      assert.equal(reopened.getMachine("machine-2").spec?.serial, OLD_SERIAL);
+      assert.deepEqual(reopened.getMachine("machine-2").labels, {}, "nothing stored");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "ListMachines over gRPC stays under the client's 4 MiB with two 2.1 MB machines stored",
+  SANITIZE,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "bmdemo-limits-" });
+    try {
+      using store = createSqliteStore(oldDatabase(dir, 5, ["machine-2", "machine-3"]));
+      await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
+      using machines = createClient(MachineService, server.address);
+      const pages: string[][] = [];
+      let pageToken = "";
+      do {
+        const page = await machines.listMachines({ pageSize: 1000, pageToken });
+        pages.push(page.machines.map((m) => m.machineId));
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      // Each oversized machine is a page of its own; the small ones fill the pages around them.
+      assert.deepEqual(pages, [["machine-1"], ["machine-2"], ["machine-3"], [
+        "machine-4",
+        "machine-5",
+      ]]);
+      let caught: unknown;
+      try {
+        await machines.updateMachine({ machine: { machineId: "machine-2", labels: { a: "b" } } });
+      } catch (error) {
+        caught = error;
+      }
+      const info = errorInfoOf(caught);
+      assert.equal((caught as grpc.ServiceError).code, grpc.status.INVALID_ARGUMENT);
+      assert.equal(info?.reason, "LIMIT_EXCEEDED");
+      assert.equal(info?.metadata.field, "spec.serial");
+      assert.equal(info?.metadata.machineId, "machine-2");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "ListMachines and ListOperations replies over gRPC are cut by bytes, every item once",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    // 64 labels of 256 three-byte characters: ~52 KB a machine, 1,000 would be ~52 MB.
+    const wide = Object.fromEntries(
+      Array.from({ length: 64 }, (_, i) => [`k${i}`, "€".repeat(256)]),
+    );
+    const ids = Array.from({ length: 100 }, (_, i) => `machine-${i + 1}`);
+    for (const id of ids) server.engine.registerMachine(machine(id, wide));
+    using machines = createClient(MachineService, server.address);
+    const seen: string[] = [];
+    let pages = 0;
+    let pageToken = "";
+    do {
+      const page = await machines.listMachines({ pageSize: 1000, pageToken });
+      const bytes = toBinary(ListMachinesResponseSchema, page).length;
+      assert.ok(bytes <= LIMITS.maxPageBytes + 1024, `${bytes} bytes`);
+      seen.push(...page.machines.map((m) => m.machineId));
+      pages++;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    assert.deepEqual(seen, ids);
+    assert.ok(pages >= 5, `${pages} pages`);
   },
 );

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   BmdemoError,
@@ -16,8 +16,10 @@ import {
   NotFoundError,
 } from "../lib/errors.ts";
 import {
+  ListMachinesResponseSchema,
   type Machine,
   MachineSchema,
+  MachineSpecSchema,
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
@@ -768,6 +770,24 @@ export function storeContract(name: string, factory: StoreFactory): void {
           "filter",
         ],
         [
+          "operation_id too long (get)",
+          () => store.getOperation("o".repeat(LIMITS.operationIdLength + 1)),
+          "LIMIT_EXCEEDED",
+          "operation_id",
+        ],
+        [
+          "operation_id too long (cancel)",
+          () => store.cancelOperation("o".repeat(LIMITS.operationIdLength + 1), "user"),
+          "LIMIT_EXCEEDED",
+          "operation_id",
+        ],
+        [
+          "page_token too long",
+          () => store.listMachines({ pageToken: "t".repeat(LIMITS.pageTokenLength + 1) }),
+          "LIMIT_EXCEEDED",
+          "page_token",
+        ],
+        [
           "missing machine_id",
           () => store.createOperation(request("", "r")),
           "MISSING_FIELD",
@@ -783,6 +803,179 @@ export function storeContract(name: string, factory: StoreFactory): void {
     }
     await t.step("changes nothing", () => {
       assert.deepEqual(snapshot(), before);
+    });
+  });
+
+  Deno.test(`${name}: limits every spec field and the whole machine`, opts, async (t) => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-1"));
+    const snapshot = () => store.listMachines({ pageSize: LIMITS.maxPageSize }).items;
+    // field -> [limit, a spec with a value of length/count n in that field]
+    const cases: Record<
+      string,
+      [number, (n: number) => MessageInitShape<typeof MachineSpecSchema>]
+    > = {
+      "spec.provider": [64, (n) => ({ provider: "p".repeat(n) })],
+      "spec.serial": [256, (n) => ({ serial: "s".repeat(n) })],
+      "spec.ssh_endpoint": [512, (n) => ({ sshEndpoint: "h".repeat(n) })],
+      "spec.bmc_address": [512, (n) => ({ bmcAddress: "b".repeat(n) })],
+      "spec.rack": [128, (n) => ({ rack: "r".repeat(n) })],
+      "spec.mac_addresses": [64, (n) => ({ macAddresses: Array(n).fill("02:00:00:00:00:01") })],
+      "spec.mac_address": [64, (n) => ({ macAddresses: ["02:00:00:00:00:01", "m".repeat(n)] })],
+      "spec.target_cluster.cluster_id": [
+        128,
+        (n) => ({ targetCluster: { clusterId: "c".repeat(n) } }),
+      ],
+      "spec.target_cluster.kubeconfig_secret_ref": [
+        512,
+        (n) => ({ targetCluster: { kubeconfigSecretRef: "k".repeat(n) } }),
+      ],
+    };
+    await t.step("every string and list of MachineSpec has a case", () => {
+      const paths = (schema: DescMessage, prefix: string): string[] =>
+        schema.fields.flatMap((f) =>
+          f.fieldKind === "message"
+            ? paths(f.message, `${prefix}${f.name}.`)
+            : [`${prefix}${f.name}`]
+        );
+      for (const path of paths(MachineSpecSchema, "spec.")) {
+        assert.ok(Object.hasOwn(cases, path), `${path} has no limit case`);
+      }
+    });
+    for (const [field, [limit, spec]] of Object.entries(cases)) {
+      await t.step(`${field}: ${limit} accepted, ${limit + 1} refused three ways`, () => {
+        const atLimit = create(MachineSpecSchema, spec(limit));
+        const id = `machine-at-${field}`;
+        assert.ok(store.registerMachine(machine(id, { spec: atLimit })).created);
+        assert.deepEqual(store.updateMachine(id, { spec: atLimit }).spec, atLimit);
+        const kept = snapshot();
+        const over = create(MachineSpecSchema, spec(limit + 1));
+        for (
+          const fn of [
+            () => store.registerMachine(machine("machine-new", { spec: over })),
+            () => store.registerMachine(machine("machine-1", { spec: over })),
+            () => store.updateMachine("machine-1", { spec: over }),
+          ]
+        ) {
+          const error = assertDomainError(fn, InvalidArgumentError, "LIMIT_EXCEEDED");
+          assert.equal(error.metadata.field, field);
+          assert.equal(error.metadata.limit, String(limit));
+          assert.equal(error.metadata.machineId?.startsWith("machine-"), true);
+          assert.match(error.message, new RegExp(`the limit is ${limit}:`));
+        }
+        assert.deepEqual(snapshot(), kept, "a refused request changes nothing");
+      });
+    }
+    await t.step("the whole machine: 65536 encoded bytes of id, spec and labels", () => {
+      // 64 labels are allowed, but of 256 four-byte characters they encode to ~66 KiB.
+      const wide = (count: number) =>
+        Object.fromEntries(Array.from({ length: count }, (_, i) => [`k${i}`, "🙂".repeat(256)]));
+      store.registerMachine(machine("machine-wide", { labels: wide(60) }));
+      const kept = snapshot();
+      for (
+        const fn of [
+          () => store.registerMachine(machine("machine-new", { labels: wide(64) })),
+          () => store.registerMachine(machine("machine-wide", { labels: wide(64) })),
+          () => store.updateMachine("machine-1", { labels: wide(64) }),
+        ]
+      ) {
+        const error = assertDomainError(fn, InvalidArgumentError, "LIMIT_EXCEEDED");
+        assert.equal(error.metadata.field, "machine");
+        assert.equal(error.metadata.limit, "65536");
+        assert.ok(Number(error.metadata.actual) > 65536, error.message);
+        assert.match(error.message, /bytes encoded \(id, spec and labels\); the limit is 65536:/);
+      }
+      assert.deepEqual(snapshot(), kept, "a refused request changes nothing");
+    });
+    await t.step("an update whose spec fits alone but not next to the stored labels", () => {
+      const serial = create(MachineSpecSchema, { serial: "s".repeat(256) });
+      const wide = Object.fromEntries(
+        Array.from({ length: 63 }, (_, i) => [`k${i}`, "🙂".repeat(256)]),
+      );
+      store.updateMachine("machine-1", { labels: wide });
+      const kept = snapshot();
+      const error = assertDomainError(
+        () =>
+          store.updateMachine("machine-1", {
+            spec: { ...serial, macAddresses: Array(64).fill("m".repeat(64)) },
+          }),
+        InvalidArgumentError,
+        "LIMIT_EXCEEDED",
+        /with its stored labels kept it would break a limit/,
+      );
+      assert.equal(error.metadata.field, "machine");
+      assert.deepEqual(snapshot(), kept);
+    });
+  });
+
+  Deno.test(`${name}: list pages are cut by bytes as well as by page_size`, opts, async (t) => {
+    const { store } = await fresh();
+    // ~55 KB each (labels of three-byte characters): 100 of them would be a 5.5 MB page.
+    const labels = Object.fromEntries(
+      Array.from({ length: 64 }, (_, i) => [`k${i}`, "€".repeat(256)]),
+    );
+    const ids = Array.from({ length: 40 }, (_, i) => `machine-${i + 1}`);
+    for (const id of ids) store.registerMachine(machine(id, { labels }));
+    const readAll = (filter: string) => {
+      const pages: Machine[][] = [];
+      let token = "";
+      do {
+        const page = store.listMachines({ pageSize: 100, pageToken: token, filter });
+        pages.push(page.items);
+        token = page.nextPageToken;
+      } while (token !== "");
+      return pages;
+    };
+    for (const filter of ["", "label.k0=" + "€".repeat(256)]) {
+      await t.step(
+        `filter "${filter.slice(0, 10)}": cut, continued, nothing lost or repeated`,
+        () => {
+          const pages = readAll(filter);
+          assert.ok(pages.length > 1, `one page of ${pages[0].length}`);
+          assert.deepEqual(pages.flat().map((m) => m.machineId), ids);
+          for (const [i, items] of pages.entries()) {
+            assert.ok(items.length >= 1);
+            const bytes = toBinary(
+              ListMachinesResponseSchema,
+              create(ListMachinesResponseSchema, { machines: items }),
+            ).length;
+            assert.ok(bytes <= LIMITS.maxPageBytes, `page ${i}: ${bytes} bytes`);
+            if (i < pages.length - 1) {
+              // Cut as late as the budget allows: one more machine would not fit.
+              const grown = toBinary(
+                ListMachinesResponseSchema,
+                create(ListMachinesResponseSchema, { machines: [...items, pages[i + 1][0]] }),
+              ).length;
+              assert.ok(grown > LIMITS.maxPageBytes, `page ${i} cut early at ${bytes} bytes`);
+            }
+          }
+        },
+      );
+    }
+    await t.step("operations too", () => {
+      // A failure message is the server's, not limited: 300 KB each, three fit in a page.
+      for (const id of ids.slice(0, 10)) {
+        const { operation } = store.createOperation(request(id, `r-${id}`));
+        store.markRunning(operation.operationId);
+        store.finishOperation(operation.operationId, {
+          phase: OperationPhase.FAILED,
+          error: {
+            code: "EXECUTION_FAILED",
+            message: "x".repeat(300_000),
+            retryable: false,
+            details: {},
+          },
+        });
+      }
+      const pages: string[][] = [];
+      let token = "";
+      do {
+        const page = store.listOperations({ pageSize: 100, pageToken: token });
+        pages.push(page.items.map((op) => op.machineId));
+        token = page.nextPageToken;
+      } while (token !== "");
+      assert.deepEqual(pages.map((p) => p.length), [3, 3, 3, 1]);
+      assert.deepEqual(pages.flat(), ids.slice(0, 10));
     });
   });
 

@@ -1,10 +1,8 @@
 /**
- * Binary encoding that reuses work across calls: the store hands out immutable (frozen)
- * snapshots, and the same snapshot is often encoded many times (a machine listed by every
- * ListMachines page it is on, an operation event fanned out to every watcher, a log line
- * replayed to every reader). A frozen message's encoding is computed once and kept, keyed by the
- * object, for as long as the object lives; a message that is not frozen (a list response built
- * per call) is encoded with its repeated and singular message fields taken from that cache.
+ * Binary encoding that reuses work across calls: a frozen (immutable) snapshot is encoded once
+ * (`lib/snapshot_encoding.ts` keeps its bytes for as long as it lives; the store's byte-capped
+ * list pages measure the same bytes); a message that is not frozen (a list response built per
+ * call) is encoded with its repeated and singular message fields taken from that cache.
  *
  * Protobuf allows fields in any order, and repeated elements keep their relative order, so the
  * output decodes to exactly the message `toBinary` would have produced.
@@ -12,10 +10,8 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { type DescField, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-
-const cache = new WeakMap<object, Uint8Array>();
+import { cachedEncoding, snapshotEncoding, varintLength } from "../snapshot_encoding.ts";
 
 type MessageField =
   & DescField
@@ -57,16 +53,12 @@ export function encodeMessage<D extends DescMessage>(
   schema: D,
   message: MessageShape<D>,
 ): Uint8Array {
+  // A cached snapshot first: the common case (list elements, fanned-out events), and a lookup
+  // is cheaper than the isFrozen check.
+  const cached = cachedEncoding(message);
+  if (cached) return cached;
   if (!Object.isFrozen(message)) return encodeFresh(schema, message);
-  let bytes = cache.get(message);
-  if (!bytes) {
-    // One entry per top-level snapshot: its nested messages are encoded inline, not cached
-    // separately, so the cache holds one byte array per machine, event or log line.
-    const encoded = toBinary(schema, message);
-    bytes = Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
-    cache.set(message, bytes);
-  }
-  return bytes;
+  return snapshotEncoding(schema, message);
 }
 
 function encodeFresh(schema: DescMessage, message: Record<string, unknown>): Uint8Array {
@@ -105,15 +97,6 @@ function encodeFresh(schema: DescMessage, message: Record<string, unknown>): Uin
     offset += bodies[i].length;
   }
   return out;
-}
-
-function varintLength(value: number): number {
-  let length = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 128);
-    length++;
-  }
-  return length;
 }
 
 function writeVarint(out: Uint8Array, offset: number, value: number): number {
