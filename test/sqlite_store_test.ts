@@ -32,7 +32,7 @@ let count = 0;
 
 storeContract(
   "SqliteStore",
-  ({ now }) => createSqliteStore(`${dir}/contract-${++count}.db`, { now }),
+  (options) => createSqliteStore(`${dir}/contract-${++count}.db`, options),
 );
 
 function tempDb(t: { name: string }): { path: string; [Symbol.dispose](): void } {
@@ -214,7 +214,8 @@ Deno.test("SqliteStore: migrations", SANITIZE, async (t) => {
       () => createSqliteStore(db.path),
       (error: unknown) =>
         error instanceof SchemaVersionError &&
-        /schema version 2.*up to 1.*newer bmdemo/.test(error.message),
+        new RegExp(`schema version ${SCHEMA_VERSION + 1}.*up to ${SCHEMA_VERSION}.*newer bmdemo`)
+          .test(error.message),
     );
   });
 });
