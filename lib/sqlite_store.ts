@@ -30,14 +30,14 @@
  * later writes, and once more than {@linkcode FREE_PAGES_KEPT} are free a few are returned to
  * the file system after each batch (`incremental_vacuum` in small steps), so the file stops
  * growing once the retention limit is reached. A file created before (auto_vacuum off) is
- * converted once at open with a VACUUM (migration 2). At open, finished operations beyond
- * `retention.maxOperations` are deleted before anything is loaded, so a restart loads only the
- * retained rows.
+ * rewritten once at open (migration 2, see `convertToIncrementalVacuum`). At open, finished
+ * operations beyond `retention.maxOperations` are deleted before anything is loaded, so a
+ * restart loads only the retained rows.
  *
  * @module
  */
 
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { LogJournalBacking } from "./feeds.ts";
 import {
@@ -93,10 +93,11 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
-    // A VACUUM cannot run in the migration's transaction: the open converts the file right
-    // after (it checks the mode at every open, so a crash in between is caught up later).
+    // The mode of a non-empty file changes only by rewriting it, which cannot happen in the
+    // migration's transaction: the open does it right after (it checks the mode at every open,
+    // so a crash in between is caught up later).
     description: "auto_vacuum=INCREMENTAL: pages freed by pruning are reused and given back " +
-      "(a file from version 1 is rewritten once by a VACUUM at open)",
+      "(a file from version 1 is rewritten once at open)",
     sql: "PRAGMA auto_vacuum = INCREMENTAL;",
   },
 ];
@@ -209,33 +210,88 @@ export function createSqliteStore(path: string, options: SqliteStoreOptions = {}
 
 function openSqliteStore(path: string, options: SqliteStoreOptions): SqliteStore {
   const start = performance.now();
-  const db = new DatabaseSync(path);
+  let db = openConfigured(path);
   let pruned = 0;
   try {
-    // Takes effect on a new, empty file only; an existing one is converted below.
+    migrate(db, path);
+    if (options.retention) pruned = pruneAtOpen(db, options.retention.maxOperations);
+    const mode = Number(
+      (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum,
+    );
+    if (mode !== AUTO_VACUUM_INCREMENTAL) {
+      db = convertToIncrementalVacuum(db, path);
+    } else if (pruned > 0) {
+      db.prepare("PRAGMA incremental_vacuum").all();
+    }
+  } catch (error) {
+    if (db.isOpen) db.close();
+    throw error;
+  }
+  return new SqliteStoreImpl(db, path, { ...options, pruned, start });
+}
+
+function openConfigured(path: string): DatabaseSync {
+  const db = new DatabaseSync(path);
+  try {
+    // Takes effect on a new, empty file only; an existing one is converted at open.
     db.exec("PRAGMA auto_vacuum = INCREMENTAL");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
     db.exec("PRAGMA busy_timeout = 5000");
     // The WAL file is reused after each checkpoint; this truncates it back after a large burst.
     db.exec("PRAGMA journal_size_limit = 16777216");
-    migrate(db, path);
-    if (options.retention) pruned = pruneAtOpen(db, options.retention.maxOperations);
-    const mode = Number(
-      (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number })
-        .auto_vacuum,
-    );
-    if (mode !== AUTO_VACUUM_INCREMENTAL) {
-      db.exec("PRAGMA auto_vacuum = INCREMENTAL");
-      db.exec("VACUUM");
-    } else if (pruned > 0) {
-      db.prepare("PRAGMA incremental_vacuum").all();
-    }
   } catch (error) {
     db.close();
     throw error;
   }
-  return new SqliteStoreImpl(db, path, { ...options, pruned, start });
+  return db;
+}
+
+/**
+ * Rewrites a file whose auto_vacuum is off into one with incremental auto-vacuum, the work of
+ * `VACUUM` (which Deno's `node:sqlite` refuses without --allow-all: it needs an attached
+ * database): same schema and rows copied into a new file, which then replaces the old one by a
+ * rename, so a crash leaves either file whole. Closes `db`; returns the converted file opened.
+ */
+function convertToIncrementalVacuum(db: DatabaseSync, path: string): DatabaseSync {
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  const tmp = `${path}.converting`;
+  try {
+    // Left over by a conversion that crashed: the original is still whole.
+    Deno.removeSync(tmp);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const out = new DatabaseSync(tmp);
+  try {
+    out.exec("PRAGMA auto_vacuum = INCREMENTAL");
+    out.exec("BEGIN");
+    const objects = db.prepare(
+      "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'",
+    ).all() as { type: string; name: string; sql: string }[];
+    const tables = objects.filter((o) => o.type === "table");
+    for (const table of tables) {
+      out.exec(table.sql);
+      const columns = (db.prepare(`PRAGMA table_info("${table.name}")`).all() as {
+        name: string;
+      }[]).map((c) => `"${c.name}"`);
+      const insert = out.prepare(
+        `INSERT INTO "${table.name}" (${columns.join(", ")}) VALUES (${
+          columns.map(() => "?").join(", ")
+        })`,
+      );
+      for (const row of db.prepare(`SELECT ${columns.join(", ")} FROM "${table.name}"`).iterate()) {
+        insert.run(...Object.values(row as Record<string, SQLInputValue>));
+      }
+    }
+    for (const other of objects.filter((o) => o.type !== "table")) out.exec(other.sql);
+    out.exec("COMMIT");
+  } finally {
+    out.close();
+  }
+  db.close();
+  Deno.renameSync(tmp, path);
+  return openConfigured(path);
 }
 
 /** Deletes finished operations beyond the newest `keep` with their logs; returns how many. */

@@ -402,6 +402,7 @@ Deno.test("SqliteStore: a version 1 file is migrated to incremental auto-vacuum"
       Number((after.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum),
       2,
     );
+    assert.throws(() => Deno.statSync(`${db.path}.converting`), Deno.errors.NotFound);
     const versions = after.prepare("SELECT version FROM schema_version ORDER BY version").all()
       .map((row) => Number((row as { version: number }).version));
     assert.deepEqual(versions, MIGRATIONS.map((m) => m.version));
