@@ -7,7 +7,8 @@
  *
  * - ListOperations with filters that match nothing (phase, type, machine_id): latency;
  * - GetMachine latency idle, then while 4 clients (own connections) loop on those filtered
- *   lists with no pause, and the ratio of the p99s.
+ *   lists with no pause, and the ratio of the p99s; as a control, GetMachine while 4 clients
+ *   loop on GetMachine (the cost of the load itself, whatever the calls).
  *
  * @module
  */
@@ -115,6 +116,42 @@ async function timed(count: number, fn: (i: number) => Promise<unknown>): Promis
 }
 
 /**
+ * Times GetMachine calls while {@linkcode LOOPERS} clients, each on its own connection, call
+ * `loop` with no pause.
+ */
+async function underLoad(
+  address: string,
+  scale: ScanScale,
+  loop: (
+    client: {
+      machines: ReturnType<typeof createClient<typeof MachineService>>;
+      operations: ReturnType<typeof createClient<typeof OperationService>>;
+    },
+    i: number,
+  ) => Promise<void>,
+): Promise<{ latencies: number[]; loopCalls: number }> {
+  using machines = createClient(MachineService, address);
+  const stop = new AbortController();
+  let loopCalls = 0;
+  const loopers = Array.from({ length: LOOPERS }, async (_, n) => {
+    using clientMachines = createClient(MachineService, address);
+    using clientOperations = createClient(OperationService, address);
+    const client = { machines: clientMachines, operations: clientOperations };
+    for (let i = n; !stop.signal.aborted; i++) {
+      await loop(client, i);
+      loopCalls++;
+    }
+  });
+  const latencies = await timed(
+    scale.calls,
+    (i) => machines.getMachine({ machineId: `scan-${((i * 7919) % scale.machines) + 1}` }),
+  );
+  stop.abort();
+  await Promise.all(loopers);
+  return { latencies, loopCalls };
+}
+
+/**
  * Runs the scenario with its own server.
  *
  * @param scale How much.
@@ -151,19 +188,15 @@ export async function runScan(
     await timed(100, (i) => machines.getMachine({ machineId: pick(i) }));
     const idle = await timed(scale.calls, (i) => machines.getMachine({ machineId: pick(i) }));
 
-    const stop = new AbortController();
-    let listCalls = 0;
-    const loopers = Array.from({ length: LOOPERS }, async (_, n) => {
-      using client = createClient(OperationService, server!.address);
-      for (let i = n; !stop.signal.aborted; i++) {
-        await client.listOperations({ filter: filterOf(i), pageSize: 100 });
-        listCalls++;
-      }
+    // The same load with GetMachine loops instead: what 4 busy clients cost on their own.
+    const control = await underLoad(server.address, scale, async (client) => {
+      await client.machines.getMachine({ machineId: pick(0) });
     });
-    const busy = await timed(scale.calls, (i) => machines.getMachine({ machineId: pick(i) }));
-    stop.abort();
-    await Promise.all(loopers);
-
+    const loaded = await underLoad(server.address, scale, async (client, i) => {
+      await client.operations.listOperations({ filter: filterOf(i), pageSize: 100 });
+    });
+    const busy = loaded.latencies;
+    const listCalls = loaded.loopCalls;
     const p99 = (samples: number[]) => quantile([...samples].sort((a, b) => a - b), 0.99) ?? 0;
     const ratio = p99(busy) / p99(idle);
     const over = `${scale.operations.toLocaleString("en-US")} retained operations`;
@@ -179,6 +212,13 @@ export async function runScan(
           `${busy.length} calls`,
         ),
         figure("scan", "GetMachine p99 busy / idle", "x", [ratio]),
+        figure(
+          "scan",
+          `control: GetMachine while ${LOOPERS} clients loop on GetMachine`,
+          "ms",
+          control.latencies,
+          `${control.latencies.length} calls`,
+        ),
       ],
       details: {
         operations: scale.operations,
@@ -189,6 +229,7 @@ export async function runScan(
         idleP99: p99(idle),
         busyP99: p99(busy),
         ratio,
+        controlP99: p99(control.latencies),
         listCallsDuringBusy: listCalls,
       },
     };
