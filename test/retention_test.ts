@@ -1,13 +1,18 @@
 import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "../lib/grpc/client.ts";
 import { NotFoundError } from "../lib/errors.ts";
 import { createMemoryStore } from "../lib/memory_store.ts";
 import {
+  MachineSchema,
+  MachineService,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
+  OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { parseCount, parseDuration, Retention } from "../lib/retention.ts";
-import { runServer } from "../scripts/server_process.ts";
+import { runServer, spawnServer } from "../scripts/server_process.ts";
 import {
   enterMaintenance,
   importMachines,
@@ -187,5 +192,55 @@ Deno.test(
       engine.retention.sweep();
       assert.equal(engine.getOperation(operation.operationId).phase, OperationPhase.PENDING);
     });
+  },
+);
+
+Deno.test(
+  "server.ts --retain-operations prunes as operations finish, and again at open",
+  SANITIZE,
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "bmdemo-retention-" });
+    const db = `${dir}/bmdemo.db`;
+    try {
+      const ids: string[] = [];
+      {
+        await using server = await spawnServer(["--db", db, "--retain-operations", "2"]);
+        using machines = createClient(MachineService, server.address);
+        using operations = createClient(OperationService, server.address);
+        await machines.registerMachine({ machine: create(MachineSchema, { machineId: "m-1" }) });
+        const events = operations.watchOperations({ sendInitialSnapshot: true });
+        // Enter and exit maintenance (no steps) six times, each once the previous one ended.
+        const start = async (n: number) => {
+          const request = { machineId: "m-1", requestId: `r-${n}` };
+          const op = n % 2 === 0
+            ? await machines.enterMaintenance(request)
+            : await machines.exitMaintenance(request);
+          ids.push(op.operationId);
+        };
+        for await (const event of events) {
+          if (event.message === "Snapshot complete") await start(0);
+          else if (event.message === "Operation succeeded") {
+            if (ids.length === 6) break;
+            await start(ids.length);
+          }
+        }
+        const listed = await operations.listOperations({});
+        assert.deepEqual(listed.operations.map((op) => op.operationId), ids.slice(4));
+        await assert.rejects(operations.getOperation({ operationId: ids[0] }), /NOT_FOUND/);
+        // r-0's operation was pruned: the same request id starts a new operation.
+        const again = await machines.enterMaintenance({ machineId: "m-1", requestId: "r-0" });
+        assert.notEqual(again.operationId, ids[0]);
+      }
+      await using restarted = await spawnServer(["--db", db, "--retain-operations", "1"]);
+      using operations = createClient(OperationService, restarted.address);
+      const listed = await operations.listOperations({});
+      assert.equal(listed.operations.length, 1);
+      assert.match(
+        restarted.stderr(),
+        /loaded 1 machines and 1 operations .*\([12] finished operations beyond --retain-operations deleted\)/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 );
