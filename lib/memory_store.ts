@@ -105,8 +105,9 @@ export interface MemoryStoreOptions {
 }
 
 /**
- * Index entries one list call examines at most: ~5 ms of filtering on a 2-core machine, well
- * under the 20 ms a call may hold the event loop.
+ * Index entries one list call examines at most. Measured at 100,000 operations: 0.3 ms for a
+ * page whose 20,000 candidates all fail the filter; a label filter over 20,000 machines costs a
+ * few ms. Either stays well under the 20 ms a call may hold the event loop.
  */
 export const SCAN_BUDGET = 20_000;
 
