@@ -4,7 +4,7 @@
  *
  *   deno task server [--port 50051] [--host 127.0.0.1] [--slow] [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
- *     [--insecure-expose] [--db <file>]
+ *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
  * stop that takes longer than 15 s, forces the exit.
@@ -19,6 +19,7 @@ import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
 import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/sqlite_store.ts";
+import { parseCount, parseDuration } from "./lib/retention.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -43,6 +44,13 @@ Flags:
                       PENDING or RUNNING (a crash) become FAILED with code INTERRUPTED and their
                       machines need attention; nothing is resumed. A database write failure
                       stops the server (exit 1).
+  --retain-operations <n>
+                      finished operations kept, newest first (default 10000); older ones are
+                      pruned with their logs and idempotency keys. Active operations are never
+                      pruned
+  --retain-for <duration>
+                      how long a finished operation is kept, e.g. 90s, 30m, 168h, 7d
+                      (default 168h). A request_id whose operation was pruned starts a new one
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -51,6 +59,9 @@ with a token, reflection needs it too, health does not.
 Logs go to stderr; the line "listening on <host>:<port>" goes to stdout once it accepts calls.
 SIGINT/SIGTERM stop it: new calls are refused, open streams end, running operations are
 CANCELED (reason ServerShutdown), exit code 0.`;
+
+/** Period of the retention sweep (the age limit when nothing finishes). */
+const RETENTION_SWEEP_MS = 60_000;
 
 function usage(message: string): never {
   console.error(`bmdemo-server: ${message}\n\n${HELP}`);
@@ -73,6 +84,8 @@ async function main(): Promise<void> {
         "auth-token-file": { type: "string" },
         "insecure-expose": { type: "boolean", default: false },
         db: { type: "string" },
+        "retain-operations": { type: "string", default: "10000" },
+        "retain-for": { type: "string", default: "168h" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -92,6 +105,15 @@ async function main(): Promise<void> {
   const level = values["log-level"] as LogLevelName;
   if (!LOG_LEVELS.includes(level)) {
     usage(`--log-level must be one of ${LOG_LEVELS.join(", ")}: got "${values["log-level"]}"`);
+  }
+  let retention: { maxOperations: number; maxAgeMs: number } | undefined;
+  try {
+    retention = {
+      maxOperations: parseCount(values["retain-operations"], "--retain-operations"),
+      maxAgeMs: parseDuration(values["retain-for"], "--retain-for"),
+    };
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
   }
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
@@ -129,6 +151,7 @@ async function main(): Promise<void> {
   } else {
     try {
       store = createSqliteStore(dbPath, {
+        retention,
         onFatal: (error: StoreFatalError) => {
           // Fail stop: memory and disk disagree, so no further call may be served.
           logger.fatal("{error}", { error: error.message });
@@ -143,11 +166,13 @@ async function main(): Promise<void> {
       Deno.exit(1);
     }
     logger.info(
-      "Store: SQLite {path}; loaded {machines} machines and {operations} operations in {ms} ms",
+      "Store: SQLite {path}; loaded {machines} machines and {operations} operations in {ms} ms " +
+        "({pruned} finished operations beyond --retain-operations deleted)",
       {
         path: dbPath,
         machines: store.loaded.machines,
         operations: store.loaded.operations,
+        pruned: store.loaded.pruned,
         ms: store.loaded.ms.toFixed(1),
       },
     );
@@ -162,6 +187,7 @@ async function main(): Promise<void> {
       tls,
       authToken,
       store,
+      retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
     });
   } catch (error) {
     logger.error("Cannot listen on {host}:{port}: {error}", {

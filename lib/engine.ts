@@ -34,6 +34,7 @@ import { DEFAULT_IMAGE_REF } from "./plans.ts";
 import type { Provider } from "./provider.ts";
 import { parseOperationFilter } from "./query.ts";
 import { recoverInterrupted, type RecoveryResult } from "./recovery.ts";
+import { Retention, type RetentionOptions } from "./retention.ts";
 import type {
   CreateOperationResult,
   ListQuery,
@@ -64,6 +65,11 @@ export interface EngineOptions {
    * SQLite store), else none
    */
   logBacking?: LogJournalBacking;
+  /**
+   * Which finished operations are kept (with their logs and idempotency keys), and the period
+   * of the age sweep. @default 10,000 operations, 168 h, no periodic sweep
+   */
+  retention?: RetentionOptions;
 }
 
 /** A request to start an operation, as the API receives it. */
@@ -140,6 +146,8 @@ export class Engine implements AsyncDisposable {
   readonly logs: LogJournal;
   /** Runs operations. */
   readonly executor: Executor;
+  /** Prunes finished operations (after each one finishes, and by its sweep). */
+  readonly retention: Retention;
   #shutdown?: Promise<void>;
   #recovery?: RecoveryResult;
 
@@ -158,6 +166,16 @@ export class Engine implements AsyncDisposable {
       events: this.events,
       logs: this.logs,
     }, options.executor);
+    this.retention = new Retention(this.store, {
+      ...options.retention,
+      onPruned: (operations) => this.logs.forget(operations.map((op) => op.operationId)),
+    });
+    // Pruned after the finish is published, so every subscriber got the terminal event first.
+    this.events.listen((event) => {
+      if (event.snapshot && isTerminalPhase(event.snapshot.phase)) {
+        queueMicrotask(() => this.retention.afterFinish());
+      }
+    });
   }
 
   /**
@@ -376,6 +394,7 @@ export class Engine implements AsyncDisposable {
         queued: this.executor.queuedCount,
       });
       await this.executor.shutdown();
+      this.retention.stop();
       this.events.closeAll();
     })();
     return this.#shutdown;

@@ -460,6 +460,8 @@ export class LogJournal {
    * @param operationId The operation.
    */
   end(operationId: string): void {
+    // A forgotten log stays forgotten: recreating it would evict a log that is still retained.
+    if (this.#forgotten.has(operationId)) return;
     const journal = this.#journal(operationId);
     if (journal.ended) return;
     journal.ended = true;
@@ -472,6 +474,34 @@ export class LogJournal {
       // With a backing the lines are still stored: the next use loads them again.
       if (!this.#backing) this.#forgotten.add(oldest);
     }
+  }
+
+  /**
+   * Forgets operations for good (their operation was pruned): their journals and every trace of
+   * them, including the mark that their log was dropped. Lines in the backing are the store's
+   * to delete. Readers already reading a journal finish with what it held.
+   *
+   * @param operationIds The operations.
+   */
+  forget(operationIds: Iterable<string>): void {
+    for (const operationId of operationIds) {
+      this.#journals.delete(operationId);
+      this.#finished.delete(operationId);
+      this.#forgotten.delete(operationId);
+    }
+  }
+
+  /**
+   * Entry counts of the journal's structures (for tests and diagnostics).
+   *
+   * @returns Journals held, finished journals, and operations whose log was dropped.
+   */
+  sizes(): { journals: number; finished: number; forgotten: number } {
+    return {
+      journals: this.#journals.size,
+      finished: this.#finished.size,
+      forgotten: this.#forgotten.size,
+    };
   }
 
   /**

@@ -34,6 +34,10 @@ export interface Filter<T> {
   matches(item: T): boolean;
   /** The `machine_id=` value when the filter has one (lets a store use its per-machine index). */
   readonly machineId?: string;
+  /** The operation `phase=` value when the filter has one (lets a store use its phase index). */
+  readonly phase?: OperationPhase;
+  /** The operation `type=` value when the filter has one (lets a store use its type index). */
+  readonly type?: OperationType;
 }
 
 /** One page of a list. */
@@ -131,12 +135,12 @@ const EFFECTIVE_STATES: Record<string, EffectiveState> = {
 function build<T>(
   terms: Term[],
   predicates: ((item: T) => boolean)[],
-  machineId?: string,
+  indexed: Pick<Filter<T>, "machineId" | "phase" | "type"> = {},
 ): Filter<T> {
   const canonical = terms.map((t) => `${t.key}=${t.value}`).sort().join(" AND ");
   return {
     canonical,
-    machineId,
+    ...indexed,
     matches: (item) => predicates.every((p) => p(item)),
   };
 }
@@ -157,6 +161,8 @@ export function parseOperationFilter(text: string): Filter<Operation> {
   const terms = splitTerms(text, "machine_id=machine-1 AND phase=RUNNING AND type=REIMAGE");
   const predicates: ((op: Operation) => boolean)[] = [];
   let machineId: string | undefined;
+  let phaseTerm: OperationPhase | undefined;
+  let typeTerm: OperationType | undefined;
   for (const { key, value } of terms) {
     switch (key) {
       case "machine_id":
@@ -168,11 +174,13 @@ export function parseOperationFilter(text: string): Filter<Operation> {
         break;
       case "phase": {
         const phase = enumValue(text, key, value, OPERATION_PHASES);
+        phaseTerm ??= phase;
         predicates.push((op) => op.phase === phase);
         break;
       }
       case "type": {
         const type = enumValue(text, key, value, OPERATION_TYPES);
+        typeTerm ??= type;
         predicates.push((op) => op.type === type);
         break;
       }
@@ -183,7 +191,7 @@ export function parseOperationFilter(text: string): Filter<Operation> {
         );
     }
   }
-  return build(terms, predicates, machineId);
+  return build(terms, predicates, { machineId, phase: phaseTerm, type: typeTerm });
 }
 
 /**

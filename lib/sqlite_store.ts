@@ -25,10 +25,19 @@
  * transaction at open. A database whose version is newer than {@linkcode SCHEMA_VERSION} is
  * refused ({@linkcode SchemaVersionError}).
  *
+ * Retention: pruned operations are deleted with their log lines in the transaction of their
+ * batch (`pruneOperations`). The file uses `auto_vacuum=INCREMENTAL`: freed pages are reused by
+ * later writes, and once more than {@linkcode FREE_PAGES_KEPT} are free a few are returned to
+ * the file system after each batch (`incremental_vacuum` in small steps), so the file stops
+ * growing once the retention limit is reached. A file created before (auto_vacuum off) is
+ * rewritten once at open (migration 2, see `convertToIncrementalVacuum`). At open, finished
+ * operations beyond `retention.maxOperations` are deleted before anything is loaded, so a
+ * restart loads only the retained rows.
+ *
  * @module
  */
 
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { LogJournalBacking } from "./feeds.ts";
 import {
@@ -37,10 +46,12 @@ import {
   type Machine,
   MachineSchema,
   type Operation,
+  Operation_Phase as OperationPhase,
   OperationSchema,
 } from "./gen/baremetal/v1/baremetal_pb.ts";
 import { createMemoryStore, type MemoryStorePersistence } from "./memory_store.ts";
-import type { Store } from "./store.ts";
+import type { RetentionPolicy } from "./retention.ts";
+import type { Store, StoreSizes } from "./store.ts";
 
 /** One schema change. */
 export interface Migration {
@@ -80,7 +91,23 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    // The mode of a non-empty file changes only by rewriting it, which cannot happen in the
+    // migration's transaction: the open does it right after (it checks the mode at every open,
+    // so a crash in between is caught up later).
+    description: "auto_vacuum=INCREMENTAL: pages freed by pruning are reused and given back " +
+      "(a file from version 1 is rewritten once at open)",
+    sql: "PRAGMA auto_vacuum = INCREMENTAL;",
+  },
 ];
+
+/** Free pages a file keeps for reuse; beyond it, pruning gives pages back in small steps. */
+export const FREE_PAGES_KEPT = 1024;
+/** Pages one incremental vacuum step gives back (4 KiB each): a short write. */
+const VACUUM_STEP_PAGES = 256;
+/** auto_vacuum mode 2. */
+const AUTO_VACUUM_INCREMENTAL = 2;
 
 /** The schema version this code writes. */
 export const SCHEMA_VERSION: number = MIGRATIONS[MIGRATIONS.length - 1].version;
@@ -121,6 +148,14 @@ export interface SqliteStoreOptions {
   now?: () => Date;
   /** Called once with the error when the store fails stop (e.g. log it and exit). */
   onFatal?: (error: StoreFatalError) => void;
+  /**
+   * Count limit applied at open, before loading: finished operations beyond the newest
+   * `maxOperations` are deleted with their logs (the age limit is left to the first sweep).
+   * @default keep every row
+   */
+  retention?: Pick<RetentionPolicy, "maxOperations">;
+  /** Scan budget of list calls (see `createMemoryStore`). @default SCAN_BUDGET */
+  scanBudget?: number;
 }
 
 /** What was loaded at open. */
@@ -131,6 +166,8 @@ export interface SqliteStoreLoaded {
   operations: number;
   /** Active (PENDING or RUNNING) operations among them: recovery's work. */
   active: number;
+  /** Finished operations deleted at open by `retention.maxOperations`. */
+  pruned: number;
   /** Time to open, migrate and load, in milliseconds. */
   ms: number;
 }
@@ -173,17 +210,109 @@ export function createSqliteStore(path: string, options: SqliteStoreOptions = {}
 
 function openSqliteStore(path: string, options: SqliteStoreOptions): SqliteStore {
   const start = performance.now();
+  let db = openConfigured(path);
+  let pruned = 0;
+  try {
+    migrate(db, path);
+    if (options.retention) pruned = pruneAtOpen(db, options.retention.maxOperations);
+    const mode = Number(
+      (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum,
+    );
+    if (mode !== AUTO_VACUUM_INCREMENTAL) {
+      db = convertToIncrementalVacuum(db, path);
+    } else if (pruned > 0) {
+      db.prepare("PRAGMA incremental_vacuum").all();
+    }
+  } catch (error) {
+    if (db.isOpen) db.close();
+    throw error;
+  }
+  return new SqliteStoreImpl(db, path, { ...options, pruned, start });
+}
+
+function openConfigured(path: string): DatabaseSync {
   const db = new DatabaseSync(path);
   try {
+    // Takes effect on a new, empty file only; an existing one is converted at open.
+    db.exec("PRAGMA auto_vacuum = INCREMENTAL");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
     db.exec("PRAGMA busy_timeout = 5000");
-    migrate(db, path);
+    // The WAL file is reused after each checkpoint; this truncates it back after a large burst.
+    db.exec("PRAGMA journal_size_limit = 16777216");
   } catch (error) {
     db.close();
     throw error;
   }
-  return new SqliteStoreImpl(db, path, options, start);
+  return db;
+}
+
+/**
+ * Rewrites a file whose auto_vacuum is off into one with incremental auto-vacuum, the work of
+ * `VACUUM` (which Deno's `node:sqlite` refuses without --allow-all: it needs an attached
+ * database): same schema and rows copied into a new file, which then replaces the old one by a
+ * rename, so a crash leaves either file whole. Closes `db`; returns the converted file opened.
+ */
+function convertToIncrementalVacuum(db: DatabaseSync, path: string): DatabaseSync {
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  const tmp = `${path}.converting`;
+  try {
+    // Left over by a conversion that crashed: the original is still whole.
+    Deno.removeSync(tmp);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  const out = new DatabaseSync(tmp);
+  try {
+    out.exec("PRAGMA auto_vacuum = INCREMENTAL");
+    out.exec("BEGIN");
+    const objects = db.prepare(
+      "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'",
+    ).all() as { type: string; name: string; sql: string }[];
+    const tables = objects.filter((o) => o.type === "table");
+    for (const table of tables) {
+      out.exec(table.sql);
+      const columns = (db.prepare(`PRAGMA table_info("${table.name}")`).all() as {
+        name: string;
+      }[]).map((c) => `"${c.name}"`);
+      const insert = out.prepare(
+        `INSERT INTO "${table.name}" (${columns.join(", ")}) VALUES (${
+          columns.map(() => "?").join(", ")
+        })`,
+      );
+      for (const row of db.prepare(`SELECT ${columns.join(", ")} FROM "${table.name}"`).iterate()) {
+        insert.run(...Object.values(row as Record<string, SQLInputValue>));
+      }
+    }
+    for (const other of objects.filter((o) => o.type !== "table")) out.exec(other.sql);
+    out.exec("COMMIT");
+  } finally {
+    out.close();
+  }
+  db.close();
+  Deno.renameSync(tmp, path);
+  return openConfigured(path);
+}
+
+/** Deletes finished operations beyond the newest `keep` with their logs; returns how many. */
+function pruneAtOpen(db: DatabaseSync, keep: number): number {
+  if (!Number.isInteger(keep) || keep < 1) {
+    throw new RangeError(`retention.maxOperations must be a positive integer: got ${keep}`);
+  }
+  const beyond = `SELECT seq FROM operations WHERE phase >= ${OperationPhase.SUCCEEDED} ` +
+    `ORDER BY seq DESC LIMIT -1 OFFSET ${keep}`;
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    db.exec(
+      `DELETE FROM log_lines WHERE operation_id IN (SELECT operation_id FROM operations WHERE seq IN (${beyond}))`,
+    );
+    const { changes } = db.prepare(`DELETE FROM operations WHERE seq IN (${beyond})`).run();
+    db.exec("COMMIT");
+    return Number(changes);
+  } catch (error) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw error;
+  }
 }
 
 /**
@@ -230,11 +359,21 @@ class SqliteStoreImpl implements SqliteStore {
   #fatal?: StoreFatalError;
   #closed = false;
   #depth = 0;
+  readonly #freePages: StatementSync;
+  readonly #vacuumStep: StatementSync;
 
-  constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions, start: number) {
+  constructor(
+    db: DatabaseSync,
+    path: string,
+    options: SqliteStoreOptions & { pruned: number; start: number },
+  ) {
     this.#db = db;
     this.path = path;
     this.#onFatal = options.onFatal;
+    this.#freePages = db.prepare("PRAGMA freelist_count");
+    this.#vacuumStep = db.prepare(`PRAGMA incremental_vacuum(${VACUUM_STEP_PAGES})`);
+    const removeOperation = db.prepare("DELETE FROM operations WHERE seq = ?");
+    const removeLogs = db.prepare("DELETE FROM log_lines WHERE operation_id = ?");
     const putMachine = db.prepare(
       "INSERT INTO machines (seq, machine_id, data) VALUES (?, ?, ?) " +
         "ON CONFLICT (seq) DO UPDATE SET data = excluded.data",
@@ -258,6 +397,10 @@ class SqliteStoreImpl implements SqliteStore {
           toBinary(OperationSchema, operation),
         );
       },
+      removeOperation(seq, operation) {
+        removeOperation.run(seq);
+        removeLogs.run(operation.operationId);
+      },
     };
     const machines = rows(db.prepare("SELECT seq, data FROM machines ORDER BY seq"))
       .map(({ seq, data }) => ({ seq, machine: fromBinary(MachineSchema, data) }));
@@ -265,6 +408,7 @@ class SqliteStoreImpl implements SqliteStore {
       .map(({ seq, data }) => ({ seq, operation: fromBinary(OperationSchema, data) }));
     this.#memory = createMemoryStore({
       now: options.now,
+      scanBudget: options.scanBudget,
       persistence,
       initial: {
         machines,
@@ -275,7 +419,8 @@ class SqliteStoreImpl implements SqliteStore {
       machines: machines.length,
       operations: operations.length,
       active: this.#memory.activeOperations().length,
-      ms: performance.now() - start,
+      pruned: options.pruned,
+      ms: performance.now() - options.start,
     };
     this.logBacking = this.#logBacking();
   }
@@ -439,6 +584,29 @@ class SqliteStoreImpl implements SqliteStore {
     cause: Parameters<Store["cancelOperation"]>[1],
   ): ReturnType<Store["cancelOperation"]> {
     return this.#write(() => this.#memory.cancelOperation(operationId, cause));
+  }
+
+  pruneOperations(policy: RetentionPolicy, limit: number): Operation[] {
+    const pruned = this.#write(() => this.#memory.pruneOperations(policy, limit));
+    if (pruned.length > 0 && this.#depth === 0) this.#giveBackPages();
+    return pruned;
+  }
+
+  /** Returns a few free pages to the file system once more than the reserve are free. */
+  #giveBackPages(): void {
+    const free = Number((this.#freePages.get() as { freelist_count: number }).freelist_count);
+    if (free <= FREE_PAGES_KEPT) return;
+    try {
+      this.#vacuumStep.all();
+    } catch (error) {
+      // Nothing in memory depends on it: the pages stay free and are reused.
+      void error;
+    }
+  }
+
+  sizes(): StoreSizes {
+    this.#check();
+    return this.#memory.sizes();
   }
 }
 

@@ -47,6 +47,7 @@ import {
   LIMITS,
 } from "./limits.ts";
 import type { ListQuery, Page } from "./query.ts";
+import type { RetentionPolicy } from "./retention.ts";
 
 export type { ListQuery, Page } from "./query.ts";
 export { freezeSnapshot } from "./immutable.ts";
@@ -103,6 +104,28 @@ export interface MachinePatch {
   labels?: Record<string, string>;
 }
 
+/**
+ * Entry counts of a store's in-memory structures (for tests and diagnostics): with retention
+ * they stay bounded by the policy, whatever the history. Index counts include entries that
+ * are no longer live but not yet compacted away.
+ */
+export interface StoreSizes {
+  /** Machines. */
+  machines: number;
+  /** Operations held (active and finished). */
+  operations: number;
+  /** Finished operations held. */
+  finished: number;
+  /** Active (PENDING or RUNNING) operations. */
+  active: number;
+  /** Idempotency keys. */
+  requestKeys: number;
+  /** Machines with an entry in the per-machine operation index. */
+  indexedMachines: number;
+  /** Entries of every operation index together (creation order, machine, phase, type). */
+  indexEntries: number;
+}
+
 /** Persistence of machines and operations with atomic lifecycle transitions. */
 export interface Store {
   /**
@@ -149,6 +172,18 @@ export interface Store {
    * @throws {FailedPreconditionError} `OPERATION_FINISHED` for SUCCEEDED or FAILED.
    */
   cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult;
+  /**
+   * Removes at most `limit` finished operations that fall outside `policy` (beyond the newest
+   * `maxOperations` finished ones, or finished more than `maxAgeMs` ago by the store's clock),
+   * oldest first, with their idempotency keys and (in a durable store) their log lines. Active
+   * operations are never removed. A replay of a removed operation's request id creates a new
+   * operation; a page token issued before stays valid.
+   *
+   * @returns The removed operations.
+   */
+  pruneOperations(policy: RetentionPolicy, limit: number): Operation[];
+  /** Entry counts of the in-memory structures (see {@linkcode StoreSizes}). */
+  sizes(): StoreSizes;
 }
 
 /**

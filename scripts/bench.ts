@@ -33,9 +33,20 @@ import {
 import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
 import { readRss, type Rss } from "./bench/memory.ts";
 import { calibrate } from "./bench/calibration.ts";
+import { runScan, SCAN_SCALES } from "./bench/scan.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
-const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"] as const;
+const SCENARIOS = [
+  "register",
+  "get",
+  "list",
+  "burst",
+  "watch",
+  "logs",
+  "cli",
+  "memory",
+  "scan",
+] as const;
 type Scenario = typeof SCENARIOS[number];
 
 /** Simulated provider work of one REIMAGE with the default ("normal") timings, in ms. */
@@ -847,6 +858,18 @@ if (selected.has("memory")) {
     }
     details.memory = memory;
     return Promise.resolve();
+  });
+}
+
+// 9. scan (its own server on a seeded --db file) ---------------------------------------------
+if (selected.has("scan")) {
+  await scenario("scan", async () => {
+    const result = await runScan(SCAN_SCALES[values.scale as "full" | "small"], {
+      denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
+      log,
+    });
+    figures.push(...result.figures);
+    details.scan = result.details;
   });
 }
 

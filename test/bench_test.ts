@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 
 const SCRIPT = new URL("../scripts/bench.ts", import.meta.url).pathname;
-const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"];
+const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory", "scan"];
 
 interface JsonFigure {
   name: string;
@@ -80,6 +80,10 @@ Deno.test("bench --scale small runs every scenario and writes its figures", asyn
     const logs = report.details.logs;
     assert.deepEqual(logs.ended, 100);
     assert.deepEqual(logs.errors, []);
+    const scan = report.details.scan;
+    assert.deepEqual(scan.operations, 2000);
+    assert(scan.listCallsDuringBusy > 0, JSON.stringify(scan));
+    assert(scan.noMatchP99 > 0 && scan.ratio > 0, JSON.stringify(scan));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

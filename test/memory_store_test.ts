@@ -1,4 +1,4 @@
 import { createMemoryStore } from "../lib/memory_store.ts";
 import { storeContract } from "./store_contract.ts";
 
-storeContract("MemoryStore", ({ now }) => createMemoryStore({ now }));
+storeContract("MemoryStore", (options) => createMemoryStore(options));

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { toBinary } from "@bufbuild/protobuf";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../lib/errors.ts";
 import { LogJournal } from "../lib/feeds.ts";
 import {
+  MachineSchema,
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
@@ -14,6 +16,7 @@ import {
   MIGRATIONS,
   SCHEMA_VERSION,
   SchemaVersionError,
+  type SqliteStore,
   StoreFatalError,
 } from "../lib/sqlite_store.ts";
 import type { Store } from "../lib/store.ts";
@@ -32,7 +35,7 @@ let count = 0;
 
 storeContract(
   "SqliteStore",
-  ({ now }) => createSqliteStore(`${dir}/contract-${++count}.db`, { now }),
+  (options) => createSqliteStore(`${dir}/contract-${++count}.db`, options),
 );
 
 function tempDb(t: { name: string }): { path: string; [Symbol.dispose](): void } {
@@ -214,7 +217,8 @@ Deno.test("SqliteStore: migrations", SANITIZE, async (t) => {
       () => createSqliteStore(db.path),
       (error: unknown) =>
         error instanceof SchemaVersionError &&
-        /schema version 2.*up to 1.*newer bmdemo/.test(error.message),
+        new RegExp(`schema version ${SCHEMA_VERSION + 1}.*up to ${SCHEMA_VERSION}.*newer bmdemo`)
+          .test(error.message),
     );
   });
 });
@@ -261,4 +265,148 @@ Deno.test("SqliteStore: write failures", SANITIZE, async (t) => {
     assert.throws(() => store.registerMachine(machine("machine-3")), StoreFatalError);
   });
   raw.close();
+});
+
+/** Runs `count` REBOOTs of machine-1 (READY) to SUCCEEDED, each with a few log lines. */
+function rebootsWithLogs(store: SqliteStore, journal: LogJournal, count: number): string[] {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const { operation } = store.createOperation({
+      machineId: "machine-1",
+      requestId: crypto.randomUUID(),
+      type: OperationType.REBOOT,
+    });
+    store.markRunning(operation.operationId);
+    for (let line = 0; line < 5; line++) {
+      journal.append(operation.operationId, `line ${line} ${"x".repeat(200)}`);
+    }
+    store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+    journal.end(operation.operationId);
+    ids.push(operation.operationId);
+  }
+  return ids;
+}
+
+function countRows(path: string, sql: string, ...params: string[]): number {
+  const raw = new DatabaseSync(path);
+  try {
+    return Number((raw.prepare(sql).get(...params) as { n: number }).n);
+  } finally {
+    raw.close();
+  }
+}
+
+Deno.test("SqliteStore: pruning deletes the rows and log lines", SANITIZE, async (t) => {
+  using db = tempDb(t);
+  const policy = { maxOperations: 3, maxAgeMs: 3_600_000 };
+  let ids: string[];
+  {
+    using store = createSqliteStore(db.path);
+    store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+    const journal = new LogJournal({ backing: store.logBacking });
+    ids = rebootsWithLogs(store, journal, 10);
+    assert.equal(store.pruneOperations(policy, 100).length, 7);
+  }
+  await t.step("a reopened store has only the retained operations", () => {
+    using store = createSqliteStore(db.path);
+    assert.equal(store.loaded.operations, 3);
+    assert.deepEqual(store.listOperations({}).items.map((o) => o.operationId), ids.slice(7));
+  });
+  await t.step("the pruned operations' log lines are gone, the others stay", () => {
+    const lines = "SELECT COUNT(*) AS n FROM log_lines WHERE operation_id = ?";
+    assert.equal(countRows(db.path, lines, ids[0]), 0);
+    assert.equal(countRows(db.path, lines, ids[9]), 5);
+    assert.equal(countRows(db.path, "SELECT COUNT(*) AS n FROM log_lines"), 15);
+  });
+});
+
+Deno.test("SqliteStore: retention at open loads only the retained rows", SANITIZE, (t) => {
+  using db = tempDb(t);
+  let ids: string[];
+  {
+    using store = createSqliteStore(db.path);
+    store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+    ids = rebootsWithLogs(store, new LogJournal({ backing: store.logBacking }), 20);
+    store.createOperation({
+      machineId: "machine-1",
+      requestId: "active",
+      type: OperationType.REBOOT,
+    });
+  }
+  using store = createSqliteStore(db.path, { retention: { maxOperations: 4 } });
+  assert.equal(store.loaded.pruned, 16);
+  assert.equal(store.loaded.operations, 5);
+  assert.equal(store.loaded.active, 1);
+  assert.deepEqual(
+    store.listOperations({ filter: "phase=SUCCEEDED" }).items.map((o) => o.operationId),
+    ids.slice(16),
+  );
+  assert.equal(countRows(db.path, "SELECT COUNT(*) AS n FROM log_lines"), 4 * 5);
+});
+
+Deno.test(
+  "SqliteStore: the file stops growing over repeated fill and prune cycles",
+  SANITIZE,
+  (t) => {
+    using db = tempDb(t);
+    using store = createSqliteStore(db.path);
+    store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+    const journal = new LogJournal({ backing: store.logBacking });
+    const policy = { maxOperations: 100, maxAgeMs: 3_600_000 };
+    const raw = new DatabaseSync(db.path);
+    const sizes: number[] = [];
+    try {
+      for (let cycle = 0; cycle < 8; cycle++) {
+        store.transaction(() => rebootsWithLogs(store, journal, 300));
+        while (store.pruneOperations(policy, 64).length > 0) { /* batches */ }
+        // The main file's size, once the WAL is written back into it.
+        raw.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+        sizes.push(Deno.statSync(db.path).size);
+      }
+    } finally {
+      raw.close();
+    }
+    assert.equal(store.sizes().operations, 100);
+    // The first cycles reach the steady state; later ones reuse the freed pages (page splits
+    // leave a little slack: without pruning, each cycle adds ~25%).
+    assert.ok(Math.max(...sizes.slice(3)) <= sizes[2] * 1.1, `file grew: ${sizes.join(", ")}`);
+  },
+);
+
+Deno.test("SqliteStore: a version 1 file is migrated to incremental auto-vacuum", SANITIZE, (t) => {
+  using db = tempDb(t);
+  const raw = new DatabaseSync(db.path);
+  raw.exec(MIGRATIONS[0].sql);
+  raw.exec(
+    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+  );
+  raw.prepare("INSERT INTO schema_version VALUES (1, ?, ?)").run(
+    MIGRATIONS[0].description,
+    new Date().toISOString(),
+  );
+  raw.prepare("INSERT INTO machines (seq, machine_id, data) VALUES (1, 'machine-1', ?)").run(
+    toBinary(MachineSchema, machine("machine-1", { status: { phase: MachinePhase.READY } })),
+  );
+  const mode = () =>
+    Number((raw.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum);
+  assert.equal(mode(), 0);
+  raw.close();
+  {
+    using store = createSqliteStore(db.path);
+    assert.equal(store.getMachine("machine-1").machineId, "machine-1");
+    rebootsWithLogs(store, new LogJournal({ backing: store.logBacking }), 3);
+  }
+  const after = new DatabaseSync(db.path);
+  try {
+    assert.equal(
+      Number((after.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum: number }).auto_vacuum),
+      2,
+    );
+    assert.throws(() => Deno.statSync(`${db.path}.converting`), Deno.errors.NotFound);
+    const versions = after.prepare("SELECT version FROM schema_version ORDER BY version").all()
+      .map((row) => Number((row as { version: number }).version));
+    assert.deepEqual(versions, MIGRATIONS.map((m) => m.version));
+  } finally {
+    after.close();
+  }
 });

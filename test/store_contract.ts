@@ -26,10 +26,13 @@ import {
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { getCondition } from "../lib/lifecycle.ts";
+import { parseOperationFilter } from "../lib/query.ts";
 import { type CreateOperationRequest, LIMITS, type Store } from "../lib/store.ts";
 
-/** Makes a fresh, empty store whose clock is `now`. */
-export type StoreFactory = (options: { now: () => Date }) => Store | Promise<Store>;
+/** Makes a fresh, empty store whose clock is `now` (and list scan budget `scanBudget`). */
+export type StoreFactory = (
+  options: { now: () => Date; scanBudget?: number },
+) => Store | Promise<Store>;
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -90,10 +93,30 @@ export function assertDomainError(
  */
 export function storeContract(name: string, factory: StoreFactory): void {
   const opts = { sanitizeOps: true, sanitizeResources: true };
-  async function fresh(): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
+  async function fresh(
+    scanBudget?: number,
+  ): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
     const clock = testClock();
-    return { store: await factory({ now: clock.now }), clock };
+    return { store: await factory({ now: clock.now, scanBudget }), clock };
   }
+
+  /** Runs `count` REBOOTs of a READY machine to SUCCEEDED; returns their ids. */
+  function reboots(store: Store, count: number, machineId = "machine-1"): string[] {
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const { operation } = store.createOperation(
+        request(machineId, `${machineId}-${crypto.randomUUID()}`, OperationType.REBOOT),
+      );
+      store.markRunning(operation.operationId);
+      store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      ids.push(operation.operationId);
+    }
+    return ids;
+  }
+
+  const ids = (page: { items: { operationId: string }[] }) => page.items.map((o) => o.operationId);
+  const HOUR = 3_600_000;
+  const KEEP_ALL = { maxOperations: 1_000_000, maxAgeMs: 1000 * HOUR };
 
   /** A store with machine-1 in MAINTENANCE (through a finished ENTER_MAINTENANCE). */
   async function inMaintenance(): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
@@ -992,6 +1015,288 @@ export function storeContract(name: string, factory: StoreFactory): void {
       phase: "FACTORY_READY",
       operationType: "REBOOT",
       requiredPhases: "READY,MAINTENANCE",
+    });
+  });
+
+  Deno.test(`${name}: pruneOperations() keeps the newest finished ones`, opts, async (t) => {
+    const { store } = await fresh();
+    store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+    const done = reboots(store, 10);
+    await t.step("nothing to prune within the limits", () => {
+      assert.deepEqual(store.pruneOperations(KEEP_ALL, 100), []);
+    });
+    await t.step("oldest first, at most `limit` per call", () => {
+      const policy = { ...KEEP_ALL, maxOperations: 2 };
+      assert.deepEqual(
+        store.pruneOperations(policy, 3).map((o) => o.operationId),
+        done.slice(0, 3),
+      );
+      assert.deepEqual(
+        store.pruneOperations(policy, 3).map((o) => o.operationId),
+        done.slice(3, 6),
+      );
+      assert.deepEqual(
+        store.pruneOperations(policy, 3).map((o) => o.operationId),
+        done.slice(6, 8),
+      );
+      assert.deepEqual(store.pruneOperations(policy, 3), []);
+    });
+    await t.step("pruned operations are gone everywhere", () => {
+      assert.deepEqual(ids(store.listOperations({})), done.slice(8));
+      assert.deepEqual(ids(store.listOperations({ filter: "phase=SUCCEEDED" })), done.slice(8));
+      assert.deepEqual(ids(store.listOperations({ filter: "type=REBOOT" })), done.slice(8));
+      assert.deepEqual(
+        ids(store.listOperations({ filter: "machine_id=machine-1" })),
+        done.slice(8),
+      );
+      assertDomainError(
+        () => store.getOperation(done[0]),
+        NotFoundError,
+        "OPERATION_NOT_FOUND",
+      );
+      assert.equal(store.sizes().operations, 2);
+    });
+  });
+
+  Deno.test(`${name}: pruneOperations() drops what finished too long ago`, opts, async () => {
+    const { store, clock } = await fresh();
+    store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+    const [old] = reboots(store, 1);
+    clock.advance(2 * HOUR);
+    const [recent] = reboots(store, 1);
+    clock.advance(HOUR / 2);
+    const policy = { maxOperations: 100, maxAgeMs: HOUR };
+    assert.deepEqual(store.pruneOperations(policy, 10).map((o) => o.operationId), [old]);
+    assert.deepEqual(ids(store.listOperations({})), [recent]);
+    clock.advance(HOUR);
+    assert.deepEqual(store.pruneOperations(policy, 10).map((o) => o.operationId), [recent]);
+    assert.deepEqual(ids(store.listOperations({})), []);
+  });
+
+  Deno.test(`${name}: pruneOperations() never removes an active operation`, opts, async () => {
+    const { store, clock } = await fresh();
+    for (const id of ["machine-1", "machine-2", "machine-3"]) {
+      store.registerMachine(machine(id, { status: { phase: MachinePhase.READY } }));
+    }
+    const pending = store.createOperation(request("machine-1", "p", OperationType.REBOOT))
+      .operation;
+    const running = store.createOperation(request("machine-2", "r", OperationType.REBOOT))
+      .operation;
+    store.markRunning(running.operationId);
+    reboots(store, 3, "machine-3");
+    clock.advance(1000 * HOUR);
+    const pruned = store.pruneOperations({ maxOperations: 1, maxAgeMs: 1 }, 100);
+    assert.equal(pruned.length, 3);
+    assert.deepEqual(ids(store.listOperations({})), [pending.operationId, running.operationId]);
+    assert.deepEqual(store.activeOperations().map((o) => o.operationId), [
+      pending.operationId,
+      running.operationId,
+    ]);
+  });
+
+  Deno.test(
+    `${name}: a request id whose operation was pruned starts a new operation`,
+    opts,
+    async () => {
+      const { store } = await fresh();
+      store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+      const first = store.createOperation(request("machine-1", "again", OperationType.REBOOT));
+      store.markRunning(first.operation.operationId);
+      store.finishOperation(first.operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      const replay = store.createOperation(request("machine-1", "again", OperationType.REBOOT));
+      assert.equal(replay.created, false);
+      reboots(store, 1);
+      store.pruneOperations({ ...KEEP_ALL, maxOperations: 1 }, 10);
+      const after = store.createOperation(request("machine-1", "again", OperationType.REBOOT));
+      assert.equal(after.created, true);
+      assert.notEqual(after.operation.operationId, first.operation.operationId);
+    },
+  );
+
+  Deno.test(`${name}: pruning frees every per-operation structure`, opts, async () => {
+    const { store, clock } = await fresh();
+    for (let m = 1; m <= 5; m++) {
+      store.registerMachine(machine(`machine-${m}`, { status: { phase: MachinePhase.READY } }));
+    }
+    for (let m = 1; m <= 5; m++) reboots(store, 200, `machine-${m}`);
+    const full = store.sizes();
+    assert.equal(full.requestKeys, 1000);
+    assert.ok(full.indexEntries >= 4000, JSON.stringify(full));
+    const policy = { maxOperations: 5, maxAgeMs: HOUR };
+    while (store.pruneOperations(policy, 64).length > 0) { /* drain in batches */ }
+    const kept = store.sizes();
+    assert.deepEqual(
+      { ...kept, indexEntries: 0 },
+      {
+        machines: 5,
+        operations: 5,
+        finished: 5,
+        active: 0,
+        requestKeys: 5,
+        indexedMachines: kept.indexedMachines,
+        indexEntries: 0,
+      },
+    );
+    assert.ok(kept.indexedMachines <= 5);
+    // Left-over index entries are bounded by the lazy compaction, not by the history.
+    assert.ok(kept.indexEntries < 300, JSON.stringify(kept));
+    clock.advance(2 * HOUR);
+    while (store.pruneOperations(policy, 64).length > 0) { /* drain */ }
+    const empty = store.sizes();
+    assert.equal(empty.operations, 0);
+    assert.equal(empty.requestKeys, 0);
+    assert.equal(empty.indexedMachines, 0);
+    assert.ok(empty.indexEntries < 300, JSON.stringify(empty));
+  });
+
+  Deno.test(`${name}: page tokens survive pruning between pages`, opts, async (t) => {
+    for (const filter of ["", "phase=SUCCEEDED", "machine_id=machine-1", "type=REBOOT"]) {
+      await t.step(filter || "no filter", async () => {
+        const { store } = await fresh();
+        store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
+        const done = reboots(store, 10);
+        const first = store.listOperations({ pageSize: 3, filter });
+        assert.deepEqual(ids(first), done.slice(0, 3));
+        // Prunes the first page and the two operations the next page would start with.
+        store.pruneOperations({ ...KEEP_ALL, maxOperations: 5 }, 100);
+        const seen = [...ids(first)];
+        let token = first.nextPageToken;
+        while (token !== "") {
+          const next = store.listOperations({ pageSize: 3, filter, pageToken: token });
+          seen.push(...ids(next));
+          token = next.nextPageToken;
+        }
+        assert.deepEqual(seen, [...done.slice(0, 3), ...done.slice(5)]);
+      });
+    }
+  });
+
+  Deno.test(
+    `${name}: indexed filtered lists equal the unindexed result on random data`,
+    opts,
+    async () => {
+      // A small scan budget makes pages end early, so budget-cut pages are checked too.
+      const { store, clock } = await fresh(7);
+      let seed = 42;
+      const random = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        return seed % n;
+      };
+      const machines = 6;
+      for (let m = 1; m <= machines; m++) {
+        store.registerMachine(machine(`machine-${m}`, { status: { phase: MachinePhase.READY } }));
+      }
+      const types = [
+        OperationType.REBOOT,
+        OperationType.REIMAGE,
+        OperationType.ENTER_MAINTENANCE,
+        OperationType.EXIT_MAINTENANCE,
+      ];
+      for (let step = 0; step < 600; step++) {
+        const machineId = `machine-${1 + random(machines)}`;
+        const active = store.getMachine(machineId).status!.activeOperationId;
+        clock.advance(random(1000));
+        if (active === "") {
+          try {
+            store.createOperation(request(machineId, `r-${step}`, types[random(types.length)]));
+          } catch (error) {
+            if (!(error instanceof FailedPreconditionError)) throw error;
+          }
+          continue;
+        }
+        const phase = store.getOperation(active).phase;
+        const roll = random(4);
+        if (phase === OperationPhase.PENDING && roll < 2) store.markRunning(active);
+        else if (roll === 0) store.cancelOperation(active, "user");
+        else if (roll === 1) {
+          store.finishOperation(active, {
+            phase: OperationPhase.FAILED,
+            error: { code: "X", message: "x", retryable: true, details: {} },
+          });
+        } else if (phase === OperationPhase.RUNNING) {
+          store.finishOperation(active, { phase: OperationPhase.SUCCEEDED });
+        }
+        if (step % 50 === 49) store.pruneOperations({ ...KEEP_ALL, maxOperations: 60 }, 5);
+      }
+      const listAll = (filter: string, pageSize: number) => {
+        const out: string[] = [];
+        let token = "";
+        do {
+          const page = store.listOperations({ filter, pageSize, pageToken: token });
+          assert.ok(page.items.length <= pageSize);
+          out.push(...ids(page));
+          token = page.nextPageToken;
+        } while (token !== "");
+        return out;
+      };
+      const everything = listAll("", 1000);
+      assert.equal(everything.length, store.sizes().operations);
+      const all = everything.map((id) => store.getOperation(id));
+      const values = {
+        machine_id: [...Array(machines).keys()].map((m) => `machine-${m + 1}`).concat("nobody"),
+        phase: ["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED"],
+        type: ["REBOOT", "REIMAGE", "ENTER_MAINTENANCE", "EXIT_MAINTENANCE"],
+      };
+      const filters = [""];
+      for (const [key, list] of Object.entries(values)) {
+        for (const value of list) filters.push(`${key}=${value}`);
+      }
+      for (let i = 0; i < 40; i++) {
+        filters.push(
+          `machine_id=${values.machine_id[random(7)]} AND phase=${values.phase[random(5)]}`,
+          `type=${values.type[random(4)]} AND phase=${values.phase[random(5)]}`,
+          `type=${values.type[random(4)]} AND machine_id=${values.machine_id[random(7)]}`,
+        );
+      }
+      let nonEmpty = 0;
+      for (const filter of filters) {
+        const parsed = parseOperationFilter(filter);
+        const expected = all.filter((op) => parsed.matches(op)).map((op) => op.operationId);
+        if (expected.length > 0) nonEmpty++;
+        for (const pageSize of [1, 3, 100]) {
+          assert.deepEqual(listAll(filter, pageSize), expected, `${filter} by ${pageSize}`);
+        }
+      }
+      assert.ok(nonEmpty > 20, `only ${nonEmpty} filters matched anything`);
+    },
+  );
+
+  Deno.test(`${name}: a list call examines at most its scan budget`, opts, async (t) => {
+    const { store } = await fresh(4);
+    for (let m = 1; m <= 10; m++) {
+      store.registerMachine(machine(`machine-${m}`, { status: { phase: MachinePhase.READY } }));
+    }
+    reboots(store, 10);
+    await t.step("an unindexed machine filter returns short pages until the end", () => {
+      const first = store.listMachines({ filter: "label.role=nobody" });
+      assert.deepEqual(first.items, []);
+      assert.notEqual(first.nextPageToken, "");
+      let token = first.nextPageToken;
+      let calls = 1;
+      while (token !== "") {
+        token = store.listMachines({ filter: "label.role=nobody", pageToken: token })
+          .nextPageToken;
+        calls++;
+      }
+      assert.equal(calls, 3);
+    });
+    await t.step("an indexed operation filter with candidates that do not match", () => {
+      // machine-2 alternates ENTER and EXIT_MAINTENANCE: both indexes have 10 candidates.
+      for (let i = 0; i < 10; i++) {
+        const type = i % 2 === 0 ? OperationType.ENTER_MAINTENANCE : OperationType.EXIT_MAINTENANCE;
+        const { operation } = store.createOperation(request("machine-2", `m-${i}`, type));
+        store.markRunning(operation.operationId);
+        store.finishOperation(operation.operationId, { phase: OperationPhase.SUCCEEDED });
+      }
+      const page = store.listOperations({ filter: "machine_id=machine-2 AND type=REBOOT" });
+      assert.deepEqual(page.items, []);
+      assert.notEqual(page.nextPageToken, "");
+    });
+    await t.step("an index without candidates answers at once", () => {
+      assert.deepEqual(store.listOperations({ filter: "phase=FAILED" }), {
+        items: [],
+        nextPageToken: "",
+      });
     });
   });
 }

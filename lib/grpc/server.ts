@@ -20,6 +20,7 @@ import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
 import { createEngine, type Engine } from "../engine.ts";
 import type { RecoveryResult } from "../recovery.ts";
+import type { RetentionOptions } from "../retention.ts";
 import type { Store } from "../store.ts";
 import type { TimingProfile } from "../fake_provider.ts";
 import {
@@ -74,6 +75,8 @@ export interface ServerOptions {
   timing?: TimingProfile;
   /** Store of the default engine (e.g. a SQLite store); closing it stays the caller's job. @default a new in-memory store */
   store?: Store;
+  /** Retention of the default engine. @default 10,000 finished operations, 168 h */
+  retention?: RetentionOptions;
   /** Address to listen on. @default "127.0.0.1" */
   host?: string;
   /** Port to listen on; 0 picks a free one. @default 50051 */
@@ -180,7 +183,11 @@ function elapsed(start: number): string {
  */
 export async function startServer(options: ServerOptions = {}): Promise<BmdemoServer> {
   const engine = options.engine ??
-    createEngine({ timing: options.timing ?? "normal", store: options.store });
+    createEngine({
+      timing: options.timing ?? "normal",
+      store: options.store,
+      retention: options.retention,
+    });
   const host = options.host ?? "127.0.0.1";
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
   const stopping = new AbortController();
