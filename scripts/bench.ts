@@ -33,10 +33,23 @@ import {
 import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
 import { readRss, type Rss } from "./bench/memory.ts";
 import { calibrate } from "./bench/calibration.ts";
+import { runSoak } from "./bench/soak.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
-const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"] as const;
+const SCENARIOS = [
+  "register",
+  "get",
+  "list",
+  "burst",
+  "watch",
+  "logs",
+  "cli",
+  "memory",
+  "soak",
+] as const;
 type Scenario = typeof SCENARIOS[number];
+/** `soak` runs 10 minutes by default: only on request. */
+const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== "soak");
 
 /** Simulated provider work of one REIMAGE with the default ("normal") timings, in ms. */
 const SIMULATED_REIMAGE_MS = 3350;
@@ -46,15 +59,18 @@ const IDLE_SAMPLE_MS = 3000;
 const LOG_SILENCE_MS = 2000;
 
 const USAGE = `usage: deno task bench [--server host:port] [--scenarios ${SCENARIOS.join(",")}] ` +
-  `[--json out.json] [--scale full|small] [--server-flags "<deno run flags>"]`;
+  `[--json out.json] [--scale full|small] [--server-flags "<deno run flags>"] ` +
+  `[--seconds 600] [--db]`;
 
 const { values } = parseArgs({
   options: {
     server: { type: "string" },
-    scenarios: { type: "string", default: SCENARIOS.join(",") },
+    scenarios: { type: "string", default: DEFAULT_SCENARIOS.join(",") },
     json: { type: "string" },
     scale: { type: "string", default: "full" },
     "server-flags": { type: "string", default: "" },
+    seconds: { type: "string", default: "600" },
+    db: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
   strict: true,
@@ -71,6 +87,11 @@ for (const name of values.scenarios.split(",").map((s) => s.trim()).filter(Boole
     Deno.exit(2);
   }
   selected.add(name as Scenario);
+}
+const soakSeconds = Number(values.seconds);
+if (!(soakSeconds > 0)) {
+  console.error(`bench: --seconds must be a positive number: got "${values.seconds}"\n${USAGE}`);
+  Deno.exit(2);
 }
 if (values.scale !== "full" && values.scale !== "small") {
   console.error(`bench: --scale must be full or small: got "${values.scale}"\n${USAGE}`);
@@ -847,6 +868,20 @@ if (selected.has("memory")) {
     }
     details.memory = memory;
     return Promise.resolve();
+  });
+}
+
+// 9. soak: a server of its own under a fixed-rate mixed load (scripts/bench/soak.ts) -----------
+if (selected.has("soak")) {
+  await scenario("soak", async () => {
+    const result = await runSoak({
+      seconds: soakSeconds,
+      db: values.db,
+      denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
+      log,
+    });
+    figures.push(...result.figures);
+    details.soak = result.details;
   });
 }
 
