@@ -68,6 +68,9 @@ Deno.test(
     await server.stop();
     assert.match(server.stderr(), /Using zero simulated hardware timing/);
 
+    // spawnServer passes SERVER_V8_FLAGS, as `deno task server` does.
+    assert.match(server.stderr(), /Heap collector on/);
+
     await using slow = await spawnServer(["--slow"]);
     await slow.stop();
     assert.match(slow.stderr(), /Using slow simulated hardware timing/);
