@@ -4,7 +4,8 @@
  * to ~140 MB), and Deno never runs V8's idle-time memory reducer, so that garbage stays resident
  * until the next burst. This collector checks the heap once a second and runs a full collection
  * when it grew more than a slack (16 MiB, or half the heap the last collection left, whichever is
- * larger) since the last one: at most one collection a second, each ~50-120 ms at the bench's
+ * larger) since the last one, or 4 MiB once the heap stopped growing (the end of a burst): at most
+ * one collection a second, each ~50-120 ms at the bench's
  * 35 MB of live heap. It collects as V8 does when memory runs out ("last-resort"), which also
  * hands the freed pages back to the system; V8's regular collections keep them resident. A heap
  * over 128 MiB is left to V8 (see {@linkcode HeapCollectorOptions.maxHeapBytes}).
@@ -40,6 +41,10 @@ export interface HeapCollector {
 }
 
 const MIB = 1024 * 1024;
+/** Heap growth between two checks under which the process counts as quiet. */
+const QUIET_BYTES = MIB;
+/** Growth since the last collection that a quiet process still collects. */
+const QUIET_SLACK_BYTES = 4 * MIB;
 
 /**
  * Creates a collector with an explicit `gc`; {@linkcode startHeapCollector} runs one on a timer.
@@ -61,19 +66,25 @@ export function createHeapCollector(options: HeapCollectorOptions): HeapCollecto
   const minSlack = options.minSlackBytes ?? 16 * MIB;
   const maxHeap = options.maxHeapBytes ?? 128 * MIB;
   let baseline = heapUsed();
+  let previous = baseline;
   let collections = 0;
   return {
     check(): boolean {
       const used = heapUsed();
+      // Quiet: the heap stood still since the last check, e.g. after a burst. Then even a little
+      // growth is collected, so what stays resident while nothing happens is the live data.
+      const quiet = Math.abs(used - previous) < QUIET_BYTES;
+      previous = used;
       if (used > maxHeap) {
         // Counted again from here once V8 brought the heap back under the ceiling.
         baseline = used;
         return false;
       }
-      if (used - baseline <= Math.max(minSlack, baseline / 2)) return false;
+      const slack = quiet ? QUIET_SLACK_BYTES : Math.max(minSlack, baseline / 2);
+      if (used - baseline <= slack) return false;
       options.gc();
       collections++;
-      baseline = heapUsed();
+      baseline = previous = heapUsed();
       return true;
     },
     get collections(): number {

@@ -21,7 +21,7 @@ Deno.test("createHeapCollector() collects once the heap grew past the slack, the
   const { heap, collector } = fakeHeap(10 * MIB);
   heap.used += 16 * MIB; // exactly the 16 MiB slack: not yet
   assert.equal(collector.check(), false);
-  heap.used += 1;
+  heap.used += 2 * MIB; // still growing: past the slack
   assert.equal(collector.check(), true);
   assert.deepEqual([heap.collections, collector.collections, heap.used], [1, 1, 10 * MIB]);
   assert.equal(collector.check(), false); // nothing grew since
@@ -31,16 +31,29 @@ Deno.test("createHeapCollector() collects once the heap grew past the slack, the
   assert.equal(collector.check(), true);
   heap.used = 30 * MIB + 16 * MIB;
   assert.equal(collector.check(), false);
-  heap.used += 1;
+  heap.used += 2 * MIB;
   assert.equal(collector.check(), true);
   assert.equal(collector.collections, 3);
+});
+
+Deno.test("createHeapCollector() collects a little growth once the heap stopped growing", () => {
+  const { heap, collector } = fakeHeap(10 * MIB);
+  heap.used += 5 * MIB; // growing, under the 16 MiB slack
+  assert.equal(collector.check(), false);
+  heap.used += 512 * 1024; // quiet now, and 5.5 MiB over what the last collection left
+  assert.equal(collector.check(), true);
+  assert.equal(heap.used, 10 * MIB);
+  heap.used += 3 * MIB; // under 4 MiB: left alone however quiet
+  assert.equal(collector.check(), false);
+  assert.equal(collector.check(), false);
+  assert.equal(heap.collections, 1);
 });
 
 Deno.test("createHeapCollector() allows a large heap half its size of growth", () => {
   const { heap, collector } = fakeHeap(60 * MIB);
   heap.used = 90 * MIB;
   assert.equal(collector.check(), false);
-  heap.used += 1;
+  heap.used += 2 * MIB;
   assert.equal(collector.check(), true);
 });
 
