@@ -4,7 +4,10 @@
  * and the server's memory. Prints one table and writes the figures as JSON.
  *
  * Usage: deno task bench [--server host:port] [--scenarios a,b] [--json out.json]
- *          [--scale full|small] [--server-flags "<deno run flags>"]
+ *          [--scale full|small] [--server-flags "<deno run flags>"] [--seconds 600] [--db]
+ *
+ * `soak` (not in the default list) starts a server of its own and runs for `--seconds`; `--db`
+ * gives that server a fresh SQLite file (scripts/bench/soak.ts).
  *
  * Without --server it starts `server.ts` of this repository as a separate process (default
  * timings) and stops it at the end. With --server it measures whatever runs there using only the
