@@ -194,7 +194,7 @@ async function main(): Promise<void> {
   using collector = startHeapCollector();
   logger.info(
     collector
-      ? "Heap collector on: a full collection whenever the heap grew by 16 MiB (or by half)"
+      ? "Heap collector on: a full collection when the heap grew 16 MiB or by half (4 MiB when idle)"
       : "Heap collector off: V8's gc() is not exposed (--v8-flags=--expose-gc)",
   );
   const stopped = Promise.withResolvers<void>();
