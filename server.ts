@@ -2,7 +2,8 @@
  * bmdemo-server: serves MachineService and OperationService over gRPC with the simulated
  * hardware provider.
  *
- *   deno task server [--port 50051] [--host 127.0.0.1] [--slow] [--log-level info]
+ *   deno task server [--port 50051] [--host 127.0.0.1] [--timing normal|slow|zero]
+ *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
  *
@@ -20,6 +21,8 @@ import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/sqlite_store.ts";
 import { parseCount, parseDuration } from "./lib/retention.ts";
+import { type TimingProfile, TIMINGS } from "./lib/fake_provider.ts";
+import { startHeapCollector } from "./lib/heap_collector.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -28,7 +31,10 @@ Usage: bmdemo-server [flags]
 Flags:
   --port <n>          TCP port to listen on (default 50051; 0 picks a free port)
   --host <addr>       address to bind (default 127.0.0.1; 0.0.0.0 exposes it to the network)
-  --slow              slow simulated hardware, for live presentations (a reimage takes ~29 s)
+  --timing <profile>  simulated hardware timing: normal (default; a reimage takes ~3.4 s),
+                      slow (for live presentations; ~29 s) or zero (no delays: load tests and
+                      benchmarks of the server itself)
+  --slow              same as --timing slow
   --log-level <lvl>   debug | info | warn | error (default info); debug logs every RPC
   --tls-cert <pem>    serve TLS with this certificate chain (needs --tls-key; env BMDEMO_TLS_CERT)
   --tls-key <pem>     private key of --tls-cert (env BMDEMO_TLS_KEY)
@@ -77,6 +83,7 @@ async function main(): Promise<void> {
         port: { type: "string", default: "50051" },
         host: { type: "string", default: "127.0.0.1" },
         slow: { type: "boolean", default: false },
+        timing: { type: "string" },
         "log-level": { type: "string", default: "info" },
         "tls-cert": { type: "string" },
         "tls-key": { type: "string" },
@@ -115,6 +122,7 @@ async function main(): Promise<void> {
   } catch (error) {
     usage(error instanceof Error ? error.message : String(error));
   }
+  const timing = parseTiming(values.timing, values.slow);
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
   let authToken: string | undefined;
@@ -142,7 +150,7 @@ async function main(): Promise<void> {
   const logger = getLogger(["bmdemo", "server"]);
   const warning = denoVersionWarning(Deno.version.deno);
   if (warning) logger.warn(warning);
-  if (values.slow) logger.info("Using slow demo timing");
+  if (timing !== "normal") logger.info("Using {timing} simulated hardware timing", { timing });
 
   const dbPath = values.db ?? env("BMDEMO_DB");
   let store: SqliteStore | undefined;
@@ -183,7 +191,7 @@ async function main(): Promise<void> {
     server = await startServer({
       host: values.host,
       port,
-      timing: values.slow ? "slow" : "normal",
+      timing,
       tls,
       authToken,
       store,
@@ -207,6 +215,14 @@ async function main(): Promise<void> {
     auth: authToken === undefined ? "not required" : "required",
   });
 
+  // Collects when the heap grew, so a burst's garbage does not stay resident (needs the V8 flag
+  // --expose-gc that `deno task server` passes; without it, V8 collects on its own schedule).
+  using collector = startHeapCollector();
+  logger.info(
+    collector
+      ? "Heap collector on: a full collection when the heap grew 16 MiB or by half (4 MiB when idle)"
+      : "Heap collector off: V8's gc() is not exposed (--v8-flags=--expose-gc)",
+  );
   const stopped = Promise.withResolvers<void>();
   let signals = 0;
   const onSignal = (signal: Deno.Signal) => {
@@ -235,6 +251,18 @@ async function main(): Promise<void> {
   console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
+}
+
+/** The timing profile from `--timing`, or `--slow` (its alias); exits 2 when they disagree. */
+function parseTiming(flag: string | undefined, slow: boolean): TimingProfile {
+  const profiles = Object.keys(TIMINGS);
+  if (flag !== undefined && !profiles.includes(flag)) {
+    usage(`--timing must be one of ${profiles.join(", ")}: got "${flag}"`);
+  }
+  if (slow && flag !== undefined && flag !== "slow") {
+    usage(`--slow is --timing slow; it contradicts --timing ${flag}: pass only one of them`);
+  }
+  return (flag ?? (slow ? "slow" : "normal")) as TimingProfile;
 }
 
 /** The token from `--auth-token-file`, else `BMDEMO_AUTH_TOKEN`; never logged. */

@@ -4,7 +4,10 @@
  * and the server's memory. Prints one table and writes the figures as JSON.
  *
  * Usage: deno task bench [--server host:port] [--scenarios a,b] [--json out.json]
- *          [--scale full|small] [--server-flags "<deno run flags>"]
+ *          [--scale full|small] [--server-flags "<deno run flags>"] [--seconds 600] [--db]
+ *
+ * `soak` (not in the default list) starts a server of its own and runs for `--seconds`; `--db`
+ * gives that server a fresh SQLite file (scripts/bench/soak.ts).
  *
  * Without --server it starts `server.ts` of this repository as a separate process (default
  * timings) and stops it at the end. With --server it measures whatever runs there using only the
@@ -34,6 +37,7 @@ import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
 import { readRss, type Rss } from "./bench/memory.ts";
 import { calibrate } from "./bench/calibration.ts";
 import { runScan, SCAN_SCALES } from "./bench/scan.ts";
+import { runSoak } from "./bench/soak.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
 const SCENARIOS = [
@@ -46,8 +50,11 @@ const SCENARIOS = [
   "cli",
   "memory",
   "scan",
+  "soak",
 ] as const;
 type Scenario = typeof SCENARIOS[number];
+/** `soak` runs 10 minutes by default: only on request. */
+const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== "soak");
 
 /** Simulated provider work of one REIMAGE with the default ("normal") timings, in ms. */
 const SIMULATED_REIMAGE_MS = 3350;
@@ -57,15 +64,18 @@ const IDLE_SAMPLE_MS = 3000;
 const LOG_SILENCE_MS = 2000;
 
 const USAGE = `usage: deno task bench [--server host:port] [--scenarios ${SCENARIOS.join(",")}] ` +
-  `[--json out.json] [--scale full|small] [--server-flags "<deno run flags>"]`;
+  `[--json out.json] [--scale full|small] [--server-flags "<deno run flags>"] ` +
+  `[--seconds 600] [--db]`;
 
 const { values } = parseArgs({
   options: {
     server: { type: "string" },
-    scenarios: { type: "string", default: SCENARIOS.join(",") },
+    scenarios: { type: "string", default: DEFAULT_SCENARIOS.join(",") },
     json: { type: "string" },
     scale: { type: "string", default: "full" },
     "server-flags": { type: "string", default: "" },
+    seconds: { type: "string", default: "600" },
+    db: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
   strict: true,
@@ -82,6 +92,11 @@ for (const name of values.scenarios.split(",").map((s) => s.trim()).filter(Boole
     Deno.exit(2);
   }
   selected.add(name as Scenario);
+}
+const soakSeconds = Number(values.seconds);
+if (!(soakSeconds > 0)) {
+  console.error(`bench: --seconds must be a positive number: got "${values.seconds}"\n${USAGE}`);
+  Deno.exit(2);
 }
 if (values.scale !== "full" && values.scale !== "small") {
   console.error(`bench: --scale must be full or small: got "${values.scale}"\n${USAGE}`);
@@ -870,6 +885,20 @@ if (selected.has("scan")) {
     });
     figures.push(...result.figures);
     details.scan = result.details;
+  });
+}
+
+// 10. soak: a server of its own under a fixed-rate mixed load (scripts/bench/soak.ts) ---------
+if (selected.has("soak")) {
+  await scenario("soak", async () => {
+    const result = await runSoak({
+      seconds: soakSeconds,
+      db: values.db,
+      denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
+      log,
+    });
+    figures.push(...result.figures);
+    details.soak = result.details;
   });
 }
 

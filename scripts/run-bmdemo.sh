@@ -37,7 +37,7 @@ trap 'exit 130' INT TERM
 
 # Started directly (no wrapper process), so $! is the server itself and cleanup stops exactly it.
 # Same V8 flags as `deno task server` (see SERVER_V8_FLAGS in scripts/server_process.ts).
-deno run --allow-net --allow-env --v8-flags=--max-semi-space-size=2 server.ts --port "$port" "${slow[@]}" >"$out" 2>"$log" &
+deno run --allow-net --allow-env --v8-flags=--max-semi-space-size=2,--expose-gc server.ts --port "$port" "${slow[@]}" >"$out" 2>"$log" &
 server_pid=$!
 
 address=""

@@ -1,20 +1,23 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   MachineSchema,
   MachineService,
+  Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { createClient } from "../lib/grpc/client.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
+import { TIMINGS } from "../lib/fake_provider.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 Deno.test("server.ts --help prints the flags and exits 0", SANITIZE, async () => {
   const { code, stdout } = await runServer(["--help"]);
   assert.equal(code, 0);
-  for (const flag of ["--port", "--host", "--slow", "--log-level", "--help"]) {
+  for (const flag of ["--port", "--host", "--timing", "--slow", "--log-level", "--help"]) {
     assert.ok(stdout.includes(flag), flag);
   }
 });
@@ -25,6 +28,8 @@ Deno.test("server.ts refuses bad flags with exit code 2 and says why", SANITIZE,
       [["--port", "http"], /--port must be a whole number/],
       [["--log-level", "loud"], /--log-level must be one of debug, info, warn, error/],
       [["--colour"], /Unknown option '--colour'/],
+      [["--timing", "fast"], /--timing must be one of normal, slow, zero: got "fast"/],
+      [["--slow", "--timing", "zero"], /--slow is --timing slow; it contradicts --timing zero/],
     ] as const
   ) {
     await t.step(args.join(" "), async () => {
@@ -34,6 +39,43 @@ Deno.test("server.ts refuses bad flags with exit code 2 and says why", SANITIZE,
     });
   }
 });
+
+Deno.test(
+  "server.ts --timing zero runs the provider without delays; --slow is --timing slow",
+  SANITIZE,
+  async () => {
+    await using server = await spawnServer(["--timing", "zero"]);
+    using machines = createClient(MachineService, server.address);
+    using operations = createClient(OperationService, server.address);
+    await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
+    const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
+    for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
+      // The log stream ends when the operation does.
+    }
+    const reimage = await machines.reimageMachine({ machineId: "machine-1", requestId: "r" });
+    for await (const _ of operations.streamOperationLogs({ operationId: reimage.operationId })) {
+      // Idem.
+    }
+    const done = await operations.getOperation({ operationId: reimage.operationId });
+    assert.equal(done.phase, OperationPhase.SUCCEEDED);
+    // With the normal profile setTimeout alone makes a reimage last at least its simulated work
+    // (timers never fire early); zero timing has no timer at all.
+    const spanMs = Number(timestampMs(done.finishedAt!) - timestampMs(done.createdAt!));
+    const { netbootMs, rebootMs, repaveMs, mintJoinMs, joinNodeMs, verifyMs } = TIMINGS.normal;
+    const normalMs = netbootMs + rebootMs + repaveMs + mintJoinMs + joinNodeMs + verifyMs;
+    assert.ok(spanMs < normalMs, `a zero-timing reimage took ${spanMs} ms`);
+    // Logs are written in batches: stopping flushes them.
+    await server.stop();
+    assert.match(server.stderr(), /Using zero simulated hardware timing/);
+
+    // spawnServer passes SERVER_V8_FLAGS, as `deno task server` does.
+    assert.match(server.stderr(), /Heap collector on/);
+
+    await using slow = await spawnServer(["--slow"]);
+    await slow.stop();
+    assert.match(slow.stderr(), /Using slow simulated hardware timing/);
+  },
+);
 
 Deno.test("server.ts logs every RPC at debug level", SANITIZE, async () => {
   await using server = await spawnServer(["--log-level", "debug"]);
