@@ -4,7 +4,7 @@
  *
  *   deno task server [--port 50051] [--host 127.0.0.1] [--slow] [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
- *     [--insecure-expose] [--db <file>]
+ *     [--insecure-expose] [--db <file>] [--max-watchers <n>]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
  * stop that takes longer than 15 s, forces the exit.
@@ -43,6 +43,8 @@ Flags:
                       PENDING or RUNNING (a crash) become FAILED with code INTERRUPTED and their
                       machines need attention; nothing is resumed. A database write failure
                       stops the server (exit 1).
+  --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
+                      (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -73,6 +75,7 @@ async function main(): Promise<void> {
         "auth-token-file": { type: "string" },
         "insecure-expose": { type: "boolean", default: false },
         db: { type: "string" },
+        "max-watchers": { type: "string", default: "1000" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -92,6 +95,10 @@ async function main(): Promise<void> {
   const level = values["log-level"] as LogLevelName;
   if (!LOG_LEVELS.includes(level)) {
     usage(`--log-level must be one of ${LOG_LEVELS.join(", ")}: got "${values["log-level"]}"`);
+  }
+  const maxWatchers = Number(values["max-watchers"]);
+  if (!Number.isInteger(maxWatchers) || maxWatchers < 1) {
+    usage(`--max-watchers must be a whole number of at least 1: got "${values["max-watchers"]}"`);
   }
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
@@ -162,6 +169,7 @@ async function main(): Promise<void> {
       tls,
       authToken,
       store,
+      maxWatchers,
     });
   } catch (error) {
     logger.error("Cannot listen on {host}:{port}: {error}", {

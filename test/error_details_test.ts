@@ -318,6 +318,83 @@ Deno.test("an operation started during shutdown gets SHUTTING_DOWN", SANITIZE, a
   assert.equal(server.engine.listOperations({}).items.length, 0, "nothing was created");
 });
 
+Deno.test(
+  "a watch and a log stream open at shutdown end with UNAVAILABLE, SHUTTING_DOWN",
+  SANITIZE,
+  async () => {
+    const hold = holdVerb();
+    await using server = await startServer({
+      port: 0,
+      engine: testEngine({ hooks: { reboot: hold.hook } }),
+    });
+    importMachines(server.engine, 1);
+    await runOperation(server.engine, {
+      machineId: "machine-1",
+      type: OperationType.ENTER_MAINTENANCE,
+    });
+    using machines = createClient(MachineService, server.address);
+    using operations = createClient(OperationService, server.address);
+    const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
+    await hold.entered;
+    const watch = operations.watchOperations({ sendInitialSnapshot: true })
+      [Symbol.asyncIterator]();
+    assert.equal((await watch.next()).value?.message, "Snapshot");
+    assert.equal((await watch.next()).value?.message, "Snapshot complete");
+    const logs = operations.streamOperationLogs({ operationId: held.operationId })
+      [Symbol.asyncIterator]();
+    assert.ok(!(await logs.next()).done, "the held reboot logged a line");
+
+    const watchEnd = failure((async () => {
+      for (;;) if ((await watch.next()).done) return;
+    })());
+    const logsEnd = failure((async () => {
+      for (;;) if ((await logs.next()).done) return;
+    })());
+    await server.shutdown();
+    // CANCELLED (or OK) would tell the clients the stream is over; UNAVAILABLE says reconnect.
+    const expected = { code: grpc.status.UNAVAILABLE, reason: "SHUTTING_DOWN", metadata: {} };
+    assertFailure(await watchEnd, expected, "watch");
+    assertFailure(await logsEnd, expected, "logs");
+    assert.match((await watchEnd).details, /shutting down: reconnect/);
+  },
+);
+
+Deno.test(
+  "a watch or log stream past maxWatchers gets RESOURCE_EXHAUSTED, TOO_MANY_WATCHERS",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine(), maxWatchers: 2 });
+    importMachines(server.engine, 1);
+    const { operationId } = await runOperation(server.engine, {
+      machineId: "machine-1",
+      type: OperationType.ENTER_MAINTENANCE,
+    });
+    using operations = createClient(OperationService, server.address);
+    const stop = new AbortController();
+    const open = [
+      operations.watchOperations({ sendInitialSnapshot: true }, { signal: stop.signal }),
+      operations.watchOperations({ sendInitialSnapshot: true }, { signal: stop.signal }),
+    ];
+    for (const stream of open) {
+      assert.equal((await stream.next()).value?.message, "Snapshot complete");
+    }
+
+    const expected = {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      reason: "TOO_MANY_WATCHERS",
+      metadata: { maxWatchers: "2" },
+    };
+    const watch = await failure(operations.watchOperations({}).next());
+    assertFailure(watch, expected, "third watch");
+    assert.match(watch.details, /--max-watchers/);
+    // Log streams count too: both are long-lived and pin memory.
+    const logs = await failure(operations.streamOperationLogs({ operationId }).next());
+    assertFailure(logs, expected, "log stream");
+    stop.abort();
+    await Promise.allSettled(open.map((stream) => stream.next()));
+  },
+);
+
 Deno.test("an unexpected exception is INTERNAL with reason INTERNAL", SANITIZE, async () => {
   const engine = testEngine();
   engine.getMachine = () => {

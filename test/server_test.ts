@@ -5,7 +5,8 @@ import {
   MachineService,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
+import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
@@ -25,6 +26,7 @@ Deno.test("server.ts refuses bad flags with exit code 2 and says why", SANITIZE,
       [["--port", "http"], /--port must be a whole number/],
       [["--log-level", "loud"], /--log-level must be one of debug, info, warn, error/],
       [["--colour"], /Unknown option '--colour'/],
+      [["--max-watchers", "0"], /--max-watchers must be a whole number of at least 1: got "0"/],
     ] as const
   ) {
     await t.step(args.join(" "), async () => {
@@ -70,21 +72,51 @@ Deno.test(
     }
     assert.ok(enter.operationId);
     const stopping = server.stop("SIGTERM");
-    // The open watch stream ends (OK or an error status) instead of holding the server open.
-    let ended = false;
+    // The open watch stream ends instead of holding the server open, with UNAVAILABLE and
+    // SHUTTING_DOWN: a client reconnects (CANCELLED or OK would tell it the watch is over).
+    let ended: unknown = "the stream ended with OK";
     try {
       for (let r = await events.next(); !r.done; r = await events.next()) { /* drain */ }
-      ended = true;
-    } catch {
-      ended = true;
+    } catch (error) {
+      ended = error;
     }
-    assert.ok(ended);
+    assert.ok(ended instanceof RpcError, String(ended));
+    assert.deepEqual(
+      [statusName(ended.code), errorInfoOf(ended)?.reason],
+      ["UNAVAILABLE", "SHUTTING_DOWN"],
+      ended.details,
+    );
     const status = await stopping;
     assert.equal(status.code, 0, server.stderr());
     assert.match(
       server.stderr(),
       new RegExp(`${reimage.operationId} machine-1 REIMAGE CANCELED: Operation canceled`),
     );
+  },
+);
+
+Deno.test(
+  "server.ts --max-watchers caps the open watch and log streams, naming the flag",
+  SANITIZE,
+  async () => {
+    await using server = await spawnServer(["--max-watchers", "1", "--log-level", "warn"]);
+    using first = createClient(OperationService, server.address);
+    using second = createClient(OperationService, server.address);
+    const open = first.watchOperations({ sendInitialSnapshot: true });
+    assert.equal((await open.next()).value.message, SNAPSHOT_COMPLETE);
+    let refused: unknown;
+    try {
+      await second.watchOperations({}).next();
+    } catch (error) {
+      refused = error;
+    }
+    assert.ok(refused instanceof RpcError, String(refused));
+    assert.deepEqual(
+      [statusName(refused.code), errorInfoOf(refused)?.reason],
+      ["RESOURCE_EXHAUSTED", "TOO_MANY_WATCHERS"],
+    );
+    assert.match(refused.details, /--max-watchers \(now 1\)/);
+    await open.return?.();
   },
 );
 

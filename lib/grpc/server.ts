@@ -29,7 +29,8 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { machineService, operationService } from "./services.ts";
+import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
+import { ShuttingDownError } from "../errors.ts";
 import {
   type CallContext,
   type CallHandler,
@@ -95,6 +96,13 @@ export interface ServerOptions {
    * @default 4 MiB
    */
   maxReceiveMessageBytes?: number;
+  /**
+   * Most WatchOperations and StreamOperationLogs streams open at once (both long-lived, both
+   * pin memory); one more fails with RESOURCE_EXHAUSTED, reason TOO_MANY_WATCHERS.
+   *
+   * @default {@linkcode DEFAULT_MAX_WATCHERS} (1000)
+   */
+  maxWatchers?: number;
 }
 
 /** The default of {@linkcode ServerOptions.maxReceiveMessageBytes}: 4 MiB. */
@@ -208,7 +216,11 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
   );
   server.addService(
     createServiceDefinition(OperationService),
-    createServiceHandlers(OperationService, operationService(engine), handlerOptions),
+    createServiceHandlers(
+      OperationService,
+      operationService(engine, { maxWatchers: options.maxWatchers ?? DEFAULT_MAX_WATCHERS }),
+      handlerOptions,
+    ),
   );
   const health = createServerHealth([MachineService.typeName, OperationService.typeName]);
   health.addToServer(server);
@@ -254,7 +266,13 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
       health.stopServing();
       logger.info("Shutting down: no new calls, ending open streams");
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      stopping.abort(new DOMException("the server is shutting down", "AbortError"));
+      // The reason every open call ends with: UNAVAILABLE, SHUTTING_DOWN, which tells a client
+      // to reconnect (CANCELLED would tell it the call was given up).
+      stopping.abort(
+        new ShuttingDownError(
+          "the server is shutting down: reconnect (a watcher with send_initial_snapshot) once it is back",
+        ),
+      );
       await engine.shutdown();
       unlisten();
       let timer: ReturnType<typeof setTimeout> | undefined;
