@@ -33,9 +33,20 @@ import {
 import { type Figure, figure, renderTable, textFigure } from "./bench/stats.ts";
 import { readRss, type Rss } from "./bench/memory.ts";
 import { calibrate } from "./bench/calibration.ts";
+import { fanoutFigures, runFanout } from "./bench/fanout.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
-const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory"] as const;
+const SCENARIOS = [
+  "register",
+  "get",
+  "list",
+  "burst",
+  "watch",
+  "logs",
+  "cli",
+  "memory",
+  "fanout",
+] as const;
 type Scenario = typeof SCENARIOS[number];
 
 /** Simulated provider work of one REIMAGE with the default ("normal") timings, in ms. */
@@ -822,6 +833,21 @@ if (selected.has("cli")) {
       await cliServer.stop();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
+  });
+}
+
+// 9. fanout (scripts/bench/fanout.ts) ---------------------------------------------------------
+if (selected.has("fanout")) {
+  await scenario("fanout", async () => {
+    const result = await runFanout({
+      address,
+      machines: SCALE.burst,
+      watchers: values.scale === "full" ? 200 : 10,
+      prefix: `fanout-${RUN}`,
+      simulatedMs: SIMULATED_REIMAGE_MS,
+    });
+    figures.push(...fanoutFigures(result));
+    details.fanout = result;
   });
 }
 

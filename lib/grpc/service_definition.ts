@@ -329,7 +329,7 @@ export interface ServiceHandlersOptions {
   maxStreamBufferBytes?: number;
 }
 
-/** The default of {@linkcode ServiceHandlersOptions.maxStreamBufferBytes}: 256 KiB. */
+/** The default of {@linkcode ServiceHandlersOptions.maxStreamBufferBytes}: 64 KiB. */
 export const DEFAULT_MAX_STREAM_BUFFER_BYTES = 64 * 1024;
 
 /**
