@@ -19,6 +19,7 @@ import {
 import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/client.ts";
+import type { EventFeedOptions } from "../lib/feeds.ts";
 import {
   enterMaintenanceBurst,
   holdVerb,
@@ -269,24 +270,45 @@ Deno.test("every unary error carries ErrorInfo with its reason and ids", SANITIZ
   await untilTerminal(engine, busy.operationId);
 });
 
-Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async () => {
+/**
+ * A server whose machine-1 runs a REBOOT held in the provider, and a watch that read the
+ * reboot's `Snapshot` event; disposing it closes the clients and stops the server.
+ */
+async function heldRebootWatch(events: EventFeedOptions = {}) {
   const hold = holdVerb();
-  await using server = await startServer({
+  const server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: { reboot: hold.hook } }, { events: { capacity: 3 } }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }, { events }),
   });
   importMachines(server.engine, 10);
   await runOperation(server.engine, {
     machineId: "machine-1",
     type: OperationType.ENTER_MAINTENANCE,
   });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  const machines = createClient(MachineService, server.address);
+  const operations = createClient(OperationService, server.address);
   const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
-  const iterator = operations.watchOperations({ sendInitialSnapshot: true })
+  const watch = operations.watchOperations({ sendInitialSnapshot: true })
     [Symbol.asyncIterator]();
-  assert.equal((await iterator.next()).value?.message, "Snapshot");
+  assert.equal((await watch.next()).value?.message, "Snapshot");
+  return {
+    hold,
+    server,
+    held,
+    operations,
+    watch,
+    async [Symbol.asyncDispose]() {
+      machines.close();
+      operations.close();
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async () => {
+  await using setup = await heldRebootWatch({ capacity: 3 });
+  const { hold, server, held, watch: iterator } = setup;
 
   // A synchronous burst fills the queue of three before the stream handler takes any.
   await enterMaintenanceBurst(server.engine, { from: 2, to: 10 });
@@ -322,23 +344,8 @@ Deno.test(
   "a watch and a log stream open at shutdown end with UNAVAILABLE, SHUTTING_DOWN",
   SANITIZE,
   async () => {
-    const hold = holdVerb();
-    await using server = await startServer({
-      port: 0,
-      engine: testEngine({ hooks: { reboot: hold.hook } }),
-    });
-    importMachines(server.engine, 1);
-    await runOperation(server.engine, {
-      machineId: "machine-1",
-      type: OperationType.ENTER_MAINTENANCE,
-    });
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
-    const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
-    await hold.entered;
-    const watch = operations.watchOperations({ sendInitialSnapshot: true })
-      [Symbol.asyncIterator]();
-    assert.equal((await watch.next()).value?.message, "Snapshot");
+    await using setup = await heldRebootWatch();
+    const { server, held, operations, watch } = setup;
     assert.equal((await watch.next()).value?.message, "Snapshot complete");
     const logs = operations.streamOperationLogs({ operationId: held.operationId })
       [Symbol.asyncIterator]();

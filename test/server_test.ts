@@ -12,6 +12,23 @@ import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
+/** The status name, ErrorInfo reason and details `run` fails with. */
+async function failure(
+  run: () => Promise<unknown>,
+): Promise<{ code: string; reason?: string; details: string }> {
+  try {
+    await run();
+  } catch (error) {
+    assert.ok(error instanceof RpcError, String(error));
+    return {
+      code: statusName(error.code),
+      reason: errorInfoOf(error)?.reason,
+      details: error.details,
+    };
+  }
+  throw new Error("expected the call to fail");
+}
+
 Deno.test("server.ts --help prints the flags and exits 0", SANITIZE, async () => {
   const { code, stdout } = await runServer(["--help"]);
   assert.equal(code, 0);
@@ -74,18 +91,10 @@ Deno.test(
     const stopping = server.stop("SIGTERM");
     // The open watch stream ends instead of holding the server open, with UNAVAILABLE and
     // SHUTTING_DOWN: a client reconnects (CANCELLED or OK would tell it the watch is over).
-    let ended: unknown = "the stream ended with OK";
-    try {
+    const ended = await failure(async () => {
       for (let r = await events.next(); !r.done; r = await events.next()) { /* drain */ }
-    } catch (error) {
-      ended = error;
-    }
-    assert.ok(ended instanceof RpcError, String(ended));
-    assert.deepEqual(
-      [statusName(ended.code), errorInfoOf(ended)?.reason],
-      ["UNAVAILABLE", "SHUTTING_DOWN"],
-      ended.details,
-    );
+    });
+    assert.deepEqual([ended.code, ended.reason], ["UNAVAILABLE", "SHUTTING_DOWN"], ended.details);
     const status = await stopping;
     assert.equal(status.code, 0, server.stderr());
     assert.match(
@@ -104,17 +113,8 @@ Deno.test(
     using second = createClient(OperationService, server.address);
     const open = first.watchOperations({ sendInitialSnapshot: true });
     assert.equal((await open.next()).value.message, SNAPSHOT_COMPLETE);
-    let refused: unknown;
-    try {
-      await second.watchOperations({}).next();
-    } catch (error) {
-      refused = error;
-    }
-    assert.ok(refused instanceof RpcError, String(refused));
-    assert.deepEqual(
-      [statusName(refused.code), errorInfoOf(refused)?.reason],
-      ["RESOURCE_EXHAUSTED", "TOO_MANY_WATCHERS"],
-    );
+    const refused = await failure(() => second.watchOperations({}).next());
+    assert.deepEqual([refused.code, refused.reason], ["RESOURCE_EXHAUSTED", "TOO_MANY_WATCHERS"]);
     assert.match(refused.details, /--max-watchers \(now 1\)/);
     await open.return?.();
   },
