@@ -121,6 +121,47 @@ Deno.test(
 );
 
 Deno.test(
+  "server.ts holds back a watch stream whose client stopped reading, and says so at debug level",
+  SANITIZE,
+  async () => {
+    // Deno 2.9.3's node:http2 takes every write whatever HTTP/2 flow control allows: without the
+    // server's own stall detection a watcher that stops reading pins all it is sent.
+    await using server = await spawnServer(["--log-level", "debug"]);
+    using machines = createClient(MachineService, server.address);
+    using stalledClient = createClient(OperationService, server.address);
+    const count = 100;
+    for (let i = 1; i <= count; i++) {
+      await machines.registerMachine({
+        machine: create(MachineSchema, { machineId: `machine-${i}` }),
+      });
+    }
+    const stalled = stalledClient.watchOperations({ sendInitialSnapshot: true });
+    assert.equal((await stalled.next()).value.message, SNAPSHOT_COMPLETE);
+    // Well over the client's 1 MiB stream window plus the server's 64 KiB budget (~200 bytes an
+    // event, 6 events a machine per round).
+    const line = /WatchOperations: the client stopped reading; holding its stream/;
+    for (let round = 0; round < 20 && !line.test(server.stderr()); round++) {
+      await Promise.all(Array.from({ length: count }, async (_, i) => {
+        const machineId = `machine-${i + 1}`;
+        await machines.enterMaintenance({ machineId, requestId: `enter-${round}` });
+        for (;;) {
+          try {
+            return await machines.exitMaintenance({ machineId, requestId: `exit-${round}` });
+          } catch (error) {
+            // The enter-maintenance may still run (zero work, but asynchronous): try again.
+            if (!(error instanceof RpcError) || errorInfoOf(error)?.reason !== "MACHINE_BUSY") {
+              throw error;
+            }
+          }
+        }
+      }));
+    }
+    assert.match(server.stderr(), line);
+    await stalled.return?.();
+  },
+);
+
+Deno.test(
   "createClient() starts a stream when it is called, before it is read",
   SANITIZE,
   async () => {

@@ -209,7 +209,15 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
   const check = options.authToken === undefined ? undefined : createTokenCheck(options.authToken);
   const auth = check && authenticate(check);
   const wrap: CallWrapper = auth ? (info, next) => logCalls(info, auth(info, next)) : logCalls;
-  const handlerOptions = { toStatus: toGrpcStatus, wrap, signal: stopping.signal };
+  const handlerOptions = {
+    toStatus: toGrpcStatus,
+    wrap,
+    signal: stopping.signal,
+    onStall: (info: CallInfo) =>
+      logger.debug("{method}: the client stopped reading; holding its stream until it reads", {
+        method: info.method,
+      }),
+  };
   server.addService(
     createServiceDefinition(MachineService),
     createServiceHandlers(MachineService, machineService(engine), handlerOptions),

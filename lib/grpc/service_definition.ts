@@ -327,6 +327,14 @@ export interface ServiceHandlersOptions {
    * @default {@linkcode DEFAULT_MAX_STREAM_BUFFER_BYTES}
    */
   maxStreamBufferBytes?: number;
+  /**
+   * Called when a server stream starts holding messages back because its client stopped
+   * reading (its connection took the whole budget without moving its flow-control window), once
+   * per such pause; for logging.
+   *
+   * @default nothing
+   */
+  onStall?: (info: CallInfo) => void;
 }
 
 /** The default of {@linkcode ServiceHandlersOptions.maxStreamBufferBytes}: 64 KiB. */
@@ -393,6 +401,7 @@ export function createServiceHandlers<S extends DescService>(
     toStatus = defaultToStatus,
     signal: shutdown,
     maxStreamBufferBytes = DEFAULT_MAX_STREAM_BUFFER_BYTES,
+    onStall,
   } = options;
   const handlers: grpc.UntypedServiceImplementation = {};
   // The handler map is typed per method; at run time it is one function per localName.
@@ -407,6 +416,7 @@ export function createServiceHandlers<S extends DescService>(
       toStatus,
       shutdown,
       maxStreamBufferBytes,
+      onStall: onStall && (() => onStall(info)),
       // Cached for a frozen message (events, log lines), so the serializer reuses the work.
       sizeOf: (message) => encodeMessage(output, message).byteLength,
     };
@@ -434,6 +444,7 @@ interface CallSettings {
   toStatus: ToStatus;
   shutdown: AbortSignal | undefined;
   maxStreamBufferBytes: number;
+  onStall: (() => void) | undefined;
   sizeOf: (message: Message) => number;
 }
 
@@ -731,6 +742,7 @@ class ServerStreamContext extends ServerCallContext implements StreamContext<Des
         await untilReady(stream, this.signal, (ready) => this.#room = ready);
       }
       if (!stalled()) return;
+      settings.onStall?.();
       // Look again at growing intervals (a turn, then up to STALL_POLL_MAX_MS): no event says
       // when the peer reads again.
       let timer: ReturnType<typeof setTimeout> | undefined;
