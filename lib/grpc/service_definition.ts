@@ -707,8 +707,8 @@ class ServerStreamContext extends ServerCallContext implements StreamContext<Des
     // everything the server writes to it (measured: 200 such watchers, 72,000 events: 2.6 GB).
     // The connection's remote window is the one live signal: it moves whenever data goes out
     // or the peer acknowledges some. A stream handed the budget while it stood still is
-    // stalled. (A stalled stream that shares its connection with a reading one goes unseen;
-    // the feed's lag bound still ends it.)
+    // stalled. (A stalled stream that shares its connection with a reading one goes unseen:
+    // the window moves. See README, "Events and logs".)
     const session = sessionOf(stream);
     let window: number | undefined;
     let handed = 0;
