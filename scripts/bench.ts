@@ -845,6 +845,7 @@ if (selected.has("fanout")) {
       watchers: values.scale === "full" ? 200 : 10,
       prefix: `fanout-${RUN}`,
       simulatedMs: SIMULATED_REIMAGE_MS,
+      serverPid: server?.pid,
     });
     figures.push(...fanoutFigures(result));
     details.fanout = result;

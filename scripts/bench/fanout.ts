@@ -12,6 +12,7 @@
  * @module
  */
 
+import { cpuUsage } from "node:process";
 import { createClient } from "../../lib/grpc/client.ts";
 import {
   MachineService,
@@ -36,6 +37,8 @@ export interface FanoutOptions {
   simulatedMs: number;
   /** How long to wait for every watcher to see every operation end. @default 180 s */
   timeoutMs?: number;
+  /** The server's process id, to report its CPU time (Linux `/proc`). @default not reported */
+  serverPid?: number;
 }
 
 /** What {@linkcode runFanout} measured. */
@@ -54,6 +57,11 @@ export interface FanoutResult {
   /** All REIMAGE calls answered. */
   acceptedMs: number;
   timedOut: boolean;
+  /**
+   * CPU seconds from the first REIMAGE call until every watcher saw every end: the server's
+   * (null when unknown) and this benchmark client's, which decodes every delivered event.
+   */
+  cpuSeconds: { server: number | null; client: number };
 }
 
 /** Latency histogram resolution: 1 ms buckets up to a minute (later lands in the last). */
@@ -141,6 +149,8 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
       everyoneDone = () => resolve(true);
       setTimeout(() => resolve(false), options.timeoutMs ?? 180_000);
     });
+    const serverCpu = cpuSecondsOf(options.serverPid);
+    const clientCpu = cpuUsage();
     const start = performance.now();
     await Promise.all(
       ids.map((machineId) =>
@@ -150,6 +160,8 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
     const acceptedMs = performance.now() - start;
     const finished = await allSeen;
     const allTerminalMs = performance.now() - start;
+    const serverCpuEnd = cpuSecondsOf(options.serverPid);
+    const clientCpuUsed = cpuUsage(clientCpu);
     stop.abort();
     await Promise.all(reading);
     return {
@@ -167,6 +179,10 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
       allTerminalMs,
       acceptedMs,
       timedOut: !finished,
+      cpuSeconds: {
+        server: serverCpu === null || serverCpuEnd === null ? null : serverCpuEnd - serverCpu,
+        client: (clientCpuUsed.user + clientCpuUsed.system) / 1e6,
+      },
     };
   } finally {
     stop.abort();
@@ -218,6 +234,13 @@ export function fanoutFigures(result: FanoutResult): Figure[] {
     row(`all ${machines} REIMAGE calls answered`, "ms", result.acceptedMs),
     textFigure(
       "fanout",
+      "CPU until then: server / bench client",
+      `${result.cpuSeconds.server?.toFixed(1) ?? "n/a"} s / ${
+        result.cpuSeconds.client.toFixed(1)
+      } s (the client decodes ${watchers} × ${expected} events)`,
+    ),
+    textFigure(
+      "fanout",
       `every watcher got all ${expected} events`,
       short.length === 0
         ? `yes (${watchers}/${watchers})`
@@ -233,6 +256,26 @@ export function fanoutFigures(result: FanoutResult): Figure[] {
         (result.timedOut ? " (timed out)" : ""),
     ),
   ];
+}
+
+/** CPU seconds (user + system) a process used so far, from `/proc` through `cat`; null if unknown. */
+function cpuSecondsOf(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const out = new Deno.Command("cat", {
+      args: [`/proc/${pid}/stat`],
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    if (!out.success) return null;
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    const text = new TextDecoder().decode(out.stdout);
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks / 100 : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Runs `fn(0..count-1)` with at most `inFlight` pending; returns the results in order. */
