@@ -6,6 +6,7 @@
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
+ *     [--max-watchers <n>]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
  * stop that takes longer than 15 s, forces the exit.
@@ -57,6 +58,8 @@ Flags:
   --retain-for <duration>
                       how long a finished operation is kept, e.g. 90s, 30m, 168h, 7d
                       (default 168h). A request_id whose operation was pruned starts a new one
+  --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
+                      (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -93,6 +96,7 @@ async function main(): Promise<void> {
         db: { type: "string" },
         "retain-operations": { type: "string", default: "10000" },
         "retain-for": { type: "string", default: "168h" },
+        "max-watchers": { type: "string", default: "1000" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -123,6 +127,10 @@ async function main(): Promise<void> {
     usage(error instanceof Error ? error.message : String(error));
   }
   const timing = parseTiming(values.timing, values.slow);
+  const maxWatchers = Number(values["max-watchers"]);
+  if (!Number.isInteger(maxWatchers) || maxWatchers < 1) {
+    usage(`--max-watchers must be a whole number of at least 1: got "${values["max-watchers"]}"`);
+  }
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
   let authToken: string | undefined;
@@ -196,6 +204,7 @@ async function main(): Promise<void> {
       authToken,
       store,
       retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
+      maxWatchers,
     });
   } catch (error) {
     logger.error("Cannot listen on {host}:{port}: {error}", {

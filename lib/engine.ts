@@ -317,8 +317,9 @@ export class Engine implements AsyncDisposable {
    * Watches operation events. The filter is checked before anything is returned; with
    * `sendInitialSnapshot` the matching active operations come first (message `Snapshot`), then
    * one `Snapshot complete` event without an operation (a sync point: a caller that acts after
-   * it sees every event its action causes), then live events, with no gap and no duplicate. A watcher that falls behind its
-   * bounded queue gets {@linkcode LaggedError}.
+   * it sees every event its action causes), then live events, with no gap and no duplicate. A
+   * watcher that falls more than the feed's capacity behind gets {@linkcode LaggedError}; one
+   * open at shutdown gets {@linkcode ShuttingDownError}.
    *
    * @param options Filter, snapshot flag and signal.
    * @returns An async iterable of events.
@@ -383,7 +384,8 @@ export class Engine implements AsyncDisposable {
 
   /**
    * Stops accepting operations, cancels the active ones (see the executor's shutdown rule),
-   * waits for every task to settle, then ends every watch. Idempotent.
+   * waits for every task to settle, then ends every watch with {@linkcode ShuttingDownError}
+   * (after the events published before). Idempotent.
    *
    * @returns A promise that resolves when everything has stopped.
    */
@@ -395,7 +397,12 @@ export class Engine implements AsyncDisposable {
       });
       await this.executor.shutdown();
       this.retention.stop();
-      this.events.closeAll();
+      // An error, not the end of the stream: a watcher must reconnect, not conclude it is done.
+      this.events.closeAll(
+        new ShuttingDownError(
+          "the server is shutting down: reconnect (with send_initial_snapshot) once it is back",
+        ),
+      );
     })();
     return this.#shutdown;
   }

@@ -32,6 +32,7 @@ export type ErrorReason =
   | "MACHINE_BUSY"
   | "OPERATION_FINISHED"
   | "SUBSCRIBER_LAGGED"
+  | "TOO_MANY_WATCHERS"
   | "SHUTTING_DOWN"
   | "INTERNAL";
 
@@ -121,6 +122,20 @@ export class LaggedError extends BmdemoError {
    */
   constructor(message: string, options: BmdemoErrorOptions = {}) {
     super("resource_exhausted", message, { reason: "SUBSCRIBER_LAGGED", ...options });
+  }
+}
+
+/**
+ * A server-wide limit on long-lived streams (watches, log streams) is reached; retrying once
+ * another stream ended can succeed.
+ */
+export class TooManyWatchersError extends BmdemoError {
+  /**
+   * @param message The limit and how to raise it.
+   * @param options Metadata and cause.
+   */
+  constructor(message: string, options: BmdemoErrorOptions = {}) {
+    super("resource_exhausted", message, { reason: "TOO_MANY_WATCHERS", ...options });
   }
 }
 

@@ -22,27 +22,65 @@ import type { LogStream } from "./provider.ts";
 
 const ENCODER = new TextEncoder();
 
-/** A FIFO queue with amortised O(1) shift. */
-class Queue<T> {
-  #items: T[] = [];
+/**
+ * The events the feed still retains, shared by every subscriber: subscribers hold a cursor (a
+ * sequence number) into it rather than a queue of their own, so publishing costs O(1) whatever
+ * the subscribers do, and a subscriber that stops reading pins at most the retained window.
+ */
+class EventLog {
+  #events: OperationEvent[] = [];
   #head = 0;
+  /** Sequence number of the oldest retained event. */
+  first = 0;
+  /** Sequence number the next published event gets. */
+  next = 0;
+  #published?: PromiseWithResolvers<void>;
 
   get length(): number {
-    return this.#items.length - this.#head;
+    return this.next - this.first;
   }
 
-  push(item: T): void {
-    this.#items.push(item);
+  /** The retained event with sequence number `seq` (first <= seq < next). */
+  at(seq: number): OperationEvent {
+    return this.#events[this.#head + seq - this.first];
   }
 
-  shift(): T | undefined {
-    if (this.#head === this.#items.length) return undefined;
-    const item = this.#items[this.#head++];
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
+  push(event: OperationEvent): void {
+    this.#events.push(event);
+    this.next++;
+  }
+
+  /** Counts an event that nobody can read (no subscriber): nothing is retained. */
+  skip(): void {
+    this.#events = [];
+    this.#head = 0;
+    this.first = ++this.next;
+  }
+
+  /** Forgets the events before `seq`. */
+  trimTo(seq: number): void {
+    const drop = Math.min(seq, this.next) - this.first;
+    if (drop <= 0) return;
+    this.first += drop;
+    this.#head += drop;
+    if (this.#head >= this.#events.length) {
+      this.#events = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#events.length) {
+      this.#events = this.#events.slice(this.#head);
       this.#head = 0;
     }
-    return item;
+  }
+
+  /** Resolves at the next {@linkcode EventLog.wake}: one promise shared by every waiting reader. */
+  published(): Promise<void> {
+    return (this.#published ??= Promise.withResolvers<void>()).promise;
+  }
+
+  wake(): void {
+    const published = this.#published;
+    this.#published = undefined;
+    published?.resolve();
   }
 }
 
@@ -50,7 +88,10 @@ class Queue<T> {
 export interface SubscribeOptions {
   /** Only operations for which this returns `true` are delivered. @default every operation */
   filter?: (operation: Operation) => boolean;
-  /** Events a subscriber may have queued before it is dropped as lagging. @default the feed's */
+  /**
+   * How many events (of any operation) the subscriber may be behind the newest before it is
+   * dropped as lagging. @default the feed's
+   */
   capacity?: number;
   /** Ends the subscription (the iterator then finishes) when aborted. */
   signal?: AbortSignal;
@@ -59,9 +100,11 @@ export interface SubscribeOptions {
 /** Options of {@linkcode EventFeed}. */
 export interface EventFeedOptions {
   /**
-   * Default per-subscriber queue bound. Events are shared between subscribers, so a queue costs
-   * a pointer per event: large enough that watchers that keep reading ride out a burst of
-   * thousands of operations (13 events each), bounded so one that stops is dropped.
+   * How many events a subscriber may fall behind before it is dropped, which is also the most
+   * the feed retains for its slowest subscriber: events are shared, so the bound costs a pointer
+   * per event (plus the event, and its cached wire encoding) once, not per subscriber. Large
+   * enough that watchers that keep reading ride out a burst of thousands of operations (13
+   * events each), bounded so one that stops is dropped.
    * @default 65536
    */
   capacity?: number;
@@ -70,9 +113,14 @@ export interface EventFeedOptions {
 }
 
 /**
- * Fans operation events out to subscribers. Each subscriber has its own bounded queue; one that
- * falls behind by more than its capacity is dropped and its iterator throws
- * {@linkcode LaggedError} after yielding what it had queued.
+ * Fans operation events out to subscribers through one shared, bounded log: publishing appends
+ * to it and wakes the waiting readers, in O(1) whatever the number of subscribers, and each
+ * subscriber reads (and filters) at its own pace from its own cursor. The log keeps the events
+ * back to the slowest live subscriber, at most the largest subscriber capacity; a subscriber
+ * more than its capacity behind is dropped, and its iterator throws {@linkcode LaggedError}.
+ * A dropped subscriber is noticed when it next reads, or by a sweep run every eighth of the
+ * smallest capacity (O(subscribers), so amortised O(1) per event), which also lets go of the
+ * events every subscriber has read.
  *
  * @example
  * ```ts
@@ -85,10 +133,16 @@ export class EventFeed {
   readonly #now: () => Date;
   readonly #subscribers = new Set<EventSubscription>();
   readonly #listeners = new Set<(event: OperationEvent) => void>();
+  readonly #log = new EventLog();
   #published = 0;
+  // Largest and smallest capacity of the live subscribers, recomputed when one of them leaves.
+  #retain = 0;
+  #sweepEvery = 1;
+  #sinceSweep = 0;
+  #boundsStale = false;
 
   /**
-   * @param options Queue bound and clock.
+   * @param options Lag bound and clock.
    */
   constructor(options: EventFeedOptions = {}) {
     this.#capacity = options.capacity ?? 65_536;
@@ -108,8 +162,14 @@ export class EventFeed {
     return this.#published;
   }
 
+  /** Events the feed retains for its subscribers (at most the largest subscriber capacity). */
+  get retainedCount(): number {
+    return this.#log.length;
+  }
+
   /**
-   * Publishes one event about an operation to every matching subscriber. Never waits.
+   * Publishes one event about an operation to every subscriber. Never waits, and costs the same
+   * whatever the subscribers do: they filter and read it later, each from its own cursor.
    *
    * @param snapshot The operation right after the change.
    * @param message What changed.
@@ -131,7 +191,17 @@ export class EventFeed {
         // executor or the other subscribers.
       }
     }
-    for (const subscriber of this.#subscribers) subscriber.offer(event);
+    const log = this.#log;
+    if (this.#subscribers.size === 0) {
+      log.skip();
+      return event;
+    }
+    log.push(event);
+    if (this.#boundsStale) this.#recomputeBounds();
+    // The hard bound: whoever still needed the oldest event is more than `retain` behind.
+    if (log.length > this.#retain) log.trimTo(log.next - this.#retain);
+    if (++this.#sinceSweep >= this.#sweepEvery) this.#sweep();
+    log.wake();
     return event;
   }
 
@@ -151,7 +221,7 @@ export class EventFeed {
    * Subscribes to events published from now on. Subscribing is synchronous, so a caller that
    * reads the store's current state in the same tick misses nothing and sees nothing twice.
    *
-   * @param options Filter, queue bound and signal.
+   * @param options Filter, lag bound and signal.
    * @returns The subscription, an async iterator of events.
    * @throws {RangeError} When `capacity` is not a positive integer.
    */
@@ -161,10 +231,20 @@ export class EventFeed {
       throw new RangeError(`Subscriber capacity must be a positive integer: got ${capacity}`);
     }
     const subscription = new EventSubscription(
+      this.#log,
       options.filter ?? (() => true),
       capacity,
-      () => this.#subscribers.delete(subscription),
+      () => {
+        if (this.#subscribers.delete(subscription)) this.#boundsStale = true;
+      },
     );
+    if (this.#subscribers.size === 0) {
+      this.#retain = capacity;
+      this.#sweepEvery = sweepInterval(capacity);
+    } else {
+      this.#retain = Math.max(this.#retain, capacity);
+      this.#sweepEvery = Math.min(this.#sweepEvery, sweepInterval(capacity));
+    }
     this.#subscribers.add(subscription);
     if (options.signal) {
       const signal = options.signal;
@@ -178,37 +258,97 @@ export class EventFeed {
     return subscription;
   }
 
-  /** Ends every subscription (their iterators finish after draining); used at shutdown. */
-  closeAll(): void {
-    for (const subscriber of [...this.#subscribers]) subscriber.close();
+  /**
+   * Ends every subscription; used at shutdown. Their iterators deliver what was published
+   * before, then finish, or throw `reason` when one is given.
+   *
+   * @param reason What the iterators throw once drained, e.g. a {@linkcode ShuttingDownError}.
+   */
+  closeAll(reason?: Error): void {
+    for (const subscriber of [...this.#subscribers]) subscriber.close(reason);
   }
+
+  #recomputeBounds(): void {
+    this.#boundsStale = false;
+    let retain = 0;
+    let sweepEvery = Infinity;
+    for (const subscriber of this.#subscribers) {
+      retain = Math.max(retain, subscriber.capacity);
+      sweepEvery = Math.min(sweepEvery, sweepInterval(subscriber.capacity));
+    }
+    this.#retain = retain;
+    this.#sweepEvery = sweepEvery === Infinity ? 1 : sweepEvery;
+  }
+
+  /** Drops the subscribers that fell too far behind and forgets what every other one has read. */
+  #sweep(): void {
+    this.#sinceSweep = 0;
+    const log = this.#log;
+    let oldest = log.next;
+    for (const subscriber of [...this.#subscribers]) {
+      if (subscriber.checkLag()) continue;
+      oldest = Math.min(oldest, subscriber.cursor);
+    }
+    log.trimTo(oldest);
+  }
+}
+
+function sweepInterval(capacity: number): number {
+  return Math.max(1, Math.floor(capacity / 8));
 }
 
 /** One subscriber's view of an {@linkcode EventFeed}: an async iterator of events. */
 export class EventSubscription implements AsyncIterableIterator<OperationEvent>, Disposable {
+  readonly #log: EventLog;
   readonly #filter: (operation: Operation) => boolean;
   readonly #capacity: number;
-  readonly #queue = new Queue<OperationEvent>();
   readonly #detach: () => void;
   readonly #onClose: (() => void)[] = [];
-  #waiter?: () => void;
+  #cursor: number;
+  // Once closed: the matching events published before, delivered before the iterator ends.
+  #rest?: OperationEvent[];
+  #restIndex = 0;
   #closed = false;
-  #lagged?: LaggedError;
+  #ending?: Error;
 
   /**
+   * @param log The feed's shared log.
    * @param filter Which operations to deliver.
-   * @param capacity Queue bound.
+   * @param capacity How far behind it may fall.
    * @param detach Removes the subscription from its feed.
    */
-  constructor(filter: (operation: Operation) => boolean, capacity: number, detach: () => void) {
+  constructor(
+    log: EventLog,
+    filter: (operation: Operation) => boolean,
+    capacity: number,
+    detach: () => void,
+  ) {
+    this.#log = log;
     this.#filter = filter;
     this.#capacity = capacity;
     this.#detach = detach;
+    this.#cursor = log.next;
   }
 
-  /** Events queued and not yet read. */
+  /** How many events behind the newest it may fall before it is dropped. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Sequence number of the next event it reads. */
+  get cursor(): number {
+    return this.#cursor;
+  }
+
+  /** Matching events published and not yet read (counted by reading the backlog's filters). */
   get pending(): number {
-    return this.#queue.length;
+    if (this.#rest) return this.#rest.length - this.#restIndex;
+    if (this.#closed || this.#isBehind()) return 0;
+    let count = 0;
+    for (let seq = this.#cursor; seq < this.#log.next; seq++) {
+      if (this.#filter(this.#log.at(seq).snapshot!)) count++;
+    }
+    return count;
   }
 
   /** Whether the subscription ended (closed or lagged). */
@@ -217,22 +357,25 @@ export class EventSubscription implements AsyncIterableIterator<OperationEvent>,
   }
 
   /**
-   * Queues an event if it matches; drops the subscriber if its queue is full. Called by the feed.
+   * Drops the subscription if it fell more than its capacity behind. Called by the feed.
    *
-   * @param event The event.
+   * @returns Whether it was dropped (now or before).
    */
-  offer(event: OperationEvent): void {
-    if (this.#closed || !this.#filter(event.snapshot!)) return;
-    if (this.#queue.length >= this.#capacity) {
-      this.#lagged = new LaggedError(
+  checkLag(): boolean {
+    if (this.#closed) return true;
+    if (!this.#isBehind()) return false;
+    this.#end(
+      new LaggedError(
         `watcher fell more than ${this.#capacity} events behind and was dropped; reconnect (with send_initial_snapshot) to resynchronise`,
         { metadata: { capacity: String(this.#capacity) } },
-      );
-      this.close();
-      return;
-    }
-    this.#queue.push(event);
-    this.#wake();
+      ),
+      [],
+    );
+    return true;
+  }
+
+  #isBehind(): boolean {
+    return this.#cursor < this.#log.first || this.#log.next - this.#cursor > this.#capacity;
   }
 
   /**
@@ -245,35 +388,58 @@ export class EventSubscription implements AsyncIterableIterator<OperationEvent>,
     else this.#onClose.push(callback);
   }
 
-  /** Ends the subscription; queued events are still delivered. */
-  close(): void {
-    if (this.#closed) return;
+  /**
+   * Ends the subscription; events published before are still delivered.
+   *
+   * @param reason What the iterator throws once they are, instead of finishing.
+   */
+  close(reason?: Error): void {
+    if (this.#closed || this.checkLag()) return;
+    const rest: OperationEvent[] = [];
+    for (let seq = this.#cursor; seq < this.#log.next; seq++) {
+      const event = this.#log.at(seq);
+      if (this.#filter(event.snapshot!)) rest.push(event);
+    }
+    this.#end(reason, rest);
+  }
+
+  #end(reason: Error | undefined, rest: OperationEvent[]): void {
     this.#closed = true;
+    this.#ending = reason;
+    this.#rest = rest;
     this.#detach();
     for (const callback of this.#onClose.splice(0)) callback();
-    this.#wake();
+    // Wakes this reader if it waits (and the others, which find nothing new and wait again).
+    this.#log.wake();
   }
 
-  #wake(): void {
-    const waiter = this.#waiter;
-    this.#waiter = undefined;
-    waiter?.();
-  }
-
-  /** Returns the next event; throws {@linkcode LaggedError} once a dropped subscriber is drained. */
+  /**
+   * Returns the next event; throws {@linkcode LaggedError} once the subscriber fell behind, or
+   * the reason given to `close` once the events before it are delivered.
+   */
   async next(): Promise<IteratorResult<OperationEvent>> {
     while (true) {
-      const event = this.#queue.shift();
-      if (event) return { value: event, done: false };
-      if (this.#lagged) throw this.#lagged;
-      if (this.#closed) return { value: undefined, done: true };
-      await new Promise<void>((resolve) => this.#waiter = resolve);
+      if (!this.#closed) this.checkLag();
+      const rest = this.#rest;
+      if (rest) {
+        if (this.#restIndex < rest.length) return { value: rest[this.#restIndex++], done: false };
+        if (this.#ending) throw this.#ending;
+        return { value: undefined, done: true };
+      }
+      const log = this.#log;
+      while (this.#cursor < log.next) {
+        const event = log.at(this.#cursor++);
+        if (this.#filter(event.snapshot!)) return { value: event, done: false };
+      }
+      await log.published();
     }
   }
 
   /** Ends the subscription early. */
   return(): Promise<IteratorResult<OperationEvent>> {
     this.close();
+    this.#rest = [];
+    this.#ending = undefined;
     return Promise.resolve({ value: undefined, done: true });
   }
 

@@ -38,6 +38,7 @@ import { readRss, type Rss } from "./bench/memory.ts";
 import { calibrate } from "./bench/calibration.ts";
 import { runScan, SCAN_SCALES } from "./bench/scan.ts";
 import { runSoak } from "./bench/soak.ts";
+import { fanoutFigures, runFanout } from "./bench/fanout.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
 const SCENARIOS = [
@@ -51,6 +52,7 @@ const SCENARIOS = [
   "memory",
   "scan",
   "soak",
+  "fanout",
 ] as const;
 type Scenario = typeof SCENARIOS[number];
 /** `soak` runs 10 minutes by default: only on request. */
@@ -848,6 +850,22 @@ if (selected.has("cli")) {
       await cliServer.stop();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     }
+  });
+}
+
+// 9. fanout (scripts/bench/fanout.ts) ---------------------------------------------------------
+if (selected.has("fanout")) {
+  await scenario("fanout", async () => {
+    const result = await runFanout({
+      address,
+      machines: SCALE.burst,
+      watchers: values.scale === "full" ? 200 : 10,
+      prefix: `fanout-${RUN}`,
+      simulatedMs: SIMULATED_REIMAGE_MS,
+      serverPid: server?.pid,
+    });
+    figures.push(...fanoutFigures(result));
+    details.fanout = result;
   });
 }
 

@@ -9,7 +9,18 @@
 import assert from "node:assert/strict";
 
 const SCRIPT = new URL("../scripts/bench.ts", import.meta.url).pathname;
-const SCENARIOS = ["register", "get", "list", "burst", "watch", "logs", "cli", "memory", "scan"];
+const SCENARIOS = [
+  "register",
+  "get",
+  "list",
+  "burst",
+  "watch",
+  "logs",
+  "cli",
+  "memory",
+  "scan",
+  "fanout",
+];
 
 interface JsonFigure {
   name: string;
@@ -89,6 +100,17 @@ Deno.test("bench --scale small runs every scenario and writes its figures", asyn
     assert.deepEqual(watcher.error, null);
     assert.deepEqual(watcher.terminal, 100, JSON.stringify(watcher));
   }
+  // fanout: every watcher got every event of every REIMAGE of its burst, latency measured.
+  const fanout = report.details.fanout;
+  assert.deepEqual([fanout.machines, fanout.watchers, fanout.timedOut], [100, 10, false]);
+  for (const watcher of fanout.perWatcher) {
+    assert.deepEqual(watcher, {
+      events: fanout.expectedEventsPerWatcher,
+      terminal: 100,
+      error: null,
+    });
+  }
+  assert.ok(fanout.latencyMs.n >= 10 * fanout.expectedEventsPerWatcher, JSON.stringify(fanout));
   const logs = report.details.logs;
   assert.deepEqual(logs.ended, 100);
   assert.deepEqual(logs.errors, []);

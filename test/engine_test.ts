@@ -275,7 +275,8 @@ Deno.test(
     await assert.rejects(async () => {
       for (let r = await iterator.next(); !r.done; r = await iterator.next()) delivered++;
     }, LaggedError);
-    assert.equal(delivered, 5);
+    // Dropped while it read nothing: the error comes first, nothing of the gapped stream.
+    assert.equal(delivered, 0);
     assert.equal(engine.events.subscriberCount, 0);
   },
 );

@@ -19,6 +19,7 @@ import {
 import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/client.ts";
+import type { EventFeedOptions } from "../lib/feeds.ts";
 import {
   enterMaintenanceBurst,
   holdVerb,
@@ -269,24 +270,45 @@ Deno.test("every unary error carries ErrorInfo with its reason and ids", SANITIZ
   await untilTerminal(engine, busy.operationId);
 });
 
-Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async () => {
+/**
+ * A server whose machine-1 runs a REBOOT held in the provider, and a watch that read the
+ * reboot's `Snapshot` event; disposing it closes the clients and stops the server.
+ */
+async function heldRebootWatch(events: EventFeedOptions = {}) {
   const hold = holdVerb();
-  await using server = await startServer({
+  const server = await startServer({
     port: 0,
-    engine: testEngine({ hooks: { reboot: hold.hook } }, { events: { capacity: 3 } }),
+    engine: testEngine({ hooks: { reboot: hold.hook } }, { events }),
   });
   importMachines(server.engine, 10);
   await runOperation(server.engine, {
     machineId: "machine-1",
     type: OperationType.ENTER_MAINTENANCE,
   });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  const machines = createClient(MachineService, server.address);
+  const operations = createClient(OperationService, server.address);
   const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
-  const iterator = operations.watchOperations({ sendInitialSnapshot: true })
+  const watch = operations.watchOperations({ sendInitialSnapshot: true })
     [Symbol.asyncIterator]();
-  assert.equal((await iterator.next()).value?.message, "Snapshot");
+  assert.equal((await watch.next()).value?.message, "Snapshot");
+  return {
+    hold,
+    server,
+    held,
+    operations,
+    watch,
+    async [Symbol.asyncDispose]() {
+      machines.close();
+      operations.close();
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async () => {
+  await using setup = await heldRebootWatch({ capacity: 3 });
+  const { hold, server, held, watch: iterator } = setup;
 
   // A synchronous burst fills the queue of three before the stream handler takes any.
   await enterMaintenanceBurst(server.engine, { from: 2, to: 10 });
@@ -317,6 +339,68 @@ Deno.test("an operation started during shutdown gets SHUTTING_DOWN", SANITIZE, a
   }, "shutdown");
   assert.equal(server.engine.listOperations({}).items.length, 0, "nothing was created");
 });
+
+Deno.test(
+  "a watch and a log stream open at shutdown end with UNAVAILABLE, SHUTTING_DOWN",
+  SANITIZE,
+  async () => {
+    await using setup = await heldRebootWatch();
+    const { server, held, operations, watch } = setup;
+    assert.equal((await watch.next()).value?.message, "Snapshot complete");
+    const logs = operations.streamOperationLogs({ operationId: held.operationId })
+      [Symbol.asyncIterator]();
+    assert.ok(!(await logs.next()).done, "the held reboot logged a line");
+
+    const watchEnd = failure((async () => {
+      for (;;) if ((await watch.next()).done) return;
+    })());
+    const logsEnd = failure((async () => {
+      for (;;) if ((await logs.next()).done) return;
+    })());
+    await server.shutdown();
+    // CANCELLED (or OK) would tell the clients the stream is over; UNAVAILABLE says reconnect.
+    const expected = { code: grpc.status.UNAVAILABLE, reason: "SHUTTING_DOWN", metadata: {} };
+    assertFailure(await watchEnd, expected, "watch");
+    assertFailure(await logsEnd, expected, "logs");
+    assert.match((await watchEnd).details, /shutting down: reconnect/);
+  },
+);
+
+Deno.test(
+  "a watch or log stream past maxWatchers gets RESOURCE_EXHAUSTED, TOO_MANY_WATCHERS",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine(), maxWatchers: 2 });
+    importMachines(server.engine, 1);
+    const { operationId } = await runOperation(server.engine, {
+      machineId: "machine-1",
+      type: OperationType.ENTER_MAINTENANCE,
+    });
+    using operations = createClient(OperationService, server.address);
+    const stop = new AbortController();
+    const open = [
+      operations.watchOperations({ sendInitialSnapshot: true }, { signal: stop.signal }),
+      operations.watchOperations({ sendInitialSnapshot: true }, { signal: stop.signal }),
+    ];
+    for (const stream of open) {
+      assert.equal((await stream.next()).value?.message, "Snapshot complete");
+    }
+
+    const expected = {
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      reason: "TOO_MANY_WATCHERS",
+      metadata: { maxWatchers: "2" },
+    };
+    const watch = await failure(operations.watchOperations({}).next());
+    assertFailure(watch, expected, "third watch");
+    assert.match(watch.details, /--max-watchers/);
+    // Log streams count too: both are long-lived and pin memory.
+    const logs = await failure(operations.streamOperationLogs({ operationId }).next());
+    assertFailure(logs, expected, "log stream");
+    stop.abort();
+    await Promise.allSettled(open.map((stream) => stream.next()));
+  },
+);
 
 Deno.test("an unexpected exception is INTERNAL with reason INTERNAL", SANITIZE, async () => {
   const engine = testEngine();

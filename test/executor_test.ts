@@ -441,13 +441,13 @@ Deno.test(
         }),
       ShuttingDownError,
     );
-    // Open watches end after delivering what was queued.
+    // Open watches deliver what was published, then end with ShuttingDownError (reconnect).
     const seen: string[] = [];
-    for (let r = await iterator.next(); !r.done; r = await iterator.next()) {
-      seen.push(
-        r.value.message,
-      );
-    }
+    await assert.rejects(async () => {
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) {
+        seen.push(r.value.message);
+      }
+    }, ShuttingDownError);
     assert.equal(seen.filter((m) => m === "Operation canceled").length, 2);
   },
 );

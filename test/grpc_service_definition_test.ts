@@ -515,6 +515,38 @@ Deno.test("createClient() streams every message in order while send() honours ba
   assert.ok(slowSends > 0, "send() never waited for drain: backpressure was not exercised");
 });
 
+Deno.test("send() hands messages under the stream's byte budget to HTTP/2 without waiting", async () => {
+  const total = 200;
+  let waited = 0;
+  using server = await startServer({
+    operations: operationService({
+      async streamOperationLogs(request, call) {
+        for (let seq = 0; seq < total; seq++) {
+          let sent = false;
+          const pending = call.send(
+            create(LogChunkSchema, { operationId: request.operationId, seq: BigInt(seq) }),
+          ).then(() => {
+            sent = true;
+          });
+          // grpc-js' own stream takes 16 messages before write() returns false; a send that
+          // waited for `drain` there could not settle within this microtask turn.
+          await null;
+          if (!sent) waited++;
+          await pending;
+        }
+      },
+    }),
+  });
+  using client = createClient(OperationService, server.address);
+
+  let received = 0;
+  for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+    assert.equal(chunk.seq, BigInt(received++));
+  }
+  assert.equal(received, total);
+  assert.equal(waited, 0, `${waited} of ${total} sends waited`);
+});
+
 Deno.test("createClient() cancels the server handler when the consumer leaves the stream early", async () => {
   const serverAborted = Promise.withResolvers<unknown>();
   const handlerSettled = Promise.withResolvers<unknown>();

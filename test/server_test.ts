@@ -7,12 +7,30 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
+import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
 import { TIMINGS } from "../lib/fake_provider.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
+
+/** The status name, ErrorInfo reason and details `run` fails with. */
+async function failure(
+  run: () => Promise<unknown>,
+): Promise<{ code: string; reason?: string; details: string }> {
+  try {
+    await run();
+  } catch (error) {
+    assert.ok(error instanceof RpcError, String(error));
+    return {
+      code: statusName(error.code),
+      reason: errorInfoOf(error)?.reason,
+      details: error.details,
+    };
+  }
+  throw new Error("expected the call to fail");
+}
 
 Deno.test("server.ts --help prints the flags and exits 0", SANITIZE, async () => {
   const { code, stdout } = await runServer(["--help"]);
@@ -30,6 +48,7 @@ Deno.test("server.ts refuses bad flags with exit code 2 and says why", SANITIZE,
       [["--colour"], /Unknown option '--colour'/],
       [["--timing", "fast"], /--timing must be one of normal, slow, zero: got "fast"/],
       [["--slow", "--timing", "zero"], /--slow is --timing slow; it contradicts --timing zero/],
+      [["--max-watchers", "0"], /--max-watchers must be a whole number of at least 1: got "0"/],
     ] as const
   ) {
     await t.step(args.join(" "), async () => {
@@ -112,21 +131,75 @@ Deno.test(
     }
     assert.ok(enter.operationId);
     const stopping = server.stop("SIGTERM");
-    // The open watch stream ends (OK or an error status) instead of holding the server open.
-    let ended = false;
-    try {
+    // The open watch stream ends instead of holding the server open, with UNAVAILABLE and
+    // SHUTTING_DOWN: a client reconnects (CANCELLED or OK would tell it the watch is over).
+    const ended = await failure(async () => {
       for (let r = await events.next(); !r.done; r = await events.next()) { /* drain */ }
-      ended = true;
-    } catch {
-      ended = true;
-    }
-    assert.ok(ended);
+    });
+    assert.deepEqual([ended.code, ended.reason], ["UNAVAILABLE", "SHUTTING_DOWN"], ended.details);
     const status = await stopping;
     assert.equal(status.code, 0, server.stderr());
     assert.match(
       server.stderr(),
       new RegExp(`${reimage.operationId} machine-1 REIMAGE CANCELED: Operation canceled`),
     );
+  },
+);
+
+Deno.test(
+  "server.ts --max-watchers caps the open watch and log streams, naming the flag",
+  SANITIZE,
+  async () => {
+    await using server = await spawnServer(["--max-watchers", "1", "--log-level", "warn"]);
+    using first = createClient(OperationService, server.address);
+    using second = createClient(OperationService, server.address);
+    const open = first.watchOperations({ sendInitialSnapshot: true });
+    assert.equal((await open.next()).value.message, SNAPSHOT_COMPLETE);
+    const refused = await failure(() => second.watchOperations({}).next());
+    assert.deepEqual([refused.code, refused.reason], ["RESOURCE_EXHAUSTED", "TOO_MANY_WATCHERS"]);
+    assert.match(refused.details, /--max-watchers \(now 1\)/);
+    await open.return?.();
+  },
+);
+
+Deno.test(
+  "server.ts holds back a watch stream whose client stopped reading, and says so at debug level",
+  SANITIZE,
+  async () => {
+    // Deno 2.9.3's node:http2 takes every write whatever HTTP/2 flow control allows: without the
+    // server's own stall detection a watcher that stops reading pins all it is sent.
+    await using server = await spawnServer(["--log-level", "debug"]);
+    using machines = createClient(MachineService, server.address);
+    using stalledClient = createClient(OperationService, server.address);
+    const count = 100;
+    for (let i = 1; i <= count; i++) {
+      await machines.registerMachine({
+        machine: create(MachineSchema, { machineId: `machine-${i}` }),
+      });
+    }
+    const stalled = stalledClient.watchOperations({ sendInitialSnapshot: true });
+    assert.equal((await stalled.next()).value.message, SNAPSHOT_COMPLETE);
+    // Well over the client's 1 MiB stream window plus the server's 64 KiB budget (~200 bytes an
+    // event, 6 events a machine per round).
+    const line = /WatchOperations: the client stopped reading; holding its stream/;
+    for (let round = 0; round < 20 && !line.test(server.stderr()); round++) {
+      await Promise.all(Array.from({ length: count }, async (_, i) => {
+        const machineId = `machine-${i + 1}`;
+        await machines.enterMaintenance({ machineId, requestId: `enter-${round}` });
+        for (;;) {
+          try {
+            return await machines.exitMaintenance({ machineId, requestId: `exit-${round}` });
+          } catch (error) {
+            // The enter-maintenance may still run (zero work, but asynchronous): try again.
+            if (!(error instanceof RpcError) || errorInfoOf(error)?.reason !== "MACHINE_BUSY") {
+              throw error;
+            }
+          }
+        }
+      }));
+    }
+    assert.match(server.stderr(), line);
+    await stalled.return?.();
   },
 );
 

@@ -30,7 +30,8 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { machineService, operationService } from "./services.ts";
+import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
+import { ShuttingDownError } from "../errors.ts";
 import {
   type CallContext,
   type CallHandler,
@@ -98,6 +99,13 @@ export interface ServerOptions {
    * @default 4 MiB
    */
   maxReceiveMessageBytes?: number;
+  /**
+   * Most WatchOperations and StreamOperationLogs streams open at once (both long-lived, both
+   * pin memory); one more fails with RESOURCE_EXHAUSTED, reason TOO_MANY_WATCHERS.
+   *
+   * @default {@linkcode DEFAULT_MAX_WATCHERS} (1000)
+   */
+  maxWatchers?: number;
 }
 
 /** The default of {@linkcode ServerOptions.maxReceiveMessageBytes}: 4 MiB. */
@@ -208,14 +216,26 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
   const check = options.authToken === undefined ? undefined : createTokenCheck(options.authToken);
   const auth = check && authenticate(check);
   const wrap: CallWrapper = auth ? (info, next) => logCalls(info, auth(info, next)) : logCalls;
-  const handlerOptions = { toStatus: toGrpcStatus, wrap, signal: stopping.signal };
+  const handlerOptions = {
+    toStatus: toGrpcStatus,
+    wrap,
+    signal: stopping.signal,
+    onStall: (info: CallInfo) =>
+      logger.debug("{method}: the client stopped reading; holding its stream until it reads", {
+        method: info.method,
+      }),
+  };
   server.addService(
     createServiceDefinition(MachineService),
     createServiceHandlers(MachineService, machineService(engine), handlerOptions),
   );
   server.addService(
     createServiceDefinition(OperationService),
-    createServiceHandlers(OperationService, operationService(engine), handlerOptions),
+    createServiceHandlers(
+      OperationService,
+      operationService(engine, { maxWatchers: options.maxWatchers ?? DEFAULT_MAX_WATCHERS }),
+      handlerOptions,
+    ),
   );
   const health = createServerHealth([MachineService.typeName, OperationService.typeName]);
   health.addToServer(server);
@@ -261,7 +281,13 @@ export async function startServer(options: ServerOptions = {}): Promise<BmdemoSe
       health.stopServing();
       logger.info("Shutting down: no new calls, ending open streams");
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      stopping.abort(new DOMException("the server is shutting down", "AbortError"));
+      // The reason every open call ends with: UNAVAILABLE, SHUTTING_DOWN, which tells a client
+      // to reconnect (CANCELLED would tell it the call was given up).
+      stopping.abort(
+        new ShuttingDownError(
+          "the server is shutting down: reconnect (a watcher with send_initial_snapshot) once it is back",
+        ),
+      );
       await engine.shutdown();
       unlisten();
       let timer: ReturnType<typeof setTimeout> | undefined;

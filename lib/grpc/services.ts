@@ -8,7 +8,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import type { Engine } from "../engine.ts";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError, TooManyWatchersError } from "../errors.ts";
 import {
   ListMachinesResponseSchema,
   ListOperationsResponseSchema,
@@ -103,13 +103,53 @@ export function machineService(engine: Engine): ServiceImpl<typeof MachineServic
   };
 }
 
+/** Options of {@linkcode operationService}. */
+export interface OperationServiceOptions {
+  /**
+   * Most WatchOperations and StreamOperationLogs streams open at once, server-wide: both are
+   * long-lived and each pins memory (its call, its buffered bytes, its place in the feed). One
+   * past it fails with RESOURCE_EXHAUSTED, reason `TOO_MANY_WATCHERS`.
+   *
+   * @default {@linkcode DEFAULT_MAX_WATCHERS}
+   */
+  maxWatchers?: number;
+}
+
+/** The default of {@linkcode OperationServiceOptions.maxWatchers} (the server's `--max-watchers`). */
+export const DEFAULT_MAX_WATCHERS = 1000;
+
 /**
  * Implements OperationService on an engine.
  *
  * @param engine The engine.
+ * @param options The stream limit.
  * @returns The handlers.
  */
-export function operationService(engine: Engine): ServiceImpl<typeof OperationService> {
+export function operationService(
+  engine: Engine,
+  options: OperationServiceOptions = {},
+): ServiceImpl<typeof OperationService> {
+  const maxWatchers = options.maxWatchers ?? DEFAULT_MAX_WATCHERS;
+  let open = 0;
+  /** Runs a long-lived stream within the limit; the slot is freed when the stream ends. */
+  async function limited(serve: () => Promise<void>, signal: AbortSignal): Promise<void> {
+    if (open >= maxWatchers) {
+      throw new TooManyWatchersError(
+        `the server already has ${open} open watch and log streams, its limit: close one, or ` +
+          `restart the server with a larger --max-watchers (now ${maxWatchers})`,
+        { metadata: { maxWatchers: String(maxWatchers) } },
+      );
+    }
+    open++;
+    try {
+      await serve();
+      // A stream that ended because the server stops (or the call was cancelled) did not end
+      // by itself: fail it with the reason (UNAVAILABLE at shutdown), so the client reconnects.
+      signal.throwIfAborted();
+    } finally {
+      open--;
+    }
+  }
   return {
     getOperation(request) {
       return Promise.resolve(engine.getOperation(required(request.operationId, "operation_id")));
@@ -121,19 +161,23 @@ export function operationService(engine: Engine): ServiceImpl<typeof OperationSe
         nextPageToken: page.nextPageToken,
       }));
     },
-    async watchOperations(request, call) {
-      using watch = engine.watch({
-        filter: request.filter,
-        sendInitialSnapshot: request.sendInitialSnapshot,
-        signal: call.signal,
-      });
-      for await (const event of watch) await call.send(event);
+    watchOperations(request, call) {
+      return limited(async () => {
+        using watch = engine.watch({
+          filter: request.filter,
+          sendInitialSnapshot: request.sendInitialSnapshot,
+          signal: call.signal,
+        });
+        for await (const event of watch) await call.send(event);
+      }, call.signal);
     },
-    async streamOperationLogs(request, call) {
+    streamOperationLogs(request, call) {
       const operationId = required(request.operationId, "operation_id");
-      for await (const chunk of engine.streamLogs(operationId, { signal: call.signal })) {
-        await call.send(chunk);
-      }
+      return limited(async () => {
+        for await (const chunk of engine.streamLogs(operationId, { signal: call.signal })) {
+          await call.send(chunk);
+        }
+      }, call.signal);
     },
   };
 }
