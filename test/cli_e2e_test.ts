@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { startServer } from "../lib/grpc/server.ts";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const GOLDEN = new URL("./golden/", import.meta.url);

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../lib/engine.ts";
+import type { Engine } from "../lib/engine/mod.ts";
 import {
   MachineSchema,
   MachineService,
@@ -24,7 +24,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { createClient } from "../lib/grpc/client.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import {
   enterMaintenance,
   enterMaintenanceBurst,

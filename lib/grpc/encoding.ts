@@ -11,7 +11,7 @@
  */
 
 import { type DescField, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { cachedEncoding, snapshotEncoding, varintLength } from "../snapshot_encoding.ts";
+import { cachedEncoding, snapshotEncoding, varintLength } from "../store/snapshot_encoding.ts";
 
 type MessageField =
   & DescField

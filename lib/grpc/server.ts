@@ -18,11 +18,11 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
-import { createEngine, type Engine } from "../engine.ts";
-import type { RecoveryResult } from "../recovery.ts";
-import type { RetentionOptions } from "../retention.ts";
-import type { Store } from "../store.ts";
-import type { TimingProfile } from "../fake_provider.ts";
+import { createEngine, type Engine } from "../engine/mod.ts";
+import type { RecoveryResult } from "../engine/recovery.ts";
+import type { RetentionOptions } from "../engine/retention.ts";
+import type { Store } from "../store/mod.ts";
+import type { TimingProfile } from "../provider/fake.ts";
 import {
   file_baremetal_v1_baremetal,
   MachineService,
@@ -31,7 +31,7 @@ import {
   OperationService,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
-import { ShuttingDownError } from "../errors.ts";
+import { ShuttingDownError } from "../model/errors.ts";
 import {
   type CallContext,
   type CallHandler,

@@ -12,7 +12,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Operation } from "./gen/baremetal/v1/baremetal_pb.ts";
+import type { Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
 
 const logger = getLogger(["bmdemo", "retention"]);
 

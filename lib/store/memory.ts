@@ -3,7 +3,7 @@
  * clean). Records are immutable snapshots replaced on every change, so a reader holding one is
  * never affected by a later write and reads cost no copy.
  *
- * It is also the cache of the SQLite store (`sqlite_store.ts`): with `persistence`, every change
+ * It is also the cache of the SQLite store (`sqlite.ts`): with `persistence`, every change
  * is written through before it replaces the value in memory, and `initial` loads stored records.
  *
  * Indexes: operations are held in creation order and indexed by machine, phase and type, so a
@@ -21,78 +21,45 @@ import { create } from "@bufbuild/protobuf";
 import {
   ErrorStatusSchema,
   type Machine,
-  MachineSchema,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   OperationSchema,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { newOperationId } from "./ids.ts";
-import { LIMITS } from "./limits.ts";
-import { elementSize } from "./snapshot_encoding.ts";
-import { isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
-import type { RetentionPolicy } from "./retention.ts";
-import type { CancelCause, Outcome } from "./lifecycle.ts";
+import { newOperationId } from "../model/ids.ts";
+import { isActivePhase, isTerminalPhase, outcomeEffects } from "../model/lifecycle.ts";
+import type { RetentionPolicy } from "./mod.ts";
+import type { CancelCause, Outcome } from "../model/lifecycle.ts";
+import { type ListQuery, type Page, parseMachineFilter, parseOperationFilter } from "./query.ts";
+import { applyEffects, newMachine, stamp, withEffectiveState } from "./records.ts";
 import {
-  decodePageToken,
-  encodePageToken,
-  type Filter,
-  type ListQuery,
-  type Page,
-  parseMachineFilter,
-  parseOperationFilter,
-  resolvePageSize,
-} from "./query.ts";
-import {
-  applyEffects,
   type CancelOperationResult,
-  checkMachineId,
-  checkOperationId,
-  checkReplay,
   type CreateOperationRequest,
   type CreateOperationResult,
-  freezeSnapshot,
-  machineBusy,
-  machineNotFound,
   type MachinePatch,
-  newMachine,
-  operationFinished,
-  operationNotFound,
-  phasePrecondition,
   type RegisterMachineResult,
-  stamp,
   type Store,
   type StoreSizes,
+} from "./mod.ts";
+import { checkMachineId, checkOperationId } from "./limits.ts";
+import {
+  checkReplay,
   validateCreateRequest,
   validateMachine,
   validatePatch,
   validateUpdated,
-  withEffectiveState,
-} from "./store.ts";
-
-/**
- * Where a durable store writes what the memory store changes (internal: the SQLite store uses
- * it as a write-through cache). Each method is called inside the mutating store call, after
- * validation and before the new value replaces the old one in memory, so a write that throws
- * leaves the memory state unchanged. Records are identified by their creation sequence number.
- */
-export interface MemoryStorePersistence {
-  /** Writes (inserts or replaces) a machine. */
-  machine(seq: number, machine: Machine): void;
-  /** Writes (inserts or replaces) an operation; its idempotency key is its machine and request id. */
-  operation(seq: number, operation: Operation): void;
-  /** Deletes a pruned operation with its idempotency key and its log lines. */
-  removeOperation(seq: number, operation: Operation): void;
-}
-
-/** Records a memory store starts with (internal: loaded from a durable store). */
-export interface MemoryStoreInitial {
-  /** Machines with their sequence numbers, in ascending order. */
-  machines: Iterable<{ seq: number; machine: Machine }>;
-  /** Operations with their sequence numbers, in ascending order. */
-  operations: Iterable<{ seq: number; operation: Operation }>;
-}
+} from "./validation.ts";
+import { freezeSnapshot } from "../model/immutable.ts";
+import type { MemoryStoreInitial, MemoryStorePersistence } from "./memory_persistence.ts";
+import { page, SeqIndex, type Slot } from "./seq_index.ts";
+import {
+  machineBusy,
+  machineNotFound,
+  operationFinished,
+  operationNotFound,
+  phasePrecondition,
+} from "./refusals.ts";
 
 /** Options of {@linkcode createMemoryStore}. */
 export interface MemoryStoreOptions {
@@ -116,55 +83,6 @@ export interface MemoryStoreOptions {
  */
 export const SCAN_BUDGET = 20_000;
 
-interface Slot<T> {
-  /** 1-based creation sequence number; page tokens point at it. */
-  seq: number;
-  value: T;
-  /** Set once the record is pruned: every index skips it from then on. */
-  removed?: boolean;
-}
-
-/**
- * Slots sorted by seq with lazy deletion: an entry that no longer belongs (pruned, or moved to
- * another phase) stays until compaction, and readers skip it with {@linkcode SeqIndex.live}.
- */
-class SeqIndex<T> {
-  #slots: Slot<T>[] = [];
-  #dead = 0;
-  /** Whether an entry still belongs to the index. */
-  readonly live: (slot: Slot<T>) => boolean;
-
-  constructor(live: (slot: Slot<T>) => boolean = (slot) => !slot.removed) {
-    this.live = live;
-  }
-
-  /** The entries, live or not, in seq order (do not keep across a change). */
-  get slots(): readonly Slot<T>[] {
-    return this.#slots;
-  }
-
-  /** Live entries. */
-  get size(): number {
-    return this.#slots.length - this.#dead;
-  }
-
-  add(slot: Slot<T>): void {
-    const slots = this.#slots;
-    // Appends are the rule (new records, recent operations finishing); an older one goes in place.
-    if (slots.length === 0 || slots[slots.length - 1].seq < slot.seq) slots.push(slot);
-    else slots.splice(lowerBound(slots, slot.seq), 0, slot);
-  }
-
-  /** Records that one entry stopped being live; compacts once most entries are dead. */
-  drop(): void {
-    this.#dead++;
-    if (this.#dead > 32 && this.#dead * 2 > this.#slots.length) {
-      this.#slots = this.#slots.filter(this.live);
-      this.#dead = 0;
-    }
-  }
-}
-
 /**
  * Creates an empty in-memory store.
  *
@@ -174,7 +92,7 @@ class SeqIndex<T> {
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * const store = createMemoryStore();
  * store.registerMachine(create(MachineSchema, { machineId: "machine-1" }));
  * ```
@@ -532,70 +450,4 @@ class MemoryStore implements Store {
     perMachine?.drop();
     if (perMachine?.size === 0) this.#operationsByMachine.delete(operation.machineId);
   }
-}
-
-// What one listed item adds to its reply (ListMachinesResponse, ListOperationsResponse).
-const ELEMENT_SIZE: Record<"machines" | "operations", (item: unknown) => number> = {
-  machines: (machine) => elementSize(MachineSchema, machine as Machine),
-  operations: (operation) => elementSize(OperationSchema, operation as Operation),
-};
-
-/**
- * Assembles one page from a candidate index (every list goes through here): entries after the
- * token's seq that are live and match, up to the page size and the page byte budget, examining
- * at most `budget` entries. The token is a seq, so records pruned between pages neither break
- * nor repeat a listing.
- */
-function page<T>(
-  source: SeqIndex<T>,
-  filter: Filter<T>,
-  options: { query: ListQuery; list: "machines" | "operations"; budget: number },
-): Page<T> {
-  const { query, list, budget } = options;
-  const size = resolvePageSize(query.pageSize);
-  const after = decodePageToken(query.pageToken ?? "", { list, filter: filter.canonical });
-  const items: T[] = [];
-  let bytes = 0;
-  let lastSeq = after;
-  const slots = source.slots;
-  // Slots are sorted by seq; skip straight past the cursor.
-  const first = lowerBound(slots, after + 1);
-  for (let i = first; i < slots.length; i++) {
-    const slot = slots[i];
-    if (i - first === budget) {
-      // Out of budget: a short page; the next call resumes after the last entry examined.
-      return {
-        items,
-        nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
-      };
-    }
-    if (!source.live(slot) || !filter.matches(slot.value)) {
-      lastSeq = slot.seq;
-      continue;
-    }
-    // Cut by count, or by bytes so that no reply exceeds a client's message limit; a page
-    // always holds one item. The size is the cached encoding the reply is later sent with.
-    const itemBytes = items.length === size ? 0 : ELEMENT_SIZE[list](slot.value);
-    if (items.length === size || (items.length > 0 && bytes + itemBytes > LIMITS.maxPageBytes)) {
-      return {
-        items,
-        nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
-      };
-    }
-    items.push(slot.value);
-    bytes += itemBytes;
-    lastSeq = slot.seq;
-  }
-  return { items, nextPageToken: "" };
-}
-
-function lowerBound<T>(slots: readonly Slot<T>[], seq: number): number {
-  let lo = 0;
-  let hi = slots.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (slots[mid].seq < seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Machine, TargetClusterRef } from "./gen/baremetal/v1/baremetal_pb.ts";
+import type { Machine, TargetClusterRef } from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Which output stream a log line belongs to. */
 export type LogStream = "stdout" | "stderr";
