@@ -17,6 +17,7 @@
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
+import { createEngine } from "./lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
 import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
@@ -199,11 +200,13 @@ async function main(): Promise<void> {
     server = await startServer({
       host: values.host,
       port,
-      timing,
+      engine: createEngine({
+        timing,
+        store,
+        retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
+      }),
       tls,
       authToken,
-      store,
-      retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
       maxWatchers,
     });
   } catch (error) {

@@ -144,7 +144,7 @@ Deno.test("recovery: the server runs it before accepting calls", SANITIZE, async
       type: OperationType.ENTER_MAINTENANCE,
     });
     store.markRunning(operation.operationId);
-    await using server = await startServer({ port: 0, timing: "zero", store });
+    await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
     assert.deepEqual(server.recovery.operationIds, [operation.operationId]);
     assert.equal(store.getOperation(operation.operationId).error?.code, "INTERRUPTED");
   } finally {

@@ -3,6 +3,14 @@
  * offers the operations the API needs. The gRPC layer only validates the wire shape and calls
  * this; tests drive it directly. It knows nothing of gRPC.
  *
+ * The folder owns what happens to an operation: the engine facade (this module), plans, the
+ * executor, restart recovery, the retention driver, the event feed (`events.ts`,
+ * `event_subscription.ts`) and the log journal (`log_journal.ts`). `createEngine` fills in the
+ * defaults (in-memory store, fake provider); the engine is composed by `server.ts`, the demo and
+ * tests, never by a surface. May import: `lib/store/`, `lib/provider/`, `lib/model/`,
+ * `lib/gen/`, npm packages. Never `lib/grpc/`, `lib/cli/` or a wire package (checked by
+ * `test/architecture_test.ts`).
+ *
  * @module
  */
 
