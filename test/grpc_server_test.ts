@@ -800,7 +800,7 @@ Deno.test(
     using machines = createClient(MachineService, server.address);
     using operations = createClient(OperationService, server.address);
 
-    // Bizarre label keys are refused (LIMITS in lib/limits.ts), never stored.
+    // Bizarre label keys are refused (LIMITS in lib/store/limits.ts), never stored.
     const invalid: Promise<unknown>[] = [
       ...["", "a=b AND c", "🙂\u0000", "k".repeat(1000)].map((key) =>
         machines.registerMachine({ machine: { machineId: "odd", labels: { [key]: "x" } } })

@@ -1,5 +1,5 @@
 /**
- * Request limits (`LIMITS`, lib/limits.ts): each at its boundary through the engine (exactly the
+ * Request limits (`LIMITS`, lib/store/limits.ts): each at its boundary through the engine (exactly the
  * limit accepted, one over refused with `LIMIT_EXCEEDED` naming the field and the limit, and
  * nothing changed), then once over real gRPC, and a 10,000-label request that must not hurt
  * the server.

@@ -22,7 +22,6 @@ import {
   ErrorStatusSchema,
   type Machine,
   type Operation,
-  Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
@@ -53,6 +52,7 @@ import {
 import { freezeSnapshot } from "../model/immutable.ts";
 import type { MemoryStoreInitial, MemoryStorePersistence } from "./memory_persistence.ts";
 import { page, SeqIndex, type Slot } from "./seq_index.ts";
+import { OperationIndex } from "./operation_index.ts";
 import {
   machineBusy,
   machineNotFound,
@@ -129,13 +129,7 @@ class MemoryStore implements Store {
   // Machines in registration order (never deleted), operations in creation order, and indexes.
   readonly #machines = new SeqIndex<Machine>();
   readonly #machineById = new Map<string, Slot<Machine>>();
-  readonly #operations = new SeqIndex<Operation>();
-  readonly #operationById = new Map<string, Slot<Operation>>();
-  readonly #operationsByMachine = new Map<string, SeqIndex<Operation>>();
-  readonly #operationsByType = new Map<OperationType, SeqIndex<Operation>>();
-  readonly #operationsByPhase = new Map<OperationPhase, SeqIndex<Operation>>();
-  // Finished operations in creation order: what retention prunes, oldest first.
-  readonly #finished = new SeqIndex<Operation>();
+  readonly #ops = new OperationIndex();
   // Idempotency index: `${machineId}\u0000${requestId}` -> operation id.
   readonly #requests = new Map<string, string>();
   // Active operation ids in creation order.
@@ -221,7 +215,7 @@ class MemoryStore implements Store {
     const key = requestKey(request.machineId, request.requestId);
     const replayed = this.#requests.get(key);
     if (replayed !== undefined) {
-      const original = this.#operationById.get(replayed)!.value;
+      const original = this.#ops.byId.get(replayed)!.value;
       checkReplay(original, request);
       return { operation: original, created: false };
     }
@@ -231,7 +225,7 @@ class MemoryStore implements Store {
     const refusal = phasePrecondition(request.type, machine);
     if (refusal !== undefined) throw refusal;
     const activeId = machine.status?.activeOperationId ?? "";
-    if (activeId !== "") throw machineBusy(this.#operationById.get(activeId)!.value);
+    if (activeId !== "") throw machineBusy(this.#ops.byId.get(activeId)!.value);
 
     const operation = freezeSnapshot(create(OperationSchema, {
       operationId: newOperationId(),
@@ -257,7 +251,7 @@ class MemoryStore implements Store {
 
   getOperation(operationId: string): Operation {
     checkOperationId(operationId);
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     return slot.value;
   }
@@ -267,23 +261,23 @@ class MemoryStore implements Store {
     // The smallest index any term allows; the filter still checks every term.
     const empty = new SeqIndex<Operation>();
     const candidates = [
-      this.#operations,
+      this.#ops.all,
       filter.machineId === undefined
         ? undefined
-        : this.#operationsByMachine.get(filter.machineId) ?? empty,
-      filter.phase === undefined ? undefined : this.#operationsByPhase.get(filter.phase) ?? empty,
-      filter.type === undefined ? undefined : this.#operationsByType.get(filter.type) ?? empty,
+        : this.#ops.byMachine.get(filter.machineId) ?? empty,
+      filter.phase === undefined ? undefined : this.#ops.byPhase.get(filter.phase) ?? empty,
+      filter.type === undefined ? undefined : this.#ops.byType.get(filter.type) ?? empty,
     ].filter((index) => index !== undefined);
     const source = candidates.reduce((a, b) => (b.size < a.size ? b : a));
     return page(source, filter, { query, list: "operations", budget: this.scanBudget });
   }
 
   activeOperations(): Operation[] {
-    return [...this.#active].map((id) => this.#operationById.get(id)!.value);
+    return [...this.#active].map((id) => this.#ops.byId.get(id)!.value);
   }
 
   markRunning(operationId: string): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.PENDING) return undefined;
     const running = freezeSnapshot({
       ...slot.value,
@@ -291,12 +285,12 @@ class MemoryStore implements Store {
       startedAt: stamp(this.#now),
     });
     this.#persist.operation(slot.seq, running);
-    this.#setPhase(slot, running);
+    this.#ops.setValue(slot, running);
     return slot.value;
   }
 
   setStage(operationId: string, stage: string): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.RUNNING) return undefined;
     const staged = freezeSnapshot({ ...slot.value, currentStage: stage });
     this.#persist.operation(slot.seq, staged);
@@ -305,7 +299,7 @@ class MemoryStore implements Store {
   }
 
   finishOperation(operationId: string, outcome: Outcome): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || !isActivePhase(slot.value.phase)) return undefined;
     const now = stamp(this.#now);
     // The machine first: the terminal operation and the machine it changed become visible in
@@ -328,15 +322,15 @@ class MemoryStore implements Store {
     if (machineSlot && machine) this.#persist.machine(machineSlot.seq, machine);
     this.#persist.operation(slot.seq, finished);
     if (machineSlot && machine) machineSlot.value = machine;
-    this.#setPhase(slot, finished);
+    this.#ops.setValue(slot, finished);
     this.#active.delete(operationId);
-    this.#finished.add(slot);
+    this.#ops.finished.add(slot);
     return slot.value;
   }
 
   cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult {
     checkOperationId(operationId);
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     const current = slot.value;
     if (current.phase === OperationPhase.CANCELED) return { operation: current, changed: false };
@@ -356,8 +350,8 @@ class MemoryStore implements Store {
     // leaves the memory state unchanged, as for every other call.
     const cutoff = this.#now().getTime() - policy.maxAgeMs;
     const victims: Slot<Operation>[] = [];
-    let excess = this.#finished.size - policy.maxOperations;
-    const slots = this.#finished.slots;
+    let excess = this.#ops.finished.size - policy.maxOperations;
+    const slots = this.#ops.finished.slots;
     // Skipped entries (created before the cutoff, finished after it) are few; still bounded.
     const examineUntil = Math.min(slots.length, limit + this.scanBudget);
     for (let i = 0; i < examineUntil && victims.length < limit; i++) {
@@ -378,19 +372,19 @@ class MemoryStore implements Store {
   }
 
   sizes(): StoreSizes {
-    let indexEntries = this.#operations.slots.length + this.#finished.slots.length;
+    let indexEntries = this.#ops.all.slots.length + this.#ops.finished.slots.length;
     for (
-      const indexes of [this.#operationsByMachine, this.#operationsByPhase, this.#operationsByType]
+      const indexes of [this.#ops.byMachine, this.#ops.byPhase, this.#ops.byType]
     ) {
       for (const index of indexes.values()) indexEntries += index.slots.length;
     }
     return {
       machines: this.#machines.size,
-      operations: this.#operationById.size,
-      finished: this.#finished.size,
+      operations: this.#ops.byId.size,
+      finished: this.#ops.finished.size,
       active: this.#active.size,
       requestKeys: this.#requests.size,
-      indexedMachines: this.#operationsByMachine.size,
+      indexedMachines: this.#ops.byMachine.size,
       indexEntries,
     };
   }
@@ -398,56 +392,15 @@ class MemoryStore implements Store {
   /** Adds an operation slot to every structure (creation and load). */
   #insertOperation(slot: Slot<Operation>): void {
     const operation = slot.value;
-    this.#operations.add(slot);
-    this.#operationById.set(operation.operationId, slot);
-    let perMachine = this.#operationsByMachine.get(operation.machineId);
-    if (!perMachine) {
-      perMachine = new SeqIndex();
-      this.#operationsByMachine.set(operation.machineId, perMachine);
-    }
-    perMachine.add(slot);
-    let perType = this.#operationsByType.get(operation.type);
-    if (!perType) {
-      perType = new SeqIndex();
-      this.#operationsByType.set(operation.type, perType);
-    }
-    perType.add(slot);
-    this.#phaseIndex(operation.phase).add(slot);
+    this.#ops.add(slot);
     this.#requests.set(requestKey(operation.machineId, operation.requestId), operation.operationId);
     if (isActivePhase(operation.phase)) this.#active.add(operation.operationId);
-    else this.#finished.add(slot);
-  }
-
-  #phaseIndex(phase: OperationPhase): SeqIndex<Operation> {
-    let index = this.#operationsByPhase.get(phase);
-    if (!index) {
-      index = new SeqIndex((slot) => !slot.removed && slot.value.phase === phase);
-      this.#operationsByPhase.set(phase, index);
-    }
-    return index;
-  }
-
-  /** Replaces an operation's value, moving it between phase indexes when its phase changed. */
-  #setPhase(slot: Slot<Operation>, value: Operation): void {
-    const before = slot.value.phase;
-    slot.value = value;
-    if (before === value.phase) return;
-    this.#phaseIndex(before).drop();
-    this.#phaseIndex(value.phase).add(slot);
   }
 
   /** Takes a finished operation out of every structure. */
   #removeOperation(slot: Slot<Operation>): void {
     const operation = slot.value;
-    slot.removed = true;
-    this.#operationById.delete(operation.operationId);
+    this.#ops.remove(slot);
     this.#requests.delete(requestKey(operation.machineId, operation.requestId));
-    this.#operations.drop();
-    this.#finished.drop();
-    this.#phaseIndex(operation.phase).drop();
-    this.#operationsByType.get(operation.type)?.drop();
-    const perMachine = this.#operationsByMachine.get(operation.machineId);
-    perMachine?.drop();
-    if (perMachine?.size === 0) this.#operationsByMachine.delete(operation.machineId);
   }
 }

@@ -2,7 +2,7 @@
  * The SQLite {@linkcode Store} (`node:sqlite`, built into Deno): machines, operations, the
  * idempotency index and operation logs survive a restart.
  *
- * Design: a write-through cache. The in-memory store (`memory_store.ts`) keeps the whole state
+ * Design: a write-through cache. The in-memory store (`memory.ts`) keeps the whole state
  * and enforces every rule, so the contract holds exactly as it does in memory and reads never
  * touch the database. Each mutating call runs inside one SQLite transaction (BEGIN … COMMIT):
  * the memory store writes the changed rows through its persistence hook before it replaces the
@@ -41,14 +41,13 @@ import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { LogJournalBacking } from "./mod.ts";
 import {
-  type LogChunk,
-  LogChunkSchema,
   type Machine,
   MachineSchema,
   type Operation,
   OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { createMemoryStore } from "./memory.ts";
+import { sqliteLogBacking } from "./sqlite_log_lines.ts";
 import {
   AUTO_VACUUM_INCREMENTAL,
   convertToIncrementalVacuum,
@@ -241,41 +240,10 @@ class SqliteStoreImpl implements SqliteStore {
       pruned: options.pruned,
       ms: performance.now() - options.start,
     };
-    this.logBacking = this.#logBacking();
-  }
-
-  #logBacking(): LogJournalBacking {
-    const insert = this.#db.prepare(
-      "INSERT OR REPLACE INTO log_lines (operation_id, seq, data) VALUES (?, ?, ?)",
-    );
-    const trim = this.#db.prepare("DELETE FROM log_lines WHERE operation_id = ? AND seq < ?");
-    const load = this.#db.prepare(
-      "SELECT data FROM log_lines WHERE operation_id = ? ORDER BY seq",
-    );
-    return {
-      append: (chunk: LogChunk) => {
-        this.#check();
-        try {
-          insert.run(chunk.operationId, chunk.seq, toBinary(LogChunkSchema, chunk));
-        } catch (error) {
-          throw this.#failStop("writing a log line", error);
-        }
-      },
-      trim: (operationId: string, firstSeq: number) => {
-        this.#check();
-        try {
-          trim.run(operationId, firstSeq);
-        } catch (error) {
-          throw this.#failStop("trimming a log", error);
-        }
-      },
-      load: (operationId: string) => {
-        this.#check();
-        return (load.all(operationId) as { data: Uint8Array }[]).map((row) =>
-          fromBinary(LogChunkSchema, row.data)
-        );
-      },
-    };
+    this.logBacking = sqliteLogBacking(db, {
+      check: () => this.#check(),
+      failStop: (what, cause) => this.#failStop(what, cause),
+    });
   }
 
   #check(): void {
