@@ -12,15 +12,15 @@
 
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
 import {
   MachineSchema,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createSqliteStore } from "../lib/sqlite_store.ts";
+import { createSqliteStore } from "../lib/store/sqlite.ts";
 
 const { values } = parseArgs({
   options: {

@@ -28,8 +28,8 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { type Client, createClient, RpcError, statusName } from "../lib/grpc/client.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
-import { BUILTIN_PLANS } from "../lib/plans.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
+import { BUILTIN_PLANS } from "../lib/engine/plans.ts";
 
 /** Events of a SUCCEEDED operation: created, started, started/succeeded per step, terminal. */
 export function succeededEventCount(type: OperationType): number {

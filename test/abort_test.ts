@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { abortableDelay, untilAborted } from "../lib/abort.ts";
+import { abortableDelay, untilAborted } from "../lib/model/abort.ts";
 import { SANITIZE } from "./helpers.ts";
 
 Deno.test("abortableDelay() rejects with the signal's reason when aborted", SANITIZE, async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { startServer } from "../lib/grpc/server.ts";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const GOLDEN = new URL("./golden/", import.meta.url);
@@ -25,7 +25,7 @@ function normalise(text: string): string {
 }
 
 Deno.test("quick start session matches the golden output", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: createEngine({ timing: "zero" }) });
   const steps = [
     ["import", "3"],
     ["list"],
@@ -77,7 +77,7 @@ Deno.test("an unreachable server exits 3 and names the fix", async () => {
 });
 
 Deno.test("cross-process: -o json, --no-wait and the bash completion script", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: createEngine({ timing: "zero" }) });
   await cli(server.address, "import", "2");
   const [code, out, err] = await cli(server.address, "list", "-o", "json", "--page-size", "1");
   assert.deepEqual([code, err], [0, ""]);

@@ -75,7 +75,7 @@ Deno.test("main exits 2 on usage errors and 0 on --help/--version", async () => 
 });
 
 Deno.test("list abbreviations and exit codes in-process", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: testEngine() });
   const run = async (...args: string[]): Promise<[number, string, string]> => {
     const c = capture();
     const code = await main(["--server", server.address, ...args], c.io);

@@ -24,7 +24,7 @@ import { StatusSchema } from "../lib/gen/google/rpc/status_pb.ts";
 import { createClient, MAX_RECEIVE_MESSAGE_BYTES, RpcError } from "../lib/grpc/client.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { SANITIZE } from "./helpers.ts";
+import { SANITIZE, testEngine } from "./helpers.ts";
 
 const OK_TRAILERS = { "grpc-status": "0" };
 const GRPC_HEADERS = { ":status": 200, "content-type": "application/grpc" };
@@ -316,7 +316,7 @@ Deno.test("client: close() ends calls in progress with CANCELLED", SANITIZE, asy
 });
 
 Deno.test("client: end to end against our server, by localhost name", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: testEngine() });
   using machines = createClient(MachineService, `localhost:${server.port}`);
   const registered = await machines.registerMachine({
     machine: {

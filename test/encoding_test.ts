@@ -9,8 +9,8 @@ import {
   OperationSchema,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { encodeMessage } from "../lib/grpc/encoding.ts";
-import { freezeSnapshot } from "../lib/immutable.ts";
-import { cachedEncoding, elementSize } from "../lib/snapshot_encoding.ts";
+import { freezeSnapshot } from "../lib/model/immutable.ts";
+import { cachedEncoding, elementSize } from "../lib/store/snapshot_encoding.ts";
 
 const ts = timestampFromDate(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)));
 

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { FailedPreconditionError, ShuttingDownError } from "../lib/errors.ts";
-import { defaultBackoff, formatDelay } from "../lib/executor.ts";
+import { FailedPreconditionError, ShuttingDownError } from "../lib/model/errors.ts";
+import { defaultBackoff, formatDelay } from "../lib/engine/executor.ts";
 import {
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { getCondition } from "../lib/lifecycle.ts";
-import { BUILTIN_PLANS, type Plan } from "../lib/plans.ts";
-import type { ProviderCall } from "../lib/provider.ts";
+import { getCondition } from "../lib/model/lifecycle.ts";
+import { BUILTIN_PLANS, type Plan } from "../lib/engine/plans.ts";
+import type { ProviderCall } from "../lib/provider/mod.ts";
 import {
   enterMaintenance,
   importMachines,

@@ -11,8 +11,8 @@ import {
   type FakeProvider,
   type FakeProviderOptions,
   TIMINGS,
-} from "../lib/fake_provider.ts";
-import type { JoinMaterial, LogStream, ProviderCall, ProviderVerb } from "../lib/provider.ts";
+} from "../lib/provider/fake.ts";
+import type { JoinMaterial, LogStream, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
 
 interface LogEntry {
   line: string;

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { LaggedError } from "../lib/errors.ts";
-import { EventFeed, LogJournal } from "../lib/feeds.ts";
+import { LaggedError } from "../lib/model/errors.ts";
+import { EventFeed } from "../lib/engine/events.ts";
+import { LogJournal } from "../lib/engine/log_journal.ts";
 import {
   type LogChunk,
   LogChunkSchema,
@@ -12,7 +13,7 @@ import {
   OperationEventSchema,
   OperationSchema,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import type { LogStream } from "../lib/provider.ts";
+import type { LogStream } from "../lib/provider/mod.ts";
 
 const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
 

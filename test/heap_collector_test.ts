@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHeapCollector, startHeapCollector } from "../lib/heap_collector.ts";
+import { createHeapCollector, startHeapCollector } from "../lib/runtime/heap_collector.ts";
 import { SANITIZE } from "./helpers.ts";
 
 const MIB = 1024 * 1024;

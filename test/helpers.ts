@@ -5,9 +5,9 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { createEngine, type Engine, type EngineOptions } from "../lib/engine.ts";
-import { createFakeProvider, type FakeProviderOptions } from "../lib/fake_provider.ts";
-import type { EventSubscription } from "../lib/feeds.ts";
+import { createEngine, type Engine, type EngineOptions } from "../lib/engine/mod.ts";
+import { createFakeProvider, type FakeProviderOptions } from "../lib/provider/fake.ts";
+import type { EventSubscription } from "../lib/engine/event_subscription.ts";
 import {
   MachineSchema,
   type Operation,
@@ -16,8 +16,8 @@ import {
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
-import type { ProviderCall } from "../lib/provider.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
+import type { ProviderCall } from "../lib/provider/mod.ts";
 
 /** Test options that turn every Deno sanitizer on (2.9.3 leaves the op sanitizer off). */
 export const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;

@@ -22,7 +22,7 @@ import {
   type OperationFailure,
   outcomeEffects,
   setCondition,
-} from "../lib/lifecycle.ts";
+} from "../lib/model/lifecycle.ts";
 
 const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
 

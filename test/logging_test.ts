@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchedWriter, FLUSH_BYTES } from "../lib/logging.ts";
+import { BatchedWriter, FLUSH_BYTES } from "../lib/runtime/logging.ts";
 
 const decode = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 
@@ -60,7 +60,7 @@ Deno.test("BatchedWriter: waiting lines are written by the timer", async () => {
 });
 
 async function runScript(code: string): Promise<{ code: number; stderr: string }> {
-  const logging = new URL("../lib/logging.ts", import.meta.url).href;
+  const logging = new URL("../lib/runtime/logging.ts", import.meta.url).href;
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "eval",

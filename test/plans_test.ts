@@ -17,8 +17,8 @@ import {
   type PlanStep,
   targetCluster,
   UnknownPlanError,
-} from "../lib/plans.ts";
-import type { JoinMaterial, Provider, ProviderCall, ProviderVerb } from "../lib/provider.ts";
+} from "../lib/engine/plans.ts";
+import type { JoinMaterial, Provider, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
 
 const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
 const SECOND = 1000;

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "../lib/grpc/client.ts";
-import { NotFoundError } from "../lib/errors.ts";
-import { createMemoryStore } from "../lib/memory_store.ts";
+import { NotFoundError } from "../lib/model/errors.ts";
+import { createMemoryStore } from "../lib/store/memory.ts";
 import {
   MachineSchema,
   MachineService,
@@ -11,7 +11,7 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { parseCount, parseDuration, Retention } from "../lib/retention.ts";
+import { parseCount, parseDuration, Retention } from "../lib/engine/retention.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
 import {
   enterMaintenance,

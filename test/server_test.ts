@@ -9,10 +9,10 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
-import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
+import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { TIMINGS } from "../lib/fake_provider.ts";
+import { TIMINGS } from "../lib/provider/fake.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 /** The status name, ErrorInfo reason and details `run` fails with. */

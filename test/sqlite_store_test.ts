@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { toBinary } from "@bufbuild/protobuf";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../lib/errors.ts";
-import { LogJournal } from "../lib/feeds.ts";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../lib/model/errors.ts";
+import { LogJournal } from "../lib/engine/log_journal.ts";
 import {
   MachineSchema,
   MachineStatus_EffectiveState as EffectiveState,
@@ -10,16 +14,10 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { type ConditionType, getCondition } from "../lib/lifecycle.ts";
-import {
-  createSqliteStore,
-  MIGRATIONS,
-  SCHEMA_VERSION,
-  SchemaVersionError,
-  type SqliteStore,
-  StoreFatalError,
-} from "../lib/sqlite_store.ts";
-import type { Store } from "../lib/store.ts";
+import { type ConditionType, getCondition } from "../lib/model/lifecycle.ts";
+import { createSqliteStore, type SqliteStore, StoreFatalError } from "../lib/store/sqlite.ts";
+import { MIGRATIONS, SCHEMA_VERSION, SchemaVersionError } from "../lib/store/sqlite_schema.ts";
+import type { Store } from "../lib/store/mod.ts";
 import { SANITIZE } from "./helpers.ts";
 import { assertDomainError, machine, storeContract, testClock } from "./store_contract.ts";
 

@@ -14,7 +14,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
-} from "../lib/errors.ts";
+} from "../lib/model/errors.ts";
 import {
   ListMachinesResponseSchema,
   type Machine,
@@ -25,9 +25,10 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { getCondition } from "../lib/lifecycle.ts";
-import { parseOperationFilter } from "../lib/query.ts";
-import { type CreateOperationRequest, LIMITS, type Store } from "../lib/store.ts";
+import { getCondition } from "../lib/model/lifecycle.ts";
+import { parseOperationFilter } from "../lib/store/query.ts";
+import { type CreateOperationRequest, type Store } from "../lib/store/mod.ts";
+import { LIMITS } from "../lib/store/limits.ts";
 
 /** Makes a fresh, empty store whose clock is `now` (and list scan budget `scanBudget`). */
 export type StoreFactory = (

@@ -6,7 +6,7 @@ import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
-import { SANITIZE } from "./helpers.ts";
+import { SANITIZE, testEngine } from "./helpers.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
 
 async function openssl(dir: string, ...args: string[]): Promise<void> {
@@ -117,7 +117,7 @@ async function pemFiles(): Promise<{ dir: string } & Record<"ca" | "cert" | "key
 Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,
-    timing: "zero",
+    engine: testEngine(),
     tls: { cert: certs.serverCert, key: certs.serverKey },
   });
   // Deno's node:tls refuses an IP address as the TLS server name: dial the DNS name.
@@ -144,7 +144,7 @@ Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANIT
 Deno.test("mutual TLS: a client certificate signed by the CA is required", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,
-    timing: "zero",
+    engine: testEngine(),
     tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
   });
   const address = `localhost:${server.port}`;
@@ -175,7 +175,7 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
 });
 
 Deno.test("an oversized request fails with RESOURCE_EXHAUSTED", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: testEngine() });
   using client = createClient(MachineService, server.address);
   await assert.rejects(
     client.getMachine({ machineId: "x".repeat(5 * 1024 * 1024) }),

@@ -12,7 +12,7 @@ import {
   MachineStatus_Phase as MachinePhase,
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { isTerminalPhase } from "../lifecycle.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
 import {
   effectiveLabel,
   formatRpcError,

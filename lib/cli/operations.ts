@@ -17,7 +17,7 @@ import {
   OperationEventSchema,
   OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { isTerminalPhase } from "../lifecycle.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
 import { formatOperationTable, formatTime, shortId, withWidths } from "./format.ts";
 import type { ListOptions } from "./machines.ts";
 import {

@@ -7,8 +7,8 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../engine.ts";
-import { InvalidArgumentError, TooManyWatchersError } from "../errors.ts";
+import type { Engine } from "../engine/mod.ts";
+import { InvalidArgumentError, TooManyWatchersError } from "../model/errors.ts";
 import {
   ListMachinesResponseSchema,
   ListOperationsResponseSchema,

@@ -23,7 +23,7 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createSqliteStore } from "../../lib/sqlite_store.ts";
+import { createSqliteStore } from "../../lib/store/sqlite.ts";
 import { type ServerProcess, spawnServer } from "../server_process.ts";
 import { type Figure, figure, quantile } from "./stats.ts";
 

@@ -3,21 +3,25 @@
  * offers the operations the API needs. The gRPC layer only validates the wire shape and calls
  * this; tests drive it directly. It knows nothing of gRPC.
  *
+ * The folder owns what happens to an operation: the engine facade (this module), plans, the
+ * executor, restart recovery, the retention driver, the event feed (`events.ts`,
+ * `event_subscription.ts`) and the log journal (`log_journal.ts`). `createEngine` fills in the
+ * defaults (in-memory store, fake provider); the engine is composed by `server.ts`, the demo and
+ * tests, never by a surface. May import: `lib/store/`, `lib/provider/`, `lib/model/`,
+ * `lib/gen/`, npm packages. Never `lib/grpc/`, `lib/cli/` or a wire package (checked by
+ * `test/architecture_test.ts`).
+ *
  * @module
  */
 
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { getLogger } from "@logtape/logtape";
-import { InvalidArgumentError, ShuttingDownError } from "./errors.ts";
-import { createFakeProvider, type TimingProfile } from "./fake_provider.ts";
-import {
-  EventFeed,
-  type EventFeedOptions,
-  LogJournal,
-  type LogJournalBacking,
-  type LogJournalOptions,
-} from "./feeds.ts";
+import { InvalidArgumentError, ShuttingDownError } from "../model/errors.ts";
+import { createFakeProvider, type TimingProfile } from "../provider/fake.ts";
+import { EventFeed, type EventFeedOptions } from "./events.ts";
+import { LogJournal, type LogJournalOptions } from "./log_journal.ts";
+import { type LogJournalBacking } from "../store/mod.ts";
 import {
   type LogChunk,
   type Machine,
@@ -26,23 +30,22 @@ import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
   OperationEventSchema,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 import { createExecutor, type Executor, type ExecutorOptions } from "./executor.ts";
-import { isTerminalPhase } from "./lifecycle.ts";
-import { createMemoryStore } from "./memory_store.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
+import { createMemoryStore } from "../store/memory.ts";
 import { DEFAULT_IMAGE_REF } from "./plans.ts";
-import type { Provider } from "./provider.ts";
-import { parseOperationFilter } from "./query.ts";
+import type { Provider } from "../provider/mod.ts";
+import { parseOperationFilter } from "../store/query.ts";
 import { recoverInterrupted, type RecoveryResult } from "./recovery.ts";
 import { Retention, type RetentionOptions } from "./retention.ts";
 import type {
   CreateOperationResult,
-  ListQuery,
   MachinePatch,
-  Page,
   RegisterMachineResult,
   Store,
-} from "./store.ts";
+} from "../store/mod.ts";
+import type { ListQuery, Page } from "../store/query.ts";
 
 const logger = getLogger(["bmdemo", "engine"]);
 
@@ -61,8 +64,8 @@ export interface EngineOptions {
   /** Log journal options (lines kept per operation). */
   logs?: LogJournalOptions;
   /**
-   * Durable copy of the operation logs. @default the store's `logBacking` when it has one (the
-   * SQLite store), else none
+   * Durable copy of the operation logs. @default the store's
+   * {@linkcode Store.logBacking} (the SQLite store has one), else none
    */
   logBacking?: LogJournalBacking;
   /**
@@ -157,8 +160,7 @@ export class Engine implements AsyncDisposable {
   constructor(options: EngineOptions = {}) {
     this.store = options.store ?? createMemoryStore();
     this.events = new EventFeed(options.events);
-    const backing = options.logBacking ??
-      (this.store as Partial<{ logBacking: LogJournalBacking }>).logBacking;
+    const backing = options.logBacking ?? this.store.logBacking;
     this.logs = new LogJournal({ ...options.logs, backing: options.logs?.backing ?? backing });
     this.executor = createExecutor({
       store: this.store,

@@ -15,10 +15,11 @@
  * @module
  */
 
-import type { EventFeed, LogJournal } from "./feeds.ts";
-import { INTERRUPTED, type OperationFailure } from "./lifecycle.ts";
-import { Operation_Phase as OperationPhase } from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { Store } from "./store.ts";
+import type { EventFeed } from "./events.ts";
+import type { LogJournal } from "./log_journal.ts";
+import { INTERRUPTED, type OperationFailure } from "../model/lifecycle.ts";
+import { Operation_Phase as OperationPhase } from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { Store } from "../store/mod.ts";
 
 /** The message of an interrupted operation's error. */
 export const INTERRUPTED_MESSAGE =

@@ -17,19 +17,20 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { abortableDelay, untilAborted } from "./abort.ts";
-import { ShuttingDownError } from "./errors.ts";
-import type { EventFeed, LogJournal } from "./feeds.ts";
+import { abortableDelay, untilAborted } from "../model/abort.ts";
+import { ShuttingDownError } from "../model/errors.ts";
+import type { EventFeed } from "./events.ts";
+import type { LogJournal } from "./log_journal.ts";
 import {
   type Machine,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { CancelCause, OperationFailure, Outcome } from "./lifecycle.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { CancelCause, OperationFailure, Outcome } from "../model/lifecycle.ts";
 import { BUILTIN_PLANS, errorText, type Plan, planFor, type PlanStep } from "./plans.ts";
-import type { LogStream, Provider } from "./provider.ts";
-import type { Store } from "./store.ts";
+import type { LogStream, Provider } from "../provider/mod.ts";
+import type { Store } from "../store/mod.ts";
 
 const logger = getLogger(["bmdemo", "executor"]);
 

@@ -10,9 +10,9 @@
  * @module
  */
 
-import { InvalidArgumentError } from "./errors.ts";
+import { InvalidArgumentError } from "../model/errors.ts";
 import { toBinary } from "@bufbuild/protobuf";
-import { type Machine, MachineSchema, type MachineSpec } from "./gen/baremetal/v1/baremetal_pb.ts";
+import { type Machine, MachineSchema, type MachineSpec } from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Every limit a request is checked against. */
 export const LIMITS = Object.freeze({
@@ -315,7 +315,7 @@ const SPEC_STRINGS: readonly SpecString[] = [
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSpecSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSpecSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * checkSpec(create(MachineSpecSchema, { provider: "fake", serial: "SN-1" }), "machine-1");
  * ```
  */
