@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { SANITIZE } from "./helpers.ts";
 
-Deno.test("domain modules (every lib/*.ts) import neither gRPC nor the CLI", async () => {
+Deno.test("domain modules (every lib/*.ts) import neither gRPC nor the CLI", SANITIZE, async () => {
   const names: string[] = [];
   for await (const entry of Deno.readDir(new URL("../lib/", import.meta.url))) {
     if (entry.isFile && entry.name.endsWith(".ts")) names.push(entry.name.slice(0, -3));
@@ -16,7 +17,7 @@ Deno.test("domain modules (every lib/*.ts) import neither gRPC nor the CLI", asy
   }
 });
 
-Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", async () => {
+Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", SANITIZE, async () => {
   for await (const entry of Deno.readDir(new URL("../lib/", import.meta.url))) {
     if (!entry.isFile || !entry.name.endsWith(".ts")) continue;
     const source = await Deno.readTextFile(new URL(`../lib/${entry.name}`, import.meta.url));
@@ -24,7 +25,7 @@ Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", async 
   }
 });
 
-Deno.test("the CLI never loads grpc-js, not even through a dynamic import", async () => {
+Deno.test("the CLI never loads grpc-js, not even through a dynamic import", SANITIZE, async () => {
   // The CLI's start-up time is a product figure (issue 6): grpc-js costs ~35 ms to load, so the
   // CLI talks through lib/grpc/client.ts. Type-only imports are fine; code edges are not.
   const out = await new Deno.Command(Deno.execPath(), {

@@ -26,7 +26,7 @@ function capture(): { out: string[]; err: string[]; io: Parameters<typeof main>[
   return { out, err, io: { out: (t) => void out.push(t), err: (t) => void err.push(t), env: {} } };
 }
 
-Deno.test("formatTable aligns by display width, ⚠ and ⛔ count two cells", () => {
+Deno.test("formatTable aligns by display width, ⚠ and ⛔ count two cells", SANITIZE, () => {
   assert.deepEqual(displayWidth("⚠ATTN"), 6);
   assert.deepEqual(displayWidth("⛔BLOCK"), 7);
   const table = formatTable(["ID", "EFFECTIVE", "X"], [["m-1", "⚠ATTN", "✓"], [
@@ -50,7 +50,7 @@ Deno.test("options are accepted after positionals", () => {
   assert.deepEqual(parsed.values.server, "h:1");
 });
 
-Deno.test("usage errors", () => {
+Deno.test("usage errors", SANITIZE, () => {
   for (const args of [["reimage"], ["bogus"], ["list", "--image", "x"], ["cancel", "a", "b"]]) {
     let caught: unknown;
     try {
@@ -62,7 +62,7 @@ Deno.test("usage errors", () => {
   }
 });
 
-Deno.test("main exits 2 on usage errors and 0 on --help/--version", async () => {
+Deno.test("main exits 2 on usage errors and 0 on --help/--version", SANITIZE, async () => {
   for (const args of [[], ["bogus"], ["import", "0"], ["import", "x"], ["reboot"]]) {
     const c = capture();
     assert.deepEqual(await main(args, c.io), 2, args.join(" "));
@@ -74,7 +74,7 @@ Deno.test("main exits 2 on usage errors and 0 on --help/--version", async () => 
   }
 });
 
-Deno.test("list abbreviations and exit codes in-process", async () => {
+Deno.test("list abbreviations and exit codes in-process", SANITIZE, async () => {
   await using server = await startServer({ port: 0, timing: "zero" });
   const run = async (...args: string[]): Promise<[number, string, string]> => {
     const c = capture();
@@ -410,7 +410,7 @@ Deno.test("demo runs on a server whose demo-1 is already in maintenance", SANITI
   assert.doesNotMatch(out, /result: (FAILED|CANCELED|INTERRUPTED)/);
 });
 
-Deno.test("main: unknown command and missing machine id exit 2 with usage", async () => {
+Deno.test("main: unknown command and missing machine id exit 2 with usage", SANITIZE, async () => {
   const unknown = captureIo();
   assert.deepEqual(await main(["frobnicate"], unknown.io), 2);
   assert.deepEqual(unknown.out(), "");
