@@ -155,6 +155,33 @@ async function runCli(
   return { code, out: c.out(), err: c.err() };
 }
 
+Deno.test("list -o wide and get measure text beyond ASCII by display width", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, engine: testEngine() });
+  for (const [machineId, rack] of [["machine-1", "ラック-1"], ["machine-2", "r2"]]) {
+    server.engine.registerMachine(create(MachineSchema, {
+      machineId,
+      spec: { provider: "fake", rack },
+      labels: { site: "東京" },
+    }));
+  }
+  const list = await runCli(server, ["list", "-o", "wide"]);
+  assert.deepEqual([list.code, list.err], [0, ""]);
+  // "ラック-1" is 8 cells wide, not 5 characters: the columns after it stay aligned.
+  assert.deepEqual(
+    list.out,
+    "MACHINE_ID   PHASE    EFFECTIVE  REACHABLE  PROVISIONED  ACTIVE_OP  PROVIDER  RACK      " +
+      "LAST_SEEN  CONDITIONS\n" +
+      "machine-1    FACTORY  NEW        -          -            -          fake      ラック-1  " +
+      "-          -\n" +
+      "machine-2    FACTORY  NEW        -          -            -          fake      r2        " +
+      "-          -\n",
+  );
+
+  const get = await runCli(server, ["get", "machine-1"]);
+  assert.deepEqual([get.code, get.err], [0, ""]);
+  assert.match(get.out, /site=東京/);
+});
+
 Deno.test("ops lists operations oldest first, or says there are none", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
   const empty = await runCli(server, ["ops"]);

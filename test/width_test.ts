@@ -7,11 +7,13 @@ import {
   needsStringWidth,
   prepareWidths,
   stringWidthLoaded,
+  textsOf,
   WIDE_SYMBOLS,
   WidthsNotLoadedError,
-  withWidths,
 } from "../lib/cli/width.ts";
 import { SANITIZE } from "./helpers.ts";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { MachineSchema } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 
 // The tests of this file run in order: the first ones need string-width not yet loaded by
 // lib/cli/width.ts (this file's own static import is a separate binding and does not count).
@@ -22,6 +24,14 @@ function expected(text: string): number {
   for (const ch of text) if (WIDE_SYMBOLS.has(ch)) extra += 1;
   return stringWidth(text) + extra;
 }
+
+/** An ordinary machine as `list` receives it: every text is ASCII. */
+const MACHINE_INIT: MessageInitShape<typeof MachineSchema> = {
+  machineId: "machine-1",
+  spec: { provider: "fake", macAddresses: ["52:54:00:00:00:01"] },
+  labels: { role: "worker" },
+  status: { conditions: [{ type: "Reachable", status: true, reason: "PingOK" }] },
+};
 
 const PRINTABLE_ASCII = Array.from({ length: 0x7f - 0x20 }, (_, i) => String.fromCharCode(0x20 + i))
   .join("");
@@ -74,11 +84,12 @@ Deno.test("list tables of ordinary machines do not load string-width", SANITIZE,
   ]]);
   assert.deepEqual(table, "ID    EFFECTIVE  X\nm-1   ⚠ATTN     ✓\nm-2   ⛔BLOCK    ✗\n");
   await prepareWidths(["machine-1", "⚠ATTN", "⛔BLOCK", "✓", "✗", "-"]);
+  await prepareWidths(textsOf([create(MachineSchema, MACHINE_INIT)]));
   assert.ok(!stringWidthLoaded());
 });
 
 Deno.test(
-  "other text needs string-width: an error before it is loaded, then withWidths",
+  "other text needs string-width: an error before it is loaded, then prepareWidths of its data",
   SANITIZE,
   async () => {
     assert.ok(!stringWidthLoaded());
@@ -88,22 +99,12 @@ Deno.test(
     assert.throws(() => displayWidth("ラック"), WidthsNotLoadedError);
     assert.throws(() => truncate("ラック".repeat(20), 30), WidthsNotLoadedError);
 
-    let renders = 0;
-    const table = await withWidths(() => {
-      renders += 1;
-      return formatTable(["RACK", "X"], [["ラック", "✓"], ["r1", "⛔"]]);
-    });
-    assert.deepEqual(renders, 2);
+    // Text deep in the data (a label value) is found, and loads string-width once.
+    const machine = create(MachineSchema, { ...MACHINE_INIT, labels: { rack: "ラック" } });
+    await prepareWidths(textsOf(machine));
     assert.ok(stringWidthLoaded());
+    const table = formatTable(["RACK", "X"], [[machine.labels.rack, "✓"], ["r1", "⛔"]]);
     assert.deepEqual(table, "RACK     X\nラック   ✓\nr1       ⛔\n");
-
-    // Loaded: a second render is not repeated.
-    renders = 0;
-    await withWidths(() => {
-      renders += 1;
-      return displayWidth("ラック");
-    });
-    assert.deepEqual(renders, 1);
   },
 );
 
@@ -132,11 +133,23 @@ Deno.test(
   },
 );
 
-Deno.test("withWidths passes other errors through", SANITIZE, async () => {
-  await assert.rejects(
-    withWidths(() => {
-      throw new RangeError("boom");
-    }),
-    RangeError,
-  );
+Deno.test("textsOf() yields every string of a message at any depth, and no bytes", SANITIZE, () => {
+  const texts = [
+    ...textsOf([
+      create(MachineSchema, {
+        machineId: "m-1",
+        labels: { "ラック": "r1" },
+        status: { conditions: [{ type: "Reachable", reason: "理由" }] },
+      }),
+      "loose",
+    ]),
+  ];
+  for (const text of ["m-1", "ラック", "r1", "Reachable", "理由", "loose"]) {
+    assert.ok(texts.includes(text), text);
+  }
+  assert.deepEqual([...textsOf({ bytes: new Uint8Array([0x41, 0x42]), n: 3, none: null })], [
+    "bytes",
+    "n",
+    "none",
+  ]);
 });

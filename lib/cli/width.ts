@@ -7,8 +7,11 @@
  * - printable ASCII (U+0020..U+007E, string-width's own fast path) is as wide as it is long;
  * - the CLI's own symbols are measured through {@linkcode KNOWN_SYMBOL_WIDTHS}, string-width's
  *   answers written down (a test asserts they still equal string-width's);
- * - anything else goes to string-width, which {@linkcode prepareWidths} or
- *   {@linkcode withWidths} load on demand.
+ * - anything else goes to string-width, which {@linkcode prepareWidths} loads on demand.
+ *
+ * The protocol is explicit: before rendering, a caller hands the text it is about to render (or
+ * the data it renders from, through {@linkcode textsOf}) to `await prepareWidths(...)`, which
+ * loads string-width only if some of it needs it; rendering then stays synchronous.
  *
  * @module
  */
@@ -35,7 +38,10 @@ export const WIDE_SYMBOLS: ReadonlySet<string> = new Set(["⚠"]);
 
 let stringWidth: StringWidth | undefined;
 
-/** Thrown by {@linkcode displayWidth} for text that needs string-width before it is loaded. */
+/**
+ * Thrown by {@linkcode displayWidth} for text that needs string-width before it is loaded: a
+ * caller that rendered without {@linkcode prepareWidths} of that text, i.e. a bug.
+ */
 export class WidthsNotLoadedError extends Error {
   /**
    * @param text The text that needed string-width.
@@ -43,7 +49,7 @@ export class WidthsNotLoadedError extends Error {
   constructor(text: string) {
     super(
       `display width of ${JSON.stringify(text)} needs string-width: ` +
-        `render through withWidths() or await prepareWidths() first`,
+        `await prepareWidths() of the rendered text (or textsOf() its data) before rendering`,
     );
     this.name = "WidthsNotLoadedError";
   }
@@ -84,7 +90,7 @@ export function needsStringWidth(text: string): boolean {
 }
 
 /**
- * Whether string-width has been loaded (by {@linkcode prepareWidths} or {@linkcode withWidths}).
+ * Whether string-width has been loaded (by {@linkcode prepareWidths}).
  *
  * @returns `true` once loaded.
  */
@@ -115,20 +121,33 @@ export async function prepareWidths(texts?: Iterable<string>): Promise<void> {
 }
 
 /**
- * Runs a pure, synchronous render (e.g. a table formatter); if it measured text that needs
- * string-width, loads string-width and renders again.
+ * Every string in a value, for {@linkcode prepareWidths}: the value itself if it is a string, the
+ * strings of an array's items, and the keys and strings of a plain object's or a protobuf
+ * message's fields (labels maps included), at any depth. Binary data is skipped.
  *
- * @param render The render; called once, or twice when string-width had to be loaded.
- * @returns What the render returns.
+ * @param value What a table or view is rendered from, e.g. the machines of a list.
+ * @returns The strings, lazily, so that {@linkcode prepareWidths} stops at the first that needs
+ * string-width.
+ *
+ * @example
+ * ```ts
+ * import { textsOf } from "./width.ts";
+ *
+ * const texts = [...textsOf([{ machineId: "m-1", labels: { rack: "r1" } }])];
+ * // ["machineId", "m-1", "labels", "rack", "r1"]
+ * ```
  */
-export async function withWidths<T>(render: () => T): Promise<T> {
-  try {
-    return render();
-  } catch (error) {
-    if (!(error instanceof WidthsNotLoadedError) || stringWidth) throw error;
+export function* textsOf(value: unknown): Generator<string> {
+  if (typeof value === "string") {
+    yield value;
+  } else if (Array.isArray(value)) {
+    for (const item of value) yield* textsOf(item);
+  } else if (typeof value === "object" && value !== null && !ArrayBuffer.isView(value)) {
+    for (const [key, item] of Object.entries(value)) {
+      yield key;
+      yield* textsOf(item);
+    }
   }
-  await prepareWidths();
-  return render();
 }
 
 /**
