@@ -28,6 +28,7 @@ import {
 import { getCondition } from "../lib/lifecycle.ts";
 import { parseOperationFilter } from "../lib/query.ts";
 import { type CreateOperationRequest, LIMITS, type Store } from "../lib/store.ts";
+import { SANITIZE } from "./helpers.ts";
 
 /** Makes a fresh, empty store whose clock is `now` (and list scan budget `scanBudget`). */
 export type StoreFactory = (
@@ -92,7 +93,7 @@ export function assertDomainError(
  * @param factory Makes a fresh store.
  */
 export function storeContract(name: string, factory: StoreFactory): void {
-  const opts = { sanitizeOps: true, sanitizeResources: true };
+  const opts = SANITIZE;
   async function fresh(
     scanBudget?: number,
   ): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {
