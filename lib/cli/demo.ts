@@ -20,7 +20,6 @@ import {
   operationTypeName,
   phaseLabel,
   prepareWidths,
-  textsOf,
 } from "./format.ts";
 import {
   exitCodeOf,
@@ -50,7 +49,7 @@ async function showState(session: Session): Promise<void> {
       session.machines.getMachine({ machineId }, { deadline: deadlineIn(10_000) })
     ),
   );
-  await prepareWidths(textsOf(machines));
+  await prepareWidths(machines);
   session.io.out(machineStateBlock(machines));
 }
 
@@ -117,7 +116,7 @@ export async function demoCommand(session: Session): Promise<number> {
     }, { deadline: deadlineIn(10_000) });
     rows.push([machineId, machine.spec?.macAddresses[0] ?? "-", phaseLabel(machine)]);
   }
-  await prepareWidths(rows.flat());
+  await prepareWidths(rows);
   io.out(`${FENCE}text\n${formatTable(["MACHINE", "MAC", "PHASE"], rows)}${FENCE}\n\n`);
   await showState(session);
 

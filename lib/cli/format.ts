@@ -16,7 +16,7 @@ import { displayWidth } from "./width.ts";
 
 // Measured here without loading string-width for ASCII and the CLI's own symbols; callers
 // `await prepareWidths(...)` of what they render first.
-export { displayWidth, prepareWidths, textsOf } from "./width.ts";
+export { displayWidth, prepareWidths } from "./width.ts";
 
 /** Options of {@linkcode formatTable}. */
 export interface TableOptions {

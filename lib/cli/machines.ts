@@ -10,7 +10,7 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Machine } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { formatMachineTable, formatTable, prepareWidths, textsOf } from "./format.ts";
+import { formatMachineTable, formatTable, prepareWidths } from "./format.ts";
 import {
   formatMachineDetail,
   formatMachineWideTable,
@@ -112,7 +112,7 @@ export async function importCommand(session: Session, count: number): Promise<nu
       MachinePhase[registered.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED],
     ]);
   }
-  await prepareWidths(rows.flat());
+  await prepareWidths(rows);
   session.io.out(formatTable([], rows));
   return EXIT.OK;
 }
@@ -161,7 +161,7 @@ export async function listCommand(session: Session, options: ListOptions = {}): 
         : "No machines match the filter.\n",
     );
   } else {
-    await prepareWidths(textsOf(machines));
+    await prepareWidths(machines);
     session.io.out(
       format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines),
     );
@@ -188,7 +188,7 @@ export async function getCommand(
   if (format === "json" || format === "yaml") {
     session.io.out(await renderStructured(MachineSchema, machine, format));
   } else {
-    await prepareWidths(textsOf(machine));
+    await prepareWidths(machine);
     session.io.out(formatMachineDetail(machine));
   }
   return EXIT.OK;

@@ -9,8 +9,8 @@
  *   answers written down (a test asserts they still equal string-width's);
  * - anything else goes to string-width, which {@linkcode prepareWidths} loads on demand.
  *
- * The protocol is explicit: before rendering, a caller hands the text it is about to render (or
- * the data it renders from, through {@linkcode textsOf}) to `await prepareWidths(...)`, which
+ * The protocol is explicit: before rendering, a caller hands the text it is about to render, or
+ * the data it renders from, to `await prepareWidths(...)`, which
  * loads string-width only if some of it needs it; rendering then stays synchronous.
  *
  * @module
@@ -49,7 +49,7 @@ export class WidthsNotLoadedError extends Error {
   constructor(text: string) {
     super(
       `display width of ${JSON.stringify(text)} needs string-width: ` +
-        `await prepareWidths() of the rendered text (or textsOf() its data) before rendering`,
+        `await prepareWidths() of the rendered text or its data before rendering`,
     );
     this.name = "WidthsNotLoadedError";
   }
@@ -99,55 +99,47 @@ export function stringWidthLoaded(): boolean {
 }
 
 /**
- * Loads string-width if any of the texts needs it; afterwards {@linkcode displayWidth} measures
- * every one of them.
+ * Whether any text in `data` needs string-width: strings, and the items of arrays and the keys
+ * and values of plain objects and protobuf messages (labels maps included) at any depth; binary
+ * data is skipped. Stops at the first such text.
  *
- * @param texts The texts about to be measured; omitted, string-width is loaded unconditionally.
- * @returns When the texts can be measured.
- */
-export async function prepareWidths(texts?: Iterable<string>): Promise<void> {
-  if (stringWidth) return;
-  if (texts !== undefined) {
-    let needed = false;
-    for (const text of texts) {
-      if (needsStringWidth(text)) {
-        needed = true;
-        break;
-      }
-    }
-    if (!needed) return;
-  }
-  stringWidth = (await import("string-width")).default;
-}
-
-/**
- * Every string in a value, for {@linkcode prepareWidths}: the value itself if it is a string, the
- * strings of an array's items, and the keys and strings of a plain object's or a protobuf
- * message's fields (labels maps included), at any depth. Binary data is skipped.
- *
- * @param value What a table or view is rendered from, e.g. the machines of a list.
- * @returns The strings, lazily, so that {@linkcode prepareWidths} stops at the first that needs
- * string-width.
+ * @param data What is about to be rendered, or the data it is rendered from.
+ * @returns `true` when string-width must be loaded to measure some of it.
  *
  * @example
  * ```ts
- * import { textsOf } from "./width.ts";
+ * import { needsStringWidthIn } from "./width.ts";
  *
- * const texts = [...textsOf([{ machineId: "m-1", labels: { rack: "r1" } }])];
- * // ["machineId", "m-1", "labels", "rack", "r1"]
+ * needsStringWidthIn([{ machineId: "m-1", labels: { rack: "r1" } }]); // false
+ * needsStringWidthIn([{ machineId: "m-1", labels: { rack: "ラック" } }]); // true
  * ```
  */
-export function* textsOf(value: unknown): Generator<string> {
-  if (typeof value === "string") {
-    yield value;
-  } else if (Array.isArray(value)) {
-    for (const item of value) yield* textsOf(item);
-  } else if (typeof value === "object" && value !== null && !ArrayBuffer.isView(value)) {
-    for (const [key, item] of Object.entries(value)) {
-      yield key;
-      yield* textsOf(item);
-    }
+export function needsStringWidthIn(data: unknown): boolean {
+  if (typeof data === "string") return needsStringWidth(data);
+  if (typeof data !== "object" || data === null || ArrayBuffer.isView(data)) return false;
+  if (Array.isArray(data)) {
+    for (const item of data) if (needsStringWidthIn(item)) return true;
+    return false;
   }
+  // for...in rather than Object.entries: no array per object, on lists of a thousand machines.
+  const record = data as Record<string, unknown>;
+  for (const key in record) {
+    if (needsStringWidth(key) || needsStringWidthIn(record[key])) return true;
+  }
+  return false;
+}
+
+/**
+ * Loads string-width if any text in `data` needs it ({@linkcode needsStringWidthIn}); afterwards
+ * {@linkcode displayWidth} measures all of it. Call it before a synchronous render.
+ *
+ * @param data What is about to be rendered (a string, rows of cells), or the data it is rendered
+ * from (the machines of a list, a machine, operations).
+ * @returns When the texts can be measured.
+ */
+export async function prepareWidths(data: unknown): Promise<void> {
+  if (stringWidth || !needsStringWidthIn(data)) return;
+  stringWidth = (await import("string-width")).default;
 }
 
 /**
