@@ -3,6 +3,7 @@
  * `mod.ts` states the same rules in prose; the rows below are what is enforced.
  */
 import assert from "node:assert/strict";
+import { SANITIZE } from "./helpers.ts";
 
 /** What a folder of lib/ may depend on: a new folder is one row. */
 interface Layer {
@@ -129,41 +130,49 @@ function findCycle(modules: Map<string, { local: string[] }>): string[] | undefi
   return undefined;
 }
 
-Deno.test("every module of lib/ imports only what its folder's row in LAYERS allows", async () => {
-  const modules = await libModules();
-  // A guard that the walk worked: the core modules are there.
-  for (const core of ["store/mod.ts", "engine/executor.ts", "engine/mod.ts", "provider/mod.ts"]) {
-    assert.ok(modules.has(core), core);
-  }
-  assert.deepEqual(violations(modules), []);
-});
+Deno.test(
+  "every module of lib/ imports only what its folder's row in LAYERS allows",
+  SANITIZE,
+  async () => {
+    const modules = await libModules();
+    // A guard that the walk worked: the core modules are there.
+    for (const core of ["store/mod.ts", "engine/executor.ts", "engine/mod.ts", "provider/mod.ts"]) {
+      assert.ok(modules.has(core), core);
+    }
+    assert.deepEqual(violations(modules), []);
+  },
+);
 
-Deno.test("the layer check catches a forbidden import, a surface package and a stray folder", () => {
-  const modules = new Map([
-    ["store/mod.ts", { local: ["engine/events.ts"], packages: [] }],
-    ["provider/fake.ts", { local: ["store/mod.ts"], packages: [] }],
-    ["engine/mod.ts", { local: ["cli/main.ts"], packages: ["@grpc/grpc-js"] }],
-    ["grpc/server.ts", { local: ["provider/fake.ts", "store/sqlite.ts"], packages: [] }],
-    ["http/mod.ts", { local: [], packages: [] }],
-  ]);
-  assert.equal(violations(modules).length, 7, violations(modules).join("\n"));
-});
+Deno.test(
+  "the layer check catches a forbidden import, a surface package and a stray folder",
+  SANITIZE,
+  () => {
+    const modules = new Map([
+      ["store/mod.ts", { local: ["engine/events.ts"], packages: [] }],
+      ["provider/fake.ts", { local: ["store/mod.ts"], packages: [] }],
+      ["engine/mod.ts", { local: ["cli/main.ts"], packages: ["@grpc/grpc-js"] }],
+      ["grpc/server.ts", { local: ["provider/fake.ts", "store/sqlite.ts"], packages: [] }],
+      ["http/mod.ts", { local: [], packages: [] }],
+    ]);
+    assert.equal(violations(modules).length, 7, violations(modules).join("\n"));
+  },
+);
 
-Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", async () => {
+Deno.test("no module under lib/ imports lib/cli/ except lib/cli/ itself", SANITIZE, async () => {
   for (const [path, imports] of await libModules()) {
     if (folderOf(path) === "cli") continue;
     assert.deepEqual(imports.local.filter((target) => folderOf(target) === "cli"), [], path);
   }
 });
 
-Deno.test("lib/ has no import cycle", async () => {
+Deno.test("lib/ has no import cycle", SANITIZE, async () => {
   const modules = await libModules();
   assert.equal(findCycle(modules), undefined);
   const cyclic = new Map([["a.ts", { local: ["b.ts"] }], ["b.ts", { local: ["a.ts"] }]]);
   assert.deepEqual(findCycle(cyclic), ["a.ts", "b.ts", "a.ts"]);
 });
 
-Deno.test("every folder of lib/ opens its mod.ts with a @module comment", async () => {
+Deno.test("every folder of lib/ opens its mod.ts with a @module comment", SANITIZE, async () => {
   for (const folder of Object.keys(LAYERS).filter((name) => name !== "gen")) {
     const source = await Deno.readTextFile(new URL(`${folder}/mod.ts`, LIB));
     const opening = source.slice(0, source.indexOf("*/"));
@@ -171,7 +180,7 @@ Deno.test("every folder of lib/ opens its mod.ts with a @module comment", async 
   }
 });
 
-Deno.test("the CLI never loads grpc-js, not even through a dynamic import", async () => {
+Deno.test("the CLI never loads grpc-js, not even through a dynamic import", SANITIZE, async () => {
   // The CLI's start-up time is a product figure (issue 6): grpc-js costs ~35 ms to load, so the
   // CLI talks through lib/grpc/client.ts. Type-only imports are fine; code edges are not.
   const out = await new Deno.Command(Deno.execPath(), {

@@ -97,7 +97,7 @@ Deno.test(
   },
 );
 
-Deno.test("operationParams() records the image and a forced reboot only", () => {
+Deno.test("operationParams() records the image and a forced reboot only", SANITIZE, () => {
   assert.deepEqual(
     operationParams({ machineId: "m", requestId: "r", type: OperationType.REIMAGE, imageRef: "x" }),
     { image_ref: "x" },

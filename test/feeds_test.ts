@@ -14,8 +14,7 @@ import {
   OperationSchema,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import type { LogStream } from "../lib/provider/mod.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+import { SANITIZE } from "./helpers.ts";
 
 const NOW = new Date("2025-01-01T00:00:00Z");
 const now = () => NOW;

@@ -23,8 +23,7 @@ import {
   outcomeEffects,
   setCondition,
 } from "../lib/model/lifecycle.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+import { SANITIZE } from "./helpers.ts";
 
 const T1 = timestampFromDate(new Date("2025-01-01T00:00:00Z"));
 const T2 = timestampFromDate(new Date("2025-01-01T00:05:00Z"));

@@ -19,8 +19,8 @@ import {
   UnknownPlanError,
 } from "../lib/engine/plans.ts";
 import type { JoinMaterial, Provider, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
+import { SANITIZE } from "./helpers.ts";
 
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
 const SECOND = 1000;
 
 /** The data part of a plan, without the step functions. */

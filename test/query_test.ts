@@ -19,8 +19,7 @@ import {
   parseOperationFilter,
   resolvePageSize,
 } from "../lib/store/query.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+import { SANITIZE } from "./helpers.ts";
 
 function op(
   operationId: string,

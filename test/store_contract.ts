@@ -29,6 +29,7 @@ import { getCondition } from "../lib/model/lifecycle.ts";
 import { parseOperationFilter } from "../lib/store/query.ts";
 import { type CreateOperationRequest, type Store } from "../lib/store/mod.ts";
 import { LIMITS } from "../lib/store/limits.ts";
+import { SANITIZE } from "./helpers.ts";
 
 /** Makes a fresh, empty store whose clock is `now` (and list scan budget `scanBudget`). */
 export type StoreFactory = (
@@ -93,7 +94,7 @@ export function assertDomainError(
  * @param factory Makes a fresh store.
  */
 export function storeContract(name: string, factory: StoreFactory): void {
-  const opts = { sanitizeOps: true, sanitizeResources: true };
+  const opts = SANITIZE;
   async function fresh(
     scanBudget?: number,
   ): Promise<{ store: Store; clock: ReturnType<typeof testClock> }> {

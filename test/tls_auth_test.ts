@@ -235,7 +235,7 @@ Deno.test("server.ts refuses --tls-cert without --tls-key", SANITIZE, async () =
   assert.match(out.stderr, /--tls-cert and --tls-key go together/);
 });
 
-Deno.test("isLoopbackHost", () => {
+Deno.test("isLoopbackHost", SANITIZE, () => {
   for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]) {
     assert.ok(isLoopbackHost(host), host);
   }

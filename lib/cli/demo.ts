@@ -19,7 +19,7 @@ import {
   formatTable,
   operationTypeName,
   phaseLabel,
-  withWidths,
+  prepareWidths,
 } from "./format.ts";
 import {
   exitCodeOf,
@@ -49,7 +49,8 @@ async function showState(session: Session): Promise<void> {
       session.machines.getMachine({ machineId }, { deadline: deadlineIn(10_000) })
     ),
   );
-  session.io.out(await withWidths(() => machineStateBlock(machines)));
+  await prepareWidths(machines);
+  session.io.out(machineStateBlock(machines));
 }
 
 /** Runs one operation in a fenced block; returns the exit code of its outcome. */
@@ -115,10 +116,8 @@ export async function demoCommand(session: Session): Promise<number> {
     }, { deadline: deadlineIn(10_000) });
     rows.push([machineId, machine.spec?.macAddresses[0] ?? "-", phaseLabel(machine)]);
   }
-  io.out(
-    `${FENCE}text\n${await withWidths(() => formatTable(["MACHINE", "MAC", "PHASE"], rows))}` +
-      `${FENCE}\n\n`,
-  );
+  await prepareWidths(rows);
+  io.out(`${FENCE}text\n${formatTable(["MACHINE", "MAC", "PHASE"], rows)}${FENCE}\n\n`);
   await showState(session);
 
   const steps: [string, OperationCommand][] = [

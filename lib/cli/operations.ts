@@ -18,7 +18,7 @@ import {
   OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
-import { formatOperationTable, formatTime, shortId, withWidths } from "./format.ts";
+import { formatOperationTable, formatTime, prepareWidths, shortId } from "./format.ts";
 import type { ListOptions } from "./machines.ts";
 import {
   formatDuration,
@@ -580,11 +580,8 @@ export async function opsCommand(session: Session, options: ListOptions = {}): P
   } else if (ops.length === 0) {
     session.io.out(filter === "" ? "No operations.\n" : "No operations match the filter.\n");
   } else {
-    session.io.out(
-      await withWidths(() =>
-        format === "wide" ? formatOperationWideTable(ops) : formatOperationTable(ops)
-      ),
-    );
+    await prepareWidths(ops);
+    session.io.out(format === "wide" ? formatOperationWideTable(ops) : formatOperationTable(ops));
   }
   return EXIT.OK;
 }

@@ -29,14 +29,9 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
 import { ShuttingDownError } from "../model/errors.ts";
-import {
-  type CallContext,
-  type CallHandler,
-  type CallInfo,
-  type CallWrapper,
-  createServiceDefinition,
-  createServiceHandlers,
-} from "./service_definition.ts";
+import type { CallContext, CallHandler, CallInfo, CallWrapper } from "./handler_contract.ts";
+import { createServiceDefinition } from "./service_definition.ts";
+import { createServiceHandlers } from "./service_handlers.ts";
 import { toGrpcStatus } from "./status.ts";
 import { createTokenCheck } from "./auth.ts";
 import { createServerHealth, file_grpc_health_v1 } from "./health.ts";

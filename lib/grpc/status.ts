@@ -13,7 +13,8 @@ import { getLogger } from "@logtape/logtape";
 import { BmdemoError, type ErrorCode } from "../model/errors.ts";
 import { UnauthenticatedError } from "./auth.ts";
 import { STATUS_DETAILS_KEY, statusDetailsBytes } from "./error_details.ts";
-import { type GrpcStatus, MalformedRequestError } from "./service_definition.ts";
+import type { GrpcStatus } from "./handler_status.ts";
+import { MalformedRequestError } from "./service_definition.ts";
 
 const logger = getLogger(["bmdemo", "grpc"]);
 
