@@ -14,8 +14,6 @@
  * @module
  */
 
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { getLogger } from "@logtape/logtape";
 import { InvalidArgumentError, ShuttingDownError } from "../model/errors.ts";
 import { createFakeProvider, type TimingProfile } from "../provider/fake.ts";
@@ -29,7 +27,6 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
-  OperationEventSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { createExecutor, type Executor, type ExecutorOptions } from "./executor.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
@@ -37,6 +34,7 @@ import { createMemoryStore } from "../store/memory.ts";
 import { DEFAULT_IMAGE_REF } from "./plans.ts";
 import type { Provider } from "../provider/mod.ts";
 import { parseOperationFilter } from "../store/query.ts";
+import { createdChange, snapshotCompleteEvent, snapshotEvent } from "./operation_events.ts";
 import { recoverInterrupted, type RecoveryResult } from "./recovery.ts";
 import { Retention, type RetentionOptions } from "./retention.ts";
 import type {
@@ -89,8 +87,7 @@ export interface StartOperationRequest {
   force?: boolean;
 }
 
-/** Message of the event that ends an initial snapshot; it carries no operation. */
-export const SNAPSHOT_COMPLETE = "Snapshot complete";
+export { SNAPSHOT_COMPLETE } from "./operation_events.ts";
 
 /** Options of {@linkcode Engine.watch}. */
 export interface WatchOptions {
@@ -271,7 +268,7 @@ export class Engine implements AsyncDisposable {
     }
     const result = this.store.createOperation(input);
     if (result.created) {
-      this.events.publish(result.operation, "Operation created");
+      this.events.publish(result.operation, createdChange());
       this.executor.submit(result.operation.operationId);
     } else if (result.operation.phase === OperationPhase.PENDING) {
       // A replay of an operation nobody holds (e.g. admitted by another process sharing the
@@ -343,10 +340,7 @@ export class Engine implements AsyncDisposable {
           if (options.sendInitialSnapshot) {
             for (const op of snapshot) yield snapshotEvent(op);
             // The sync point: everything that happens from here on arrives as a live event.
-            yield create(OperationEventSchema, {
-              ts: timestampNow(),
-              message: SNAPSHOT_COMPLETE,
-            });
+            yield snapshotCompleteEvent();
           }
           yield* subscription;
         } finally {
@@ -413,12 +407,4 @@ export class Engine implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.shutdown();
   }
-}
-
-function snapshotEvent(operation: Operation): OperationEvent {
-  return create(OperationEventSchema, {
-    ts: timestampNow(),
-    snapshot: operation,
-    message: "Snapshot",
-  });
 }
