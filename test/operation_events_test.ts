@@ -19,6 +19,7 @@ import { INTERRUPTED_MESSAGE, recoverInterrupted } from "../lib/engine/recovery.
 import { followOperation } from "../lib/cli/follow.ts";
 import type { Session } from "../lib/cli/session.ts";
 import { maintenanceEngine, runOperation, SANITIZE, takeQueued, testEngine } from "./helpers.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 /** The fields of an event that the vocabulary sets, with the message they must agree with. */
 function fieldsOf(event: OperationEvent) {
@@ -132,12 +133,12 @@ Deno.test(
       status: { phase: MachinePhase.READY },
     }));
     // Admitted by the store alone: PENDING, as a crashed process would have left it.
-    const { operation } = engine.store.createOperation({
+    const { operation } = engine.store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "left-over",
       type: OperationType.REBOOT,
       params: {},
-    });
+    }));
     using events = engine.events.subscribe();
     assert.deepEqual(recoverInterrupted(engine).operationIds, [operation.operationId]);
     assert.deepEqual((await takeQueued(events)).map(fieldsOf), [

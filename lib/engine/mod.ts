@@ -3,8 +3,10 @@
  * offers the operations the API needs. The gRPC layer only validates the wire shape and calls
  * this; tests drive it directly. It knows nothing of gRPC.
  *
- * The folder owns what happens to an operation: the engine facade (this module), plans, the
- * executor, restart recovery, the retention driver, the event feed (`events.ts`,
+ * The folder owns what happens to an operation: the engine facade (this module), the start
+ * request's one check (`start_request.ts`), plans, the executor and its step attempts
+ * (`step_attempts.ts`), the one way an operation ends (`terminal.ts`), restart recovery, the
+ * retention driver, the event vocabulary (`operation_events.ts`), the event feed (`events.ts`,
  * `event_subscription.ts`) and the log journal (`log_journal.ts`). `createEngine` fills in the
  * defaults (in-memory store, fake provider); the engine is composed by `server.ts`, the demo and
  * tests, never by a surface. May import: `lib/store/`, `lib/provider/`, `lib/model/`,
@@ -24,14 +26,13 @@ import {
   type LogChunk,
   type Machine,
   type Operation,
-  Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { createExecutor, type Executor, type ExecutorOptions } from "./executor.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
 import { createMemoryStore } from "../store/memory.ts";
-import { DEFAULT_IMAGE_REF } from "./plans.ts";
+import { type StartOperationRequest, validateStartRequest } from "./start_request.ts";
 import type { Provider } from "../provider/mod.ts";
 import { parseOperationFilter } from "../store/query.ts";
 import { createdChange, snapshotCompleteEvent, snapshotEvent } from "./operation_events.ts";
@@ -73,20 +74,7 @@ export interface EngineOptions {
   retention?: RetentionOptions;
 }
 
-/** A request to start an operation, as the API receives it. */
-export interface StartOperationRequest {
-  /** Machine to act on. */
-  machineId: string;
-  /** Idempotency key. */
-  requestId: string;
-  /** Operation type. */
-  type: OperationType;
-  /** REIMAGE: image to write; {@linkcode DEFAULT_IMAGE_REF} when empty. */
-  imageRef?: string;
-  /** REBOOT: power-cycle instead of a graceful reboot. */
-  force?: boolean;
-}
-
+export { operationParams, type StartOperationRequest } from "./start_request.ts";
 export { SNAPSHOT_COMPLETE } from "./operation_events.ts";
 
 /** Options of {@linkcode Engine.watch}. */
@@ -100,25 +88,6 @@ export interface WatchOptions {
   sendInitialSnapshot?: boolean;
   /** Stops the watch when aborted. */
   signal?: AbortSignal;
-}
-
-/**
- * The parameters an operation stores: REIMAGE always records its image (default filled in), a
- * forced REBOOT records `force=true`, other types have none. Defaults are filled in before the
- * idempotency check, so "no image" and the default image are the same request.
- *
- * @param request The request.
- * @returns The parameters.
- */
-export function operationParams(request: StartOperationRequest): Record<string, string> {
-  switch (request.type) {
-    case OperationType.REIMAGE:
-      return { image_ref: request.imageRef || DEFAULT_IMAGE_REF };
-    case OperationType.REBOOT:
-      return request.force ? { force: "true" } : {};
-    default:
-      return {};
-  }
 }
 
 /**
@@ -254,19 +223,15 @@ export class Engine implements AsyncDisposable {
    * @throws {FailedPreconditionError} `PHASE_PRECONDITION`, `MACHINE_BUSY`.
    */
   startOperation(request: StartOperationRequest): CreateOperationResult {
-    const input = {
-      machineId: request.machineId,
-      requestId: request.requestId,
-      type: request.type,
-      params: operationParams(request),
-    };
     if (this.executor.closing) {
       throw new ShuttingDownError(
         `Cannot start an operation on machine "${request.machineId}": the server is shutting down`,
         { metadata: { machineId: request.machineId } },
       );
     }
-    const result = this.store.createOperation(input);
+    // Checked once here, where the request enters the domain; the store trusts the result.
+    const checked = validateStartRequest(request);
+    const result = this.store.createOperation(checked);
     if (result.created) {
       this.events.publish(result.operation, createdChange());
       this.executor.submit(result.operation.operationId);
