@@ -140,25 +140,30 @@ export class StepPrinter implements FollowHandlers {
   #open = "";
   #broken = false;
 
+  /** @param session Where to print, and its colours. */
   constructor(session: Session) {
     this.#session = session;
   }
 
+  /** Opens the line of step `name`. */
   stepStarted(name: string): void {
     this.end();
     this.#open = name;
     this.#session.io.out(`→ ${name}...`);
   }
 
+  /** Marks step `name` ✓. */
   stepSucceeded(name: string): void {
     this.#close(this.#session.colors.green("✓"), name);
   }
 
+  /** Marks step `name` ✗ and prints why under it. */
   stepFailed(name: string, message: string): void {
     this.#close(this.#session.colors.red("✗"), name);
     this.#session.io.out(`    ${message}\n`);
   }
 
+  /** Marks step `name` ○ (canceled while it ran). */
   stepCanceled(name: string): void {
     this.#close(this.#session.colors.yellow("○"), name);
   }
@@ -201,6 +206,12 @@ const OUTCOME_LINE = /^=== Operation (SUCCEEDED|FAILED|CANCELED)(?:: (.*?))? ===
  * Follows an operation through its log stream: step headers open steps, the outcome banner
  * closes the last one, every other line is printed under its step. The stream ends once the
  * operation is terminal; the operation is then read for its result.
+ *
+ * @param session The session (its interrupt stops following).
+ * @param op The operation as the start RPC returned it.
+ * @param steps Where steps and log lines are printed.
+ * @param signal Ends the log stream.
+ * @returns The terminal operation, or `"interrupted"` (Ctrl+C).
  */
 export async function followLogs(
   session: Session,
