@@ -5,8 +5,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import {
-  MachineSchema,
-  MachineStatus_Phase as MachinePhase,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
@@ -18,8 +16,14 @@ import {
 import { INTERRUPTED_MESSAGE, recoverInterrupted } from "../lib/engine/recovery.ts";
 import { followOperation } from "../lib/cli/follow.ts";
 import type { Session } from "../lib/cli/session.ts";
-import { maintenanceEngine, runOperation, SANITIZE, takeQueued, testEngine } from "./helpers.ts";
-import { validateCreateRequest } from "../lib/store/validation.ts";
+import {
+  maintenanceEngine,
+  pendingReboot,
+  runOperation,
+  SANITIZE,
+  takeQueued,
+  testEngine,
+} from "./helpers.ts";
 
 /** The fields of an event that the vocabulary sets, with the message they must agree with. */
 function fieldsOf(event: OperationEvent) {
@@ -127,18 +131,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using engine = testEngine();
-    engine.registerMachine(create(MachineSchema, {
-      machineId: "machine-1",
-      spec: { provider: "fake" },
-      status: { phase: MachinePhase.READY },
-    }));
-    // Admitted by the store alone: PENDING, as a crashed process would have left it.
-    const { operation } = engine.store.createOperation(validateCreateRequest({
-      machineId: "machine-1",
-      requestId: "left-over",
-      type: OperationType.REBOOT,
-      params: {},
-    }));
+    // PENDING, as a crashed process would have left it.
+    const operation = pendingReboot(engine, "left-over");
     using events = engine.events.subscribe();
     assert.deepEqual(recoverInterrupted(engine).operationIds, [operation.operationId]);
     assert.deepEqual((await takeQueued(events)).map(fieldsOf), [
