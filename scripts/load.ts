@@ -24,6 +24,7 @@ import {
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
+  OperationEvent_Kind as EventKind,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
@@ -162,7 +163,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       signal: stopWatching.signal,
     });
     const marker = await stream.next();
-    if (marker.value?.message !== "Snapshot complete") throw new Error("no snapshot marker");
+    if (marker.value?.kind !== EventKind.SNAPSHOT_COMPLETE) throw new Error("no snapshot marker");
     watching.push((async () => {
       try {
         for await (const event of stream) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FailedPreconditionError, ShuttingDownError } from "../lib/model/errors.ts";
-import { defaultBackoff, formatDelay } from "../lib/engine/executor.ts";
+import { defaultBackoff, formatDelay } from "../lib/engine/step_attempts.ts";
 import {
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,

@@ -35,7 +35,7 @@ function event(snapshot: Operation, message: string): OperationEvent {
 function publishAll(feed: EventFeed, ids: string[], machineId = "machine-1"): OperationEvent[] {
   return ids.map((id) => {
     const snapshot = operation(id, machineId);
-    const published = feed.publish(snapshot, `step ${id}`);
+    const published = feed.publish(snapshot, { message: `step ${id}` });
     assert.deepStrictEqual(published, event(snapshot, `step ${id}`));
     return published;
   });
@@ -140,7 +140,9 @@ Deno.test("EventFeed.publish() never waits for a subscriber", SANITIZE, async (t
     const feed = new EventFeed({ now, capacity: 3 });
     const idle = feed.subscribe();
     const results: unknown[] = [];
-    for (let i = 1; i <= 5; i++) results.push(feed.publish(operation(`op-${i}`), "step"));
+    for (let i = 1; i <= 5; i++) {
+      results.push(feed.publish(operation(`op-${i}`), { message: "step" }));
+    }
     assert.ok(results.every((r) => !(r instanceof Promise) && typeof r === "object"));
     assert.deepStrictEqual({ pending: idle.pending, closed: idle.closed }, {
       pending: 0,
@@ -153,7 +155,7 @@ Deno.test("EventFeed.publish() never waits for a subscriber", SANITIZE, async (t
     const reader = feed.subscribe();
     const waiting = feed.subscribe();
     const next = waiting.next();
-    const published = feed.publish(operation("op-1"), "step");
+    const published = feed.publish(operation("op-1"), { message: "step" });
     assert.strictEqual(reader.pending, 1);
     assert.deepStrictEqual(await next, { value: published, done: false });
     feed.closeAll();

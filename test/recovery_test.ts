@@ -14,6 +14,7 @@ import { createSqliteStore } from "../lib/store/sqlite.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import type { Store } from "../lib/store/mod.ts";
 import { nextEvent, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 function readyMachine(engine: Engine, machineId = "machine-1"): void {
   engine.registerMachine(create(MachineSchema, {
@@ -138,11 +139,11 @@ Deno.test("recovery: the server runs it before accepting calls", SANITIZE, async
   try {
     using store = createSqliteStore(`${dir}/bmdemo.db`);
     store.registerMachine(create(MachineSchema, { machineId: "machine-1" }));
-    const { operation } = store.createOperation({
+    const { operation } = store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "r",
       type: OperationType.ENTER_MAINTENANCE,
-    });
+    }));
     store.markRunning(operation.operationId);
     await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
     assert.deepEqual(server.recovery.operationIds, [operation.operationId]);

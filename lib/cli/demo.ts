@@ -21,13 +21,8 @@ import {
   phaseLabel,
   prepareWidths,
 } from "./format.ts";
-import {
-  exitCodeOf,
-  followOperation,
-  openMachineWatch,
-  type OperationCommand,
-  startOperation,
-} from "./operations.ts";
+import { followOperation, openMachineWatch } from "./follow.ts";
+import { exitCodeOf, type OperationCommand, startOperation } from "./operations.ts";
 import { deadlineIn, EXIT, isServiceError, type Session } from "./session.ts";
 
 const DEMO_MACHINES = ["demo-1", "demo-2", "demo-3"];

@@ -16,6 +16,7 @@ import {
   OperationEventSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { EventLog, EventSubscription, type SubscribeOptions } from "./event_subscription.ts";
+import type { EventChange } from "./operation_events.ts";
 
 /** Options of {@linkcode EventFeed}. */
 export interface EventFeedOptions {
@@ -92,15 +93,15 @@ export class EventFeed {
    * whatever the subscribers do: they filter and read it later, each from its own cursor.
    *
    * @param snapshot The operation right after the change.
-   * @param message What changed.
+   * @param change What changed: message and fields, from `operation_events.ts`.
    * @returns The event.
    */
-  publish(snapshot: Operation, message: string): OperationEvent {
+  publish(snapshot: Operation, change: EventChange): OperationEvent {
     // Frozen: one event object is shared by every subscriber (and its wire encoding with it).
     const event = freezeSnapshot(create(OperationEventSchema, {
+      ...change,
       ts: timestampFromDate(this.#now()),
       snapshot,
-      message,
     }));
     this.#published++;
     for (const listener of this.#listeners) {

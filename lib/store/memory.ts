@@ -34,26 +34,21 @@ import { type ListQuery, type Page, parseMachineFilter, parseOperationFilter } f
 import { applyEffects, newMachine, stamp, withEffectiveState } from "./records.ts";
 import {
   type CancelOperationResult,
-  type CreateOperationRequest,
   type CreateOperationResult,
   type MachinePatch,
   type RegisterMachineResult,
   type Store,
   type StoreSizes,
+  type ValidCreateRequest,
 } from "./mod.ts";
 import { checkMachineId, checkOperationId } from "./limits.ts";
-import {
-  checkReplay,
-  validateCreateRequest,
-  validateMachine,
-  validatePatch,
-  validateUpdated,
-} from "./validation.ts";
+import { validateMachine, validatePatch, validateUpdated } from "./validation.ts";
 import { freezeSnapshot } from "../model/immutable.ts";
 import type { MemoryStoreInitial, MemoryStorePersistence } from "./memory_persistence.ts";
 import { page, SeqIndex, type Slot } from "./seq_index.ts";
 import { OperationIndex } from "./operation_index.ts";
 import {
+  checkReplay,
   machineBusy,
   machineNotFound,
   operationFinished,
@@ -210,8 +205,7 @@ class MemoryStore implements Store {
     return slot.value;
   }
 
-  createOperation(request: CreateOperationRequest): CreateOperationResult {
-    validateCreateRequest(request);
+  createOperation(request: ValidCreateRequest): CreateOperationResult {
     const key = requestKey(request.machineId, request.requestId);
     const replayed = this.#requests.get(key);
     if (replayed !== undefined) {

@@ -60,6 +60,16 @@ export interface CreateOperationRequest {
   params?: Record<string, string>;
 }
 
+declare const validated: unique symbol;
+
+/**
+ * A {@linkcode CreateOperationRequest} that passed `validateCreateRequest` (`validation.ts`):
+ * fields present, within the limits, a known type. The only way to make one is that check, run
+ * once where a request enters the domain; the store trusts it and checks only what must be
+ * checked atomically.
+ */
+export type ValidCreateRequest = Readonly<CreateOperationRequest> & { readonly [validated]: true };
+
 /** Result of {@linkcode Store.createOperation}. */
 export interface CreateOperationResult {
   /** The new operation, or the original one on a replay. */
@@ -131,12 +141,13 @@ export interface Store {
   /**
    * Creates an operation atomically: idempotency lookup first (a replay returns the original
    * whatever happened since), then machine existence, phase gate, single active operation, then
-   * insert and mark the machine busy.
-   * @throws {InvalidArgumentError} Missing fields, unknown type, or `REQUEST_ID_REUSED`.
+   * insert and mark the machine busy. The request's shape was checked before (see
+   * {@linkcode ValidCreateRequest}).
+   * @throws {InvalidArgumentError} `REQUEST_ID_REUSED`.
    * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
    * @throws {FailedPreconditionError} `PHASE_PRECONDITION` or `MACHINE_BUSY`.
    */
-  createOperation(request: CreateOperationRequest): CreateOperationResult;
+  createOperation(request: ValidCreateRequest): CreateOperationResult;
   /** Returns an operation. @throws {NotFoundError} `OPERATION_NOT_FOUND`. */
   getOperation(operationId: string): Operation;
   /** Lists operations in creation order. @throws {InvalidArgumentError} For a bad filter or token. */

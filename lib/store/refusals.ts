@@ -1,11 +1,12 @@
 /**
- * The typed refusals a store answers with: not found, busy, finished, phase precondition. One
- * place for their reasons, messages and metadata, shared by the Store implementations.
+ * The typed refusals a store answers with inside its atomic section: not found, busy, finished,
+ * phase precondition, a request id reused for another request. One place for their reasons,
+ * messages and metadata, shared by the Store implementations.
  *
  * @module
  */
 
-import { FailedPreconditionError, NotFoundError } from "../model/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../model/errors.ts";
 import {
   type Machine,
   MachineStatus_Phase as MachinePhase,
@@ -14,6 +15,7 @@ import {
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { gateRefusal } from "../model/lifecycle.ts";
+import type { ValidCreateRequest } from "./mod.ts";
 
 /**
  * The phase gate as an error: `undefined` when an operation of `type` may start on `machine`,
@@ -111,4 +113,38 @@ export function operationFinished(operation: Operation): FailedPreconditionError
       metadata: { operationId: operation.operationId, phase: OperationPhase[operation.phase] },
     },
   );
+}
+
+/**
+ * Checks that a replayed request asks for what the original asked for.
+ *
+ * @param original The operation the idempotency key points at.
+ * @param request The new request with the same key.
+ * @throws {InvalidArgumentError} `REQUEST_ID_REUSED` naming the original request.
+ */
+export function checkReplay(original: Operation, request: ValidCreateRequest): void {
+  const params = request.params ?? {};
+  if (original.type === request.type && sameParams(original.params, params)) return;
+  const described = Object.keys(original.params).length === 0
+    ? "no parameters"
+    : Object.keys(original.params).sort().map((k) => `${k}=${original.params[k]}`).join(", ");
+  throw new InvalidArgumentError(
+    `request_id "${request.requestId}" was used for a ${
+      OperationType[original.type]
+    } of ${original.machineId} with ${described}; use a new request_id for a different request`,
+    {
+      reason: "REQUEST_ID_REUSED",
+      metadata: {
+        machineId: original.machineId,
+        requestId: request.requestId,
+        operationId: original.operationId,
+      },
+    },
+  );
+}
+
+function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length &&
+    keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }

@@ -1,6 +1,7 @@
 /**
- * The checks a store runs on what it is asked to write: a registered machine, a patch, a create
- * request, and whether a replayed request id matches its original. Each throws a typed
+ * The checks of what a store is asked to write: a registered machine, a patch, and a create
+ * request (checked by the engine before it reaches the store, see
+ * {@linkcode ValidCreateRequest}). Each throws a typed
  * {@linkcode InvalidArgumentError} that names the field and the fix, before anything changes.
  *
  * @module
@@ -8,12 +9,7 @@
 
 import { create } from "@bufbuild/protobuf";
 import { InvalidArgumentError } from "../model/errors.ts";
-import {
-  type Machine,
-  MachineSchema,
-  type Operation,
-  Operation_OperationType as OperationType,
-} from "../gen/baremetal/v1/baremetal_pb.ts";
+import { type Machine, MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { OPERATION_TYPES, operationVerb } from "../model/lifecycle.ts";
 import {
   checkLabels,
@@ -22,8 +18,9 @@ import {
   checkMachineSize,
   checkSpec,
   LIMITS,
+  missingField,
 } from "./limits.ts";
-import type { CreateOperationRequest, MachinePatch } from "./mod.ts";
+import type { CreateOperationRequest, MachinePatch, ValidCreateRequest } from "./mod.ts";
 
 /**
  * Checks the client-owned fields of a machine a client registers: its id (when set; an empty
@@ -83,32 +80,15 @@ export function validateUpdated(updated: Machine, patch: MachinePatch): void {
 }
 
 /**
- * The error for a required field left empty.
+ * Checks the shape of a create request, once, where it enters the domain (before the shutdown
+ * check passes it to the store); the store then trusts it.
  *
- * @param field The request field, e.g. `machine_id`.
- * @param message What is missing and how to fix it.
- * @param metadata Other ids involved.
- * @returns An {@linkcode InvalidArgumentError} with reason `MISSING_FIELD` and metadata `field`.
- */
-export function missingField(
-  field: string,
-  message: string,
-  metadata: Record<string, string> = {},
-): InvalidArgumentError {
-  return new InvalidArgumentError(message, {
-    reason: "MISSING_FIELD",
-    metadata: { ...metadata, field },
-  });
-}
-
-/**
- * Checks the shape of a create request before any lookup.
- *
- * @param request The request.
+ * @param request The request, parameters normalised.
+ * @returns The same request, typed as checked.
  * @throws {InvalidArgumentError} `MISSING_FIELD` for a missing machine_id or request_id,
  * `LIMIT_EXCEEDED` or `INVALID_FORMAT` for a field outside {@linkcode LIMITS}, or an unknown type.
  */
-export function validateCreateRequest(request: CreateOperationRequest): void {
+export function validateCreateRequest(request: CreateOperationRequest): ValidCreateRequest {
   if (request.machineId === "") throw missingField("machine_id", "machine_id is required");
   checkMachineId(request.machineId);
   const ids = { machineId: request.machineId };
@@ -142,38 +122,5 @@ export function validateCreateRequest(request: CreateOperationRequest): void {
       ids,
     );
   }
-}
-
-/**
- * Checks that a replayed request asks for what the original asked for.
- *
- * @param original The operation the idempotency key points at.
- * @param request The new request with the same key.
- * @throws {InvalidArgumentError} `REQUEST_ID_REUSED` naming the original request.
- */
-export function checkReplay(original: Operation, request: CreateOperationRequest): void {
-  const params = request.params ?? {};
-  if (original.type === request.type && sameParams(original.params, params)) return;
-  const described = Object.keys(original.params).length === 0
-    ? "no parameters"
-    : Object.keys(original.params).sort().map((k) => `${k}=${original.params[k]}`).join(", ");
-  throw new InvalidArgumentError(
-    `request_id "${request.requestId}" was used for a ${
-      OperationType[original.type]
-    } of ${original.machineId} with ${described}; use a new request_id for a different request`,
-    {
-      reason: "REQUEST_ID_REUSED",
-      metadata: {
-        machineId: original.machineId,
-        requestId: request.requestId,
-        operationId: original.operationId,
-      },
-    },
-  );
-}
-
-function sameParams(a: Record<string, string>, b: Record<string, string>): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length &&
-    keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+  return request as ValidCreateRequest;
 }
