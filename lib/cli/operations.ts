@@ -27,7 +27,8 @@ import {
   type OutputFormat,
   renderStructured,
 } from "./output.ts";
-import { deadlineIn, EXIT, GRPC_CANCELLED, isServiceError, type Session } from "./session.ts";
+import { Code } from "../client/code.ts";
+import { EXIT, isServiceError, type Session } from "./session.ts";
 
 /** The operation commands. */
 export type OperationCommand = "reboot" | "reimage" | "enter-maintenance" | "exit-maintenance";
@@ -177,7 +178,7 @@ export async function followOperation(
       if (session.interrupt.aborted) return "interrupted";
       // The stream failed (e.g. RESOURCE_EXHAUSTED): fall back to one read of the operation.
       const op = await session.operations.getOperation({ operationId: id }, {
-        deadline: deadlineIn(10_000),
+        timeoutMs: 10_000,
       });
       if (isTerminalPhase(op.phase)) return op;
       throw error;
@@ -185,7 +186,7 @@ export async function followOperation(
     if (next === "interrupted") return next;
     if (next.done) {
       const op = await session.operations.getOperation({ operationId: id }, {
-        deadline: deadlineIn(10_000),
+        timeoutMs: 10_000,
       });
       if (isTerminalPhase(op.phase)) return op;
       return "interrupted";
@@ -230,7 +231,7 @@ export function startOperation(
   options: OperationOptions,
 ): Promise<Operation> {
   const { machineId, requestId } = options;
-  const call = { deadline: deadlineIn(10_000) };
+  const call = { timeoutMs: 10_000 };
   switch (command) {
     case "reboot":
       return session.machines.rebootMachine({ machineId, requestId, force: !!options.force }, call);
@@ -361,7 +362,7 @@ export async function waitCommand(
   const stop = new AbortController();
   const timer = startTimer(session, timeoutMs);
   const read = () =>
-    session.operations.getOperation({ operationId }, { deadline: deadlineIn(10_000) });
+    session.operations.getOperation({ operationId }, { timeoutMs: 10_000 });
   try {
     const first = await read();
     io.out(`Operation: ${operationId}\n`);
@@ -506,7 +507,7 @@ async function followLogs(
   }
   if (session.interrupt.aborted) return "interrupted";
   return await session.operations.getOperation({ operationId: op.operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
 }
 
@@ -549,7 +550,7 @@ function interruptedText(session: Session, operationId: string): string {
  */
 export async function cancelCommand(session: Session, operationId: string): Promise<number> {
   const op = await session.machines.cancelOperation({ operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
   session.io.out(`✓ Canceled operation ${op.operationId} (phase: ${OperationPhase[op.phase]})\n`);
   return EXIT.OK;
@@ -565,12 +566,12 @@ export async function cancelCommand(session: Session, operationId: string): Prom
  */
 export async function opsCommand(session: Session, options: ListOptions = {}): Promise<number> {
   const { format = "table", filter = "", pageSize = 0 } = options;
-  const deadline = deadlineIn(30_000);
+  const deadline = Date.now() + 30_000;
   const ops: Operation[] = [];
   let pageToken = "";
   do {
     const page = await session.operations.listOperations({ pageToken, filter, pageSize }, {
-      deadline,
+      timeoutMs: deadline - Date.now(),
     });
     ops.push(...page.operations);
     pageToken = page.nextPageToken;
@@ -603,7 +604,7 @@ export async function opCommand(
   format: OutputFormat = "table",
 ): Promise<number> {
   const op = await session.operations.getOperation({ operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
   session.io.out(
     format === "json" || format === "yaml"
@@ -651,7 +652,7 @@ export async function watchCommand(
       );
     }
   } catch (error) {
-    if (!(session.interrupt.aborted && isServiceError(error) && error.code === GRPC_CANCELLED)) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
       throw error;
     }
     if (json) io.err("Stopped watching.\n");
@@ -680,7 +681,7 @@ export async function logsCommand(session: Session, operationId: string): Promis
       io.out(`[${formatTime(chunk.ts)}] ${chunk.stream || "stdout"}: ${text}\n`);
     }
   } catch (error) {
-    if (!(session.interrupt.aborted && isServiceError(error) && error.code === GRPC_CANCELLED)) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
       throw error;
     }
     io.out("\nStopped streaming.\n");

@@ -1,0 +1,197 @@
+/**
+ * The client side of the gRPC API, shared by the CLI, the benchmarks, the load test and the
+ * tests: connect-es clients (`createClient` over `createGrpcTransport`, HTTP/2) of the generated
+ * service descriptors, a bearer token as an interceptor, TLS through the transport's node
+ * options, and the one table of status code names (connect's `Code` enum). It imports nothing of
+ * grpc-js, so the CLI's start-up never loads it.
+ *
+ * @example
+ * ```ts ignore
+ * using machines = connectClient(MachineService, "127.0.0.1:50051");
+ * const machine = await machines.getMachine({ machineId: "m-1" }, { timeoutMs: 10_000 });
+ * ```
+ *
+ * @module
+ */
+
+import type { DescService } from "@bufbuild/protobuf";
+import {
+  type Client as ConnectClient,
+  ConnectError,
+  createClient,
+  type Interceptor,
+} from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type * as http2 from "node:http2";
+import { type ErrorInfo, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+
+export { Code, codeName } from "./code.ts";
+export { ConnectError };
+
+/** The largest message a client accepts, as grpc-js's default `grpc.max_receive_message_length`. */
+export const MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * HTTP/2 flow-control windows. The default 64 KiB connection window is shared by every stream
+ * of a client: one paused stream (a consumer not reading) could hold all of it and stall the
+ * others, and a busy event loop late with its WINDOW_UPDATEs throttles every watcher on the
+ * connection (a load-test watcher lagged once in CI with 4 watchers on one connection). Each
+ * stream still buffers at most its own window before the server is held back.
+ */
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
+const STREAM_WINDOW_BYTES = 1024 * 1024;
+
+/** TLS settings of a client; PEM contents, not paths. */
+export interface ClientTls {
+  /** CA certificates to trust instead of the system roots. @default the system roots */
+  ca?: string | Uint8Array;
+  /** Client certificate chain, for mutual TLS (with `key`). @default none */
+  cert?: string | Uint8Array;
+  /** Private key of `cert`. @default none */
+  key?: string | Uint8Array;
+}
+
+/** Options of {@linkcode connectClient}. */
+export interface ClientOptions {
+  /**
+   * Use TLS: `true` for the system roots, or the CA and client certificate to use.
+   *
+   * @default plaintext (HTTP/2 with prior knowledge)
+   */
+  tls?: boolean | ClientTls;
+  /**
+   * A bearer token sent as `authorization: Bearer <token>` on every call.
+   *
+   * @default no authorization header
+   */
+  token?: string;
+}
+
+/** A server-streaming method whose iterator also has `return()`, which cancels the call. */
+type Streaming<F> = F extends (...args: infer A) => AsyncIterable<infer O>
+  ? (...args: A) => AsyncIterableIterator<O>
+  : F;
+
+/**
+ * A connect-es client of a service that owns its connection: `close()` (or `using`) ends it.
+ * Server streams start at the call and, as with grpc-js, leaving a `for await` loop early (or
+ * `return()`) cancels the call: connect's own iterables omit `return()`, so a loop that breaks
+ * would leave the stream open until the connection closes.
+ */
+export type Client<S extends DescService> =
+  & { [K in keyof ConnectClient<S>]: Streaming<ConnectClient<S>[K]> }
+  & {
+    /** Closes the connection; calls in progress fail with `Canceled`. */
+    close(): void;
+    /** Same as `close()`, for `using`. */
+    [Symbol.dispose](): void;
+  };
+
+/**
+ * connect-node's session manager gives no option for the connection window (node:http2 has
+ * only `setLocalWindowSize`), so it is widened on each new session at its first request.
+ */
+class WideWindowSessionManager extends Http2SessionManager {
+  readonly #widened = new WeakSet<http2.Http2Session>();
+
+  override async request(
+    ...args: Parameters<Http2SessionManager["request"]>
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !session.destroyed && !this.#widened.has(session)) {
+      this.#widened.add(session);
+      session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+    }
+    return stream;
+  }
+}
+
+type StreamOptions = { signal?: AbortSignal };
+
+function cancelOnReturn<T>(
+  call: (request: unknown, options: StreamOptions) => AsyncIterable<T>,
+): (request: unknown, options?: StreamOptions) => AsyncIterableIterator<T> {
+  return (request, options = {}) => {
+    const abort = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
+    const it = call(request, { ...options, signal })[Symbol.asyncIterator]();
+    const iterator: AsyncIterableIterator<T> = {
+      next: () => it.next(),
+      async return(value?: unknown): Promise<IteratorResult<T>> {
+        abort.abort();
+        // Settles the call's pending promises, which now reject with Canceled.
+        await it.next().catch(() => {});
+        return { done: true, value: value as T };
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  };
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => (request) => {
+    request.header.set("authorization", `Bearer ${token}`);
+    return next(request);
+  };
+}
+
+function nodeOptions(tls: boolean | ClientTls | undefined): http2.SecureClientSessionOptions {
+  const settings = { initialWindowSize: STREAM_WINDOW_BYTES };
+  if (typeof tls !== "object") return { settings };
+  const pem = (v: string | Uint8Array | undefined): string | undefined =>
+    v === undefined || typeof v === "string" ? v : new TextDecoder().decode(v);
+  return { settings, ca: pem(tls.ca), cert: pem(tls.cert), key: pem(tls.key) };
+}
+
+/**
+ * A client of `service` at `address`, on one HTTP/2 connection opened at the first call (and
+ * again after it drops).
+ *
+ * @param service The generated service descriptor.
+ * @param address `host:port` (a bare host means port 443).
+ * @param options TLS and token.
+ * @returns The client; close it (or `using` it) to end the connection.
+ */
+export function connectClient<S extends DescService>(
+  service: S,
+  address: string,
+  options: ClientOptions = {},
+): Client<S> {
+  const hostPort = /^(\[[^\]]+\]|[^:]+):\d+$/.test(address) ? address : `${address}:443`;
+  const baseUrl = `${options.tls ? "https" : "http"}://${hostPort}`;
+  const node = nodeOptions(options.tls);
+  // No idle timeout (as the grpc-js and hand-written clients before it): the owner closes the
+  // client. connect-node arms it when a stream's "close" arrives, which after `abort()` leaves
+  // a 15-minute timer behind (unref'd, but a leak to Deno's test sanitizer).
+  const idle = { idleConnectionTimeoutMs: Number.POSITIVE_INFINITY };
+  const sessionManager = new WideWindowSessionManager(baseUrl, idle, node);
+  const transport = createGrpcTransport({
+    baseUrl,
+    sessionManager,
+    nodeOptions: node,
+    readMaxBytes: MAX_RECEIVE_MESSAGE_BYTES,
+    interceptors: options.token === undefined ? [] : [bearer(options.token)],
+  });
+  const client: Record<string, unknown> = createClient(service, transport);
+  for (const method of service.methods) {
+    if (method.methodKind !== "server_streaming") continue;
+    client[method.localName] = cancelOnReturn(
+      client[method.localName] as Parameters<typeof cancelOnReturn>[0],
+    );
+  }
+  const close = (): void => sessionManager.abort();
+  return Object.assign(client, { close, [Symbol.dispose]: close }) as Client<S>;
+}
+
+/**
+ * The `google.rpc.ErrorInfo` the server sent with a failed call, from the
+ * `grpc-status-details-bin` trailer.
+ *
+ * @param error What a call rejected with.
+ * @returns The error info, or `undefined` when there is none (or it is not a call error).
+ */
+export function errorInfo(error: unknown): ErrorInfo | undefined {
+  return error instanceof ConnectError ? error.findDetails(ErrorInfoSchema)[0] : undefined;
+}
