@@ -29,13 +29,7 @@ import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
 import { demoCommand } from "./demo.ts";
 import { tourCommand } from "./tour.ts";
-import {
-  type CliIo,
-  EXIT,
-  isServiceError,
-  type Session,
-  UsageError,
-} from "./session.ts";
+import { type CliIo, EXIT, isServiceError, type Session, UsageError } from "./session.ts";
 
 /** The CLI version. */
 export const VERSION = "0.1.0";

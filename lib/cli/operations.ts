@@ -361,8 +361,7 @@ export async function waitCommand(
   const { io } = session;
   const stop = new AbortController();
   const timer = startTimer(session, timeoutMs);
-  const read = () =>
-    session.operations.getOperation({ operationId }, { timeoutMs: 10_000 });
+  const read = () => session.operations.getOperation({ operationId }, { timeoutMs: 10_000 });
   try {
     const first = await read();
     io.out(`Operation: ${operationId}\n`);

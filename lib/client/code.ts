@@ -25,3 +25,22 @@ export { Code };
 export function codeName(code: number): string {
   return code === 0 ? "OK" : (Code[code] ?? `Code(${code})`);
 }
+
+/**
+ * The name of a status code as the gRPC spec writes it (the benchmarks' and load test's
+ * reports): `codeName` in UPPER_SNAKE, where the spec alone spells CANCELLED with two Ls.
+ *
+ * @param code A status code, e.g. `Code.FailedPrecondition` (9).
+ * @returns Its name, e.g. `FAILED_PRECONDITION`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * assert.equal(statusName(9), "FAILED_PRECONDITION");
+ * assert.equal(statusName(1), "CANCELLED");
+ * ```
+ */
+export function statusName(code: number): string {
+  const name = codeName(code).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  return name === "CANCELED" ? "CANCELLED" : name;
+}

@@ -25,7 +25,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import type * as http2 from "node:http2";
 import { type ErrorInfo, ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 
-export { Code, codeName } from "./code.ts";
+export { Code, codeName, statusName } from "./code.ts";
 export { ConnectError };
 
 /** The largest message a client accepts, as grpc-js's default `grpc.max_receive_message_length`. */
