@@ -23,7 +23,7 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient, type ConnectError } from "../lib/client/mod.ts";
 import { isTerminalPhase } from "../lib/lifecycle.ts";
 import {
   enterMaintenance,
@@ -44,7 +44,7 @@ async function rejectsWith(
   promise: Promise<unknown>,
   code: grpc.status,
   details?: string | RegExp,
-): Promise<grpc.ServiceError> {
+): Promise<ConnectError> {
   let error: unknown;
   try {
     await promise;
@@ -52,26 +52,26 @@ async function rejectsWith(
     error = e;
   }
   assert.ok(error, `expected the call to fail with ${grpc.status[code]}`);
-  const err = error as grpc.ServiceError;
+  const err = error as ConnectError;
   assert.equal(
     grpc.status[err.code],
     grpc.status[code],
-    `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.details}`,
+    `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.rawMessage}`,
   );
-  if (typeof details === "string") assert.equal(err.details, details);
-  else if (details) assert.match(err.details, details);
+  if (typeof details === "string") assert.equal(err.rawMessage, details);
+  else if (details) assert.match(err.rawMessage, details);
   return err;
 }
 
 /** Reads a stream to its end; returns what it delivered and the error it ended with, if any. */
 async function drain<T>(
   stream: AsyncIterable<T>,
-): Promise<{ items: T[]; error?: grpc.ServiceError }> {
+): Promise<{ items: T[]; error?: ConnectError }> {
   const items: T[] = [];
   try {
     for await (const item of stream) items.push(item);
   } catch (error) {
-    return { items, error: error as grpc.ServiceError };
+    return { items, error: error as ConnectError };
   }
   return { items };
 }
@@ -79,7 +79,7 @@ async function drain<T>(
 /** Reads the rest of an already started iterator; like {@linkcode drain}. */
 async function drainIterator<T>(
   iterator: AsyncIterator<T>,
-): Promise<{ items: T[]; error?: grpc.ServiceError }> {
+): Promise<{ items: T[]; error?: ConnectError }> {
   const items: T[] = [];
   try {
     for (;;) {
@@ -88,7 +88,7 @@ async function drainIterator<T>(
       items.push(value);
     }
   } catch (error) {
-    return { items, error: error as grpc.ServiceError };
+    return { items, error: error as ConnectError };
   }
 }
 
@@ -119,7 +119,7 @@ function isMarker(event: OperationEvent): boolean {
 
 Deno.test("RegisterMachine creates, then updates only spec and labels", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const created = await client.registerMachine({
     machine: { machineId: "m-1", spec: { provider: "fake", rack: "r1" }, labels: { a: "1" } },
@@ -151,7 +151,7 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
 
     await rejectsWith(
       client.registerMachine({}),
@@ -176,7 +176,7 @@ Deno.test(
 Deno.test("GetMachine returns a machine, NOT_FOUND or INVALID_ARGUMENT", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
   importMachines(server.engine, 1);
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const machine = await client.getMachine({ machineId: "machine-1" });
   assert.equal(machine.machineId, "machine-1");
@@ -204,7 +204,7 @@ Deno.test("ListMachines keeps registration order, pages and filters", SANITIZE, 
     }),
   );
   await enterMaintenance(server.engine, "machine-3");
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const all = await client.listMachines({});
   assert.deepEqual(all.machines.map((m) => m.machineId), [
@@ -246,7 +246,7 @@ Deno.test(
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     importMachines(server.engine, 1);
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
 
     const updated = await client.updateMachine({
       machine: {
@@ -290,7 +290,7 @@ Deno.test(
   async (t) => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     importMachines(server.engine, 1);
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
     const calls = {
       reboot: (machineId: string, requestId: string) =>
         client.rebootMachine({ machineId, requestId }),
@@ -333,7 +333,7 @@ Deno.test(
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     importMachines(server.engine, 2);
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
 
     await rejectsWith(
       client.reimageMachine({ machineId: "machine-2", requestId: "r-1" }),
@@ -359,7 +359,7 @@ Deno.test(
   async () => {
     const hold = holdVerb();
     await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
 
     const first = await client.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
     await hold.entered;
@@ -367,8 +367,8 @@ Deno.test(
       client.rebootMachine({ machineId: "machine-1", requestId: "r-2" }),
       grpc.status.FAILED_PRECONDITION,
     );
-    assert.ok(err.details.includes(first.operationId), err.details);
-    assert.match(err.details, /^machine "machine-1" is busy with operation /);
+    assert.ok(err.rawMessage.includes(first.operationId), err.rawMessage);
+    assert.match(err.rawMessage, /^machine "machine-1" is busy with operation /);
 
     // A replay of the first request returns it, busy or not.
     const replay = await client.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
@@ -384,7 +384,7 @@ Deno.test(
 
 Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, async () => {
   await using server = await maintenanceServer();
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const op = await untilDone(
     server.engine,
@@ -398,7 +398,7 @@ Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, a
     grpc.status.INVALID_ARGUMENT,
     /^request_id "r-1" was used for a REIMAGE of machine-1 with image_ref=img-a/,
   );
-  assert.ok(err.details.includes("use a new request_id"));
+  assert.ok(err.rawMessage.includes("use a new request_id"));
   const replay = await client.reimageMachine({
     machineId: "machine-1",
     requestId: "r-1",
@@ -410,7 +410,7 @@ Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, a
 Deno.test("a replay after the phase changed returns the original operation", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
   importMachines(server.engine, 1);
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const enter = await untilDone(
     server.engine,
@@ -433,7 +433,7 @@ Deno.test("a replay after the phase changed returns the original operation", SAN
     client.exitMaintenance({ machineId: "machine-1", requestId: "exit-2" }),
     grpc.status.FAILED_PRECONDITION,
   );
-  using ops = createClient(OperationService, server.address);
+  using ops = connectClient(OperationService, server.address);
   assert.equal((await ops.listOperations({})).operations.length, 2);
 });
 
@@ -448,7 +448,7 @@ Deno.test(
     });
     importMachines(server.engine, 2);
     await enterMaintenance(server.engine, "machine-1");
-    using client = createClient(MachineService, server.address);
+    using client = connectClient(MachineService, server.address);
 
     await rejectsWith(
       client.cancelOperation({ operationId: "op-nope" }),
@@ -493,8 +493,8 @@ Deno.test(
 Deno.test("GetOperation and ListOperations with filters and paging", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
   importMachines(server.engine, 3);
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   const created: Operation[] = [];
   for (const id of ["machine-1", "machine-2", "machine-3"]) {
@@ -576,8 +576,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await maintenanceServer();
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
 
     const op = await untilDone(
       server.engine,
@@ -603,8 +603,8 @@ Deno.test(
 Deno.test("StreamOperationLogs follows a running operation until it ends", SANITIZE, async () => {
   const hold = holdVerb();
   await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   const op = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
@@ -640,12 +640,12 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
-    using operations = createClient(OperationService, server.address);
+    using operations = connectClient(OperationService, server.address);
 
     const missing = await drain(operations.streamOperationLogs({ operationId: "op-missing" }));
     assert.equal(missing.items.length, 0);
     assert.equal(missing.error?.code, grpc.status.NOT_FOUND);
-    assert.match(missing.error!.details, /^operation "op-missing" not found/);
+    assert.match(missing.error!.rawMessage, /^operation "op-missing" not found/);
 
     const empty = await drain(operations.streamOperationLogs({ operationId: "" }));
     assert.equal(empty.error?.code, grpc.status.INVALID_ARGUMENT);
@@ -665,8 +665,8 @@ Deno.test(
     });
     importMachines(server.engine, 2);
     await enterMaintenance(server.engine, "machine-1");
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
 
     const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
     await hold.entered;
@@ -713,12 +713,12 @@ Deno.test(
 
 Deno.test("WatchOperations refuses an invalid filter with INVALID_ARGUMENT", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
-  using operations = createClient(OperationService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   for (const filter of ["machine_id", "phase=NOPE", "label.role=worker"]) {
     const { items, error } = await drain(operations.watchOperations({ filter }));
     assert.equal(items.length, 0);
-    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT, `${filter}: ${error?.details}`);
+    assert.equal(error?.code, grpc.status.INVALID_ARGUMENT, `${filter}: ${error?.rawMessage}`);
   }
 });
 
@@ -730,8 +730,8 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
   });
   importMachines(server.engine, 10);
   await enterMaintenance(server.engine, "machine-1");
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
@@ -750,9 +750,9 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
   assert.equal(
     error?.code,
     grpc.status.RESOURCE_EXHAUSTED,
-    `expected RESOURCE_EXHAUSTED, got ${error?.code}: ${error?.details}`,
+    `expected RESOURCE_EXHAUSTED, got ${error?.code}: ${error?.rawMessage}`,
   );
-  assert.match(error!.details, /fell more than 3 events behind/);
+  assert.match(error!.rawMessage, /fell more than 3 events behind/);
   // What was queued before the overflow still arrives (at most the queue plus one in hand).
   assert.ok(items.length <= 4, `received ${items.length} events`);
   assert.ok(items.every((e) => e.message !== "Snapshot"));
@@ -765,8 +765,8 @@ Deno.test("a watcher that falls behind ends with RESOURCE_EXHAUSTED", SANITIZE, 
 Deno.test("shutdown ends open watches and cancels running operations", SANITIZE, async () => {
   const hold = holdVerb();
   await using server = await maintenanceServer({ hooks: { reboot: hold.hook } });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
@@ -797,8 +797,8 @@ Deno.test(
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     importMachines(server.engine, 1);
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
 
     // Bizarre label keys are refused (LIMITS in lib/limits.ts), never stored.
     const invalid: Promise<unknown>[] = [
@@ -821,13 +821,13 @@ Deno.test(
     const results = await Promise.allSettled(invalid);
     for (const [i, result] of results.entries()) {
       assert.equal(result.status, "rejected", `request ${i} should fail`);
-      const code = ((result as PromiseRejectedResult).reason as grpc.ServiceError).code;
+      const code = ((result as PromiseRejectedResult).reason as ConnectError).code;
       assert.ok(
         [
           grpc.status.INVALID_ARGUMENT,
           grpc.status.NOT_FOUND,
           grpc.status.FAILED_PRECONDITION,
-        ].includes(code),
+        ].includes(code as number),
         `request ${i}: ${grpc.status[code]}`,
       );
     }

@@ -12,7 +12,7 @@ import {
   type ServiceHandlersOptions,
   type ServiceImpl,
 } from "../lib/grpc/service_definition.ts";
-import { type Client, createClient } from "../lib/grpc/client.ts";
+import { type Client, connectClient, ConnectError } from "../lib/client/mod.ts";
 import {
   GetMachineRequestSchema,
   LogChunkSchema,
@@ -122,24 +122,20 @@ async function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promis
   }
 }
 
-function isServiceError(err: unknown): err is grpc.ServiceError {
-  return err instanceof Error && "code" in err && "details" in err;
-}
-
 async function rejectsWithStatus(
   promise: Promise<unknown>,
   code: grpc.status,
   details?: string | RegExp,
-): Promise<grpc.ServiceError> {
+): Promise<ConnectError> {
   let caught: unknown;
   await assert.rejects(promise, (err) => {
     caught = err;
     return true;
   });
-  assert.ok(isServiceError(caught), `expected a ServiceError, got ${String(caught)}`);
-  assert.equal(grpc.status[caught.code], grpc.status[code], caught.details);
-  if (typeof details === "string") assert.equal(caught.details, details);
-  else if (details) assert.match(caught.details, details);
+  assert.ok(caught instanceof ConnectError, `expected a ConnectError, got ${String(caught)}`);
+  assert.equal(grpc.status[caught.code], grpc.status[code], caught.rawMessage);
+  if (typeof details === "string") assert.equal(caught.rawMessage, details);
+  else if (details) assert.match(caught.rawMessage, details);
   return caught;
 }
 
@@ -191,7 +187,7 @@ async function cancelOnceStarted(
 
 // ----- unary calls -------------------------------------------------------------------------------
 
-Deno.test("createClient() resolves a unary call with the handler's response", async () => {
+Deno.test("connectClient() resolves a unary call with the handler's response", async () => {
   using server = await startServer({
     machines: machineService({
       getMachine(request, call) {
@@ -205,9 +201,9 @@ Deno.test("createClient() resolves a unary call with the handler's response", as
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
   const machine = await client.getMachine({ machineId: "m-1" }, {
-    metadata: { "x-caller": "test" },
+    headers: { "x-caller": "test" },
   });
 
   assert.equal(machine.machineId, "m-1");
@@ -222,14 +218,14 @@ Deno.test("createServiceHandlers() ends a failed unary call with the status from
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const err = await rejectsWithStatus(
     client.registerMachine({ machine: { machineId: "m-1" } }),
     grpc.status.ALREADY_EXISTS,
     'machine "m-1" already exists',
   );
-  assert.deepEqual(err.metadata.get("machine-id"), ["m-1"]);
+  assert.deepEqual(err.metadata.get("machine-id"), "m-1");
 });
 
 Deno.test("createServiceHandlers() maps what is not a domain error to INTERNAL", async (t) => {
@@ -249,7 +245,7 @@ Deno.test("createServiceHandlers() maps what is not a domain error to INTERNAL",
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   await t.step("a thrown object", async () => {
     await rejectsWithStatus(
@@ -287,7 +283,7 @@ Deno.test("createServiceHandlers() falls back to INTERNAL when toStatus fails", 
       },
     },
   );
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   await rejectsWithStatus(
     client.getMachine({ machineId: "m-1" }),
@@ -306,7 +302,7 @@ Deno.test("createServiceHandlers() leaves the signal of a finished call alone", 
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   await client.getMachine({ machineId: "m-1" });
   // grpc-js emits `cancelled` right after it sends a status; by the time a second call on the
@@ -327,7 +323,7 @@ Deno.test("createServiceHandlers() gives a signal first read after the call sett
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   await client.getMachine({ machineId: "m-1" });
   // As above: the first call's `cancelled` event has been delivered by now.
@@ -354,7 +350,7 @@ Deno.test("createServiceHandlers() aborts a signal first read after the client c
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
   await cancelOnceStarted(client, started.promise);
   // The cancel travels as RST_STREAM; a later call on the same connection is answered only
   // after the server took it in (frames are processed in order).
@@ -381,7 +377,7 @@ Deno.test("createServiceHandlers() aborts a signal first read after shutdown wit
       },
     }),
   }, { signal: shutdown.signal });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   const pending = client.getMachine({ machineId: "m-1" });
   await within(started.promise, "the handler to start");
@@ -400,7 +396,7 @@ Deno.test("createServiceHandlers() ends a unary call whose handler throws before
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
 
   await rejectsWithStatus(
     client.getMachine({ machineId: "m-1" }),
@@ -409,7 +405,7 @@ Deno.test("createServiceHandlers() ends a unary call whose handler throws before
   );
 });
 
-Deno.test("createClient() cancels a unary call when its signal aborts", async () => {
+Deno.test("connectClient() cancels a unary call when its signal aborts", async () => {
   const started = Promise.withResolvers<void>();
   const serverAborted = Promise.withResolvers<unknown>();
   using server = await startServer({
@@ -425,7 +421,7 @@ Deno.test("createClient() cancels a unary call when its signal aborts", async ()
       },
     }),
   });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
   await cancelOnceStarted(client, started.promise);
   const reason = await within(serverAborted.promise, "the handler's signal to abort");
   assert.ok(reason instanceof DOMException);
@@ -458,8 +454,8 @@ Deno.test("createServiceHandlers() applies the wrapper to every call", async () 
       streamOperationLogs: (_request, call) => call.send(create(LogChunkSchema, { seq: 1n })),
     }),
   }, { wrap: recording });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
 
   await machines.getMachine({ machineId: "m-1" });
   await rejectsWithStatus(machines.registerMachine({}), grpc.status.ALREADY_EXISTS);
@@ -475,7 +471,7 @@ Deno.test("createServiceHandlers() applies the wrapper to every call", async () 
 
 // ----- server-streaming calls --------------------------------------------------------------------
 
-Deno.test("createClient() streams every message in order while send() honours backpressure", async () => {
+Deno.test("connectClient() streams every message in order while send() honours backpressure", async () => {
   const total = 5_000;
   let slowSends = 0;
   using server = await startServer({
@@ -500,7 +496,7 @@ Deno.test("createClient() streams every message in order while send() honours ba
       },
     }),
   });
-  using client = createClient(OperationService, server.address);
+  using client = connectClient(OperationService, server.address);
 
   let expected = 0;
   for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
@@ -537,7 +533,7 @@ Deno.test("send() hands messages under the stream's byte budget to HTTP/2 withou
       },
     }),
   });
-  using client = createClient(OperationService, server.address);
+  using client = connectClient(OperationService, server.address);
 
   let received = 0;
   for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
@@ -547,7 +543,7 @@ Deno.test("send() hands messages under the stream's byte budget to HTTP/2 withou
   assert.equal(waited, 0, `${waited} of ${total} sends waited`);
 });
 
-Deno.test("createClient() cancels the server handler when the consumer leaves the stream early", async () => {
+Deno.test("connectClient() cancels the server handler when the consumer leaves the stream early", async () => {
   const serverAborted = Promise.withResolvers<unknown>();
   const handlerSettled = Promise.withResolvers<unknown>();
   using server = await startServer({
@@ -567,7 +563,7 @@ Deno.test("createClient() cancels the server handler when the consumer leaves th
       },
     }),
   });
-  using client = createClient(OperationService, server.address);
+  using client = connectClient(OperationService, server.address);
 
   const received: bigint[] = [];
   for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
@@ -595,7 +591,7 @@ Deno.test("createServiceHandlers() ends open streams with the toStatus of the sh
       },
     }),
   }, { signal: shutdown.signal });
-  using client = createClient(OperationService, server.address);
+  using client = connectClient(OperationService, server.address);
 
   const received: bigint[] = [];
   const consume = async (): Promise<void> => {
@@ -624,7 +620,7 @@ Deno.test("createServiceHandlers() ends a failed stream with the status from toS
       },
     }),
   });
-  using client = createClient(OperationService, server.address);
+  using client = connectClient(OperationService, server.address);
 
   const received: bigint[] = [];
   const consume = async (): Promise<void> => {
@@ -639,5 +635,5 @@ Deno.test("createServiceHandlers() ends a failed stream with the status from toS
     'machine "op-1" already exists',
   );
   assert.deepEqual(received, [0n]);
-  assert.deepEqual(err.metadata.get("machine-id"), ["op-1"]);
+  assert.deepEqual(err.metadata.get("machine-id"), "op-1");
 });

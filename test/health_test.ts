@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient } from "../lib/client/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { HealthService, ServingStatus } from "../lib/grpc/health.ts";
 import { SANITIZE } from "./helpers.ts";
@@ -12,7 +12,7 @@ interface HealthClient {
 }
 
 function healthClient(address: string): HealthClient {
-  return createClient(HealthService, address) as unknown as HealthClient;
+  return connectClient(HealthService, address) as unknown as HealthClient;
 }
 
 const SERVICES = ["", "baremetal.v1.MachineService", "baremetal.v1.OperationService"];

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient } from "../lib/client/mod.ts";
 import { NotFoundError } from "../lib/errors.ts";
 import { createMemoryStore } from "../lib/memory_store.ts";
 import {
@@ -205,8 +205,8 @@ Deno.test(
       const ids: string[] = [];
       {
         await using server = await spawnServer(["--db", db, "--retain-operations", "2"]);
-        using machines = createClient(MachineService, server.address);
-        using operations = createClient(OperationService, server.address);
+        using machines = connectClient(MachineService, server.address);
+        using operations = connectClient(OperationService, server.address);
         await machines.registerMachine({ machine: create(MachineSchema, { machineId: "m-1" }) });
         const events = operations.watchOperations({ sendInitialSnapshot: true });
         // Enter and exit maintenance (no steps) six times, each once the previous one ended.
@@ -232,7 +232,7 @@ Deno.test(
         assert.notEqual(again.operationId, ids[0]);
       }
       await using restarted = await spawnServer(["--db", db, "--retain-operations", "1"]);
-      using operations = createClient(OperationService, restarted.address);
+      using operations = connectClient(OperationService, restarted.address);
       const listed = await operations.listOperations({});
       assert.equal(listed.operations.length, 1);
       assert.match(

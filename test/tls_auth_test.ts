@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/client.ts";
-import { errorInfoOf } from "../lib/grpc/error_details.ts";
+import { Code, connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
@@ -122,7 +121,7 @@ Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANIT
   });
   // Deno's node:tls refuses an IP address as the TLS server name: dial the DNS name.
   const address = `localhost:${server.port}`;
-  using secure = createClient(MachineService, address, {
+  using secure = connectClient(MachineService, address, {
     tls: { ca: certs.ca },
   });
   assert.deepEqual((await secure.listMachines({})).machines, []);
@@ -148,7 +147,7 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
     tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
   });
   const address = `localhost:${server.port}`;
-  using withCert = createClient(MachineService, address, {
+  using withCert = connectClient(MachineService, address, {
     tls: { ca: certs.ca, key: certs.clientKey, cert: certs.clientCert },
   });
   assert.deepEqual((await withCert.listMachines({})).machines, []);
@@ -176,10 +175,10 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
 
 Deno.test("an oversized request fails with RESOURCE_EXHAUSTED", SANITIZE, async () => {
   await using server = await startServer({ port: 0, timing: "zero" });
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
   await assert.rejects(
     client.getMachine({ machineId: "x".repeat(5 * 1024 * 1024) }),
-    (error: grpc.ServiceError) => error.code === grpc.status.RESOURCE_EXHAUSTED,
+    (error: ConnectError) => error.code === Code.ResourceExhausted,
   );
 });
 
@@ -192,19 +191,19 @@ Deno.test(
     try {
       await Deno.writeTextFile(file, `${token}\n`);
       await using server = await spawnServer(["--auth-token-file", file, "--log-level", "debug"]);
-      using client = createClient(MachineService, server.address);
-      await assert.rejects(client.listMachines({}), (error: grpc.ServiceError) => {
+      using client = connectClient(MachineService, server.address);
+      await assert.rejects(client.listMachines({}), (error: ConnectError) => {
         assert.equal(error.code, grpc.status.UNAUTHENTICATED);
-        assert.match(error.details, /--token|BMDEMO_TOKEN/);
-        assert.equal(errorInfoOf(error)?.reason, "UNAUTHENTICATED");
+        assert.match(error.rawMessage, /--token|BMDEMO_TOKEN/);
+        assert.equal(errorInfo(error)?.reason, "UNAUTHENTICATED");
         return true;
       });
       await assert.rejects(
-        client.listMachines({}, { metadata: bearer("wrong") }),
-        (error: grpc.ServiceError) => error.code === grpc.status.UNAUTHENTICATED,
+        client.listMachines({}, { headers: bearer("wrong") }),
+        (error: ConnectError) => error.code === Code.Unauthenticated,
       );
-      assert.deepEqual((await client.listMachines({}, { metadata: bearer(token) })).machines, []);
-      using health = createClient(HealthService, server.address) as unknown as {
+      assert.deepEqual((await client.listMachines({}, { headers: bearer(token) })).machines, []);
+      using health = connectClient(HealthService, server.address) as unknown as {
         check(r: { service: string }): Promise<{ status: number }>;
         close(): void;
         [Symbol.dispose](): void;

@@ -17,6 +17,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import {
   type Client as ConnectClient,
+  Code,
   ConnectError,
   createClient,
   type Interceptor,
@@ -90,24 +91,67 @@ export type Client<S extends DescService> =
 /**
  * connect-node's session manager gives no option for the connection window (node:http2 has
  * only `setLocalWindowSize`), so it is widened on each new session at its first request.
+ *
+ * It also ends the streams of a session that closes: on Deno 2.9.3 a session the server drops
+ * (e.g. a mutual-TLS server refusing a client without a certificate, after the TLS 1.3
+ * handshake) emits "close" while its streams emit neither "close" nor "error", so connect's
+ * call would wait forever.
  */
-class WideWindowSessionManager extends Http2SessionManager {
-  readonly #widened = new WeakSet<http2.Http2Session>();
+class SessionManager extends Http2SessionManager {
+  readonly #open = new WeakMap<http2.Http2Session, Set<http2.ClientHttp2Stream>>();
 
   override async request(
     ...args: Parameters<Http2SessionManager["request"]>
   ): Promise<http2.ClientHttp2Stream> {
     const stream = await super.request(...args);
     const session = stream.session;
-    if (session && !session.destroyed && !this.#widened.has(session)) {
-      this.#widened.add(session);
-      session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+    if (!session) return stream;
+    let open = this.#open.get(session);
+    if (!open) {
+      const streams = open = new Set();
+      this.#open.set(session, streams);
+      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+      session.once("close", () => {
+        const dropped = Object.assign(new Error("Connection dropped"), { code: "ECONNRESET" });
+        for (const s of streams) if (!s.destroyed) s.destroy(dropped);
+      });
     }
+    open.add(stream);
+    stream.once("close", () => open.delete(stream));
     return stream;
   }
 }
 
 type StreamOptions = { signal?: AbortSignal };
+
+/** Node's errors for a connection that failed or dropped (ours were UNAVAILABLE, as grpc-js's). */
+const CONNECTION_LOST =
+  /^(EPIPE|ECONNRESET|ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|ERR_HTTP2_\w+)$/;
+
+/**
+ * connect-node reports a connection that failed or dropped as Internal (EPIPE) or Aborted
+ * (ECONNRESET); gRPC clients, and our CLI's "cannot reach the server" hint, call that
+ * Unavailable. Statuses sent by the server carry no Node error as their cause, so stay as is.
+ */
+function asUnavailable(error: unknown): unknown {
+  if (!(error instanceof ConnectError)) return error;
+  if (error.code !== Code.Internal && error.code !== Code.Aborted) return error;
+  for (let cause = error.cause; cause instanceof Error; cause = cause.cause) {
+    if (CONNECTION_LOST.test(String((cause as { code?: unknown }).code))) {
+      return new ConnectError(error.rawMessage, Code.Unavailable, undefined, undefined, cause);
+    }
+  }
+  return error;
+}
+
+function unaryCall<T>(
+  call: (request: unknown, options?: unknown) => Promise<T>,
+): (request: unknown, options?: unknown) => Promise<T> {
+  return (request, options) =>
+    call(request, options).catch((error) => {
+      throw asUnavailable(error);
+    });
+}
 
 function cancelOnReturn<T>(
   call: (request: unknown, options: StreamOptions) => AsyncIterable<T>,
@@ -117,7 +161,10 @@ function cancelOnReturn<T>(
     const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
     const it = call(request, { ...options, signal })[Symbol.asyncIterator]();
     const iterator: AsyncIterableIterator<T> = {
-      next: () => it.next(),
+      next: () =>
+        it.next().catch((error) => {
+          throw asUnavailable(error);
+        }),
       async return(value?: unknown): Promise<IteratorResult<T>> {
         abort.abort();
         // Settles the call's pending promises, which now reject with Canceled.
@@ -166,7 +213,8 @@ export function connectClient<S extends DescService>(
   // client. connect-node arms it when a stream's "close" arrives, which after `abort()` leaves
   // a 15-minute timer behind (unref'd, but a leak to Deno's test sanitizer).
   const idle = { idleConnectionTimeoutMs: Number.POSITIVE_INFINITY };
-  const sessionManager = new WideWindowSessionManager(baseUrl, idle, node);
+  const sessionManager = new SessionManager(baseUrl, idle, node);
+
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
@@ -175,11 +223,13 @@ export function connectClient<S extends DescService>(
     interceptors: options.token === undefined ? [] : [bearer(options.token)],
   });
   const client: Record<string, unknown> = createClient(service, transport);
-  for (const method of service.methods) {
-    if (method.methodKind !== "server_streaming") continue;
-    client[method.localName] = cancelOnReturn(
-      client[method.localName] as Parameters<typeof cancelOnReturn>[0],
-    );
+  for (const { localName, methodKind } of service.methods) {
+    const method = client[localName];
+    if (methodKind === "unary") {
+      client[localName] = unaryCall(method as Parameters<typeof unaryCall>[0]);
+    } else if (methodKind === "server_streaming") {
+      client[localName] = cancelOnReturn(method as Parameters<typeof cancelOnReturn>[0]);
+    }
   }
   const close = (): void => sessionManager.abort();
   return Object.assign(client, { close, [Symbol.dispose]: close }) as Client<S>;
