@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { connectClient } from "../lib/client/mod.ts";
+import { Code, connectClient, type ConnectError } from "../lib/client/mod.ts";
 import { NotFoundError } from "../lib/errors.ts";
 import { createMemoryStore } from "../lib/memory_store.ts";
 import {
@@ -226,7 +226,10 @@ Deno.test(
         }
         const listed = await operations.listOperations({});
         assert.deepEqual(listed.operations.map((op) => op.operationId), ids.slice(4));
-        await assert.rejects(operations.getOperation({ operationId: ids[0] }), /NOT_FOUND/);
+        await assert.rejects(
+          operations.getOperation({ operationId: ids[0] }),
+          (error: ConnectError) => error.code === Code.NotFound,
+        );
         // r-0's operation was pruned: the same request id starts a new operation.
         const again = await machines.enterMaintenance({ machineId: "m-1", requestId: "r-0" });
         assert.notEqual(again.operationId, ids[0]);
