@@ -91,33 +91,19 @@ export type Client<S extends DescService> =
 /**
  * connect-node's session manager gives no option for the connection window (node:http2 has
  * only `setLocalWindowSize`), so it is widened on each new session at its first request.
- *
- * It also ends the streams of a session that closes: on Deno 2.9.3 a session the server drops
- * (e.g. a mutual-TLS server refusing a client without a certificate, after the TLS 1.3
- * handshake) emits "close" while its streams emit neither "close" nor "error", so connect's
- * call would wait forever.
  */
 class SessionManager extends Http2SessionManager {
-  readonly #open = new WeakMap<http2.Http2Session, Set<http2.ClientHttp2Stream>>();
+  readonly #widened = new WeakSet<http2.Http2Session>();
 
   override async request(
     ...args: Parameters<Http2SessionManager["request"]>
   ): Promise<http2.ClientHttp2Stream> {
     const stream = await super.request(...args);
     const session = stream.session;
-    if (!session) return stream;
-    let open = this.#open.get(session);
-    if (!open) {
-      const streams = open = new Set();
-      this.#open.set(session, streams);
-      if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
-      session.once("close", () => {
-        const dropped = Object.assign(new Error("Connection dropped"), { code: "ECONNRESET" });
-        for (const s of streams) if (!s.destroyed) s.destroy(dropped);
-      });
+    if (session && !session.destroyed && !this.#widened.has(session)) {
+      this.#widened.add(session);
+      session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
     }
-    open.add(stream);
-    stream.once("close", () => open.delete(stream));
     return stream;
   }
 }
