@@ -16,14 +16,15 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
-import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/logging.ts";
+import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
+import { createEngine } from "./lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
 import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
-import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/sqlite_store.ts";
-import { parseCount, parseDuration } from "./lib/retention.ts";
-import { type TimingProfile, TIMINGS } from "./lib/fake_provider.ts";
-import { startHeapCollector } from "./lib/heap_collector.ts";
+import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/store/sqlite.ts";
+import { parseCount, parseDuration } from "./lib/engine/retention.ts";
+import { type TimingProfile, TIMINGS } from "./lib/provider/fake.ts";
+import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -199,11 +200,13 @@ async function main(): Promise<void> {
     server = await startServer({
       host: values.host,
       port,
-      timing,
+      engine: createEngine({
+        timing,
+        store,
+        retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
+      }),
       tls,
       authToken,
-      store,
-      retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
       maxWatchers,
     });
   } catch (error) {

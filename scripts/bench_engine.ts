@@ -10,8 +10,8 @@
 
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider, type TimingProfile, TIMINGS } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider, type TimingProfile, TIMINGS } from "../lib/provider/fake.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,

@@ -12,15 +12,16 @@
 
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
 import {
   MachineSchema,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createSqliteStore } from "../lib/sqlite_store.ts";
+import { createSqliteStore } from "../lib/store/sqlite.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 const { values } = parseArgs({
   options: {
@@ -63,11 +64,11 @@ try {
     for (let i = 0; i < operations; i += BATCH) {
       store.transaction(() => {
         for (let j = i; j < Math.min(i + BATCH, operations); j++) {
-          const { operation } = store.createOperation({
+          const { operation } = store.createOperation(validateCreateRequest({
             machineId: `machine-${(j % machines) + 1}`,
             requestId: `req-${j}`,
             type: OperationType.REBOOT,
-          });
+          }));
           store.markRunning(operation.operationId);
           store.setStage(operation.operationId, "reboot");
           if (j < operations - active) {

@@ -14,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { main } from "../lib/cli/main.ts";
 import { terminalIo } from "../lib/cli/terminal.ts";
+import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 
 const { values } = parseArgs({
@@ -32,9 +33,11 @@ if (values.help) {
 const interrupt = new AbortController();
 Deno.addSignalListener("SIGINT", () => interrupt.abort());
 
-const server = values.server
-  ? undefined
-  : await startServer({ host: "127.0.0.1", port: 0, timing: values.slow ? "slow" : "normal" });
+const server = values.server ? undefined : await startServer({
+  host: "127.0.0.1",
+  port: 0,
+  engine: createEngine({ timing: values.slow ? "slow" : "normal" }),
+});
 const address = values.server ?? server!.address;
 if (server) {
   console.log(`Started a bmdemo server on ${address}${values.slow ? " (slow timings)" : ""}.`);

@@ -24,6 +24,7 @@ import {
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
+  OperationEvent_Kind as EventKind,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 
@@ -34,8 +35,8 @@ import {
   errorInfo,
   statusName,
 } from "../lib/client/mod.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
-import { BUILTIN_PLANS } from "../lib/plans.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
+import { BUILTIN_PLANS } from "../lib/engine/plans.ts";
 
 /** Events of a SUCCEEDED operation: created, started, started/succeeded per step, terminal. */
 export function succeededEventCount(type: OperationType): number {
@@ -168,7 +169,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       signal: stopWatching.signal,
     });
     const marker = await stream.next();
-    if (marker.value?.message !== "Snapshot complete") throw new Error("no snapshot marker");
+    if (marker.value?.kind !== EventKind.SNAPSHOT_COMPLETE) throw new Error("no snapshot marker");
     watching.push((async () => {
       try {
         for await (const event of stream) {

@@ -46,7 +46,7 @@ const SERVER = new URL("../server.ts", import.meta.url).pathname;
  * cheaply. Measured with `deno task bench` (2 cores): RSS after register 204 -> 149 MB, after
  * the burst 269 -> 231 MB, GetMachine at 50 in flight 5,014 -> 5,519 calls/s, burst unchanged.
  *
- * `--expose-gc` gives the server V8's `gc()` for its heap collector (lib/heap_collector.ts): V8
+ * `--expose-gc` gives the server V8's `gc()` for its heap collector (lib/runtime/heap_collector.ts): V8
  * otherwise lets the old generation grow to ~4x the live heap before collecting and keeps the
  * pages of what it collected resident. RSS after the burst 224-240 -> 135-139 MB (bench memory
  * scenario, interleaved A/B runs).

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { abortableDelay, untilAborted } from "../lib/abort.ts";
+import { abortableDelay, untilAborted } from "../lib/model/abort.ts";
 import { SANITIZE } from "./helpers.ts";
 
 Deno.test("abortableDelay() rejects with the signal's reason when aborted", SANITIZE, async () => {
@@ -11,7 +11,18 @@ Deno.test("abortableDelay() rejects with the signal's reason when aborted", SANI
 });
 
 Deno.test("abortableDelay() of zero resolves without a timer", SANITIZE, async () => {
-  await abortableDelay(0, new AbortController().signal);
+  const setTimeoutBefore = globalThis.setTimeout;
+  let timers = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers++;
+    return setTimeoutBefore(...args);
+  }) as typeof setTimeout;
+  try {
+    assert.equal(await abortableDelay(0, new AbortController().signal), undefined);
+  } finally {
+    globalThis.setTimeout = setTimeoutBefore;
+  }
+  assert.equal(timers, 0);
 });
 
 Deno.test("abortableDelay() on an aborted signal throws its reason at once", SANITIZE, () => {

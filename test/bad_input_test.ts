@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../lib/engine.ts";
+import type { Engine } from "../lib/engine/mod.ts";
 import {
   type Machine,
   MachineSchema,

@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { SANITIZE } from "./helpers.ts";
 
 const SCRIPT = new URL("../scripts/bench.ts", import.meta.url).pathname;
 const SCENARIOS = [
@@ -64,7 +65,7 @@ async function runBench(
   }
 }
 
-Deno.test("bench --scale small runs every scenario and writes its figures", async () => {
+Deno.test("bench --scale small runs every scenario and writes its figures", SANITIZE, async () => {
   const { stdout, report } = await runBench(["--scale", "small"]);
   const table = stdout.split("\n").filter((line) => /^[a-z]+\s{2}/.test(line));
   for (const scenario of SCENARIOS) {
@@ -120,26 +121,30 @@ Deno.test("bench --scale small runs every scenario and writes its figures", asyn
   assert(scan.noMatchP99 > 0 && scan.ratio > 0, JSON.stringify(scan));
 });
 
-Deno.test("bench --scenarios soak --db samples RSS and the database under a fixed-rate load", async () => {
-  const { stdout, report } = await runBench(["--scenarios", "soak", "--seconds", "3", "--db"]);
-  assert.deepEqual(report.failures, []);
-  const soak = report.details.soak;
-  assert.deepEqual(soak.serverArgs.slice(0, 2), ["--timing", "zero"]);
-  // Start, every quarter of a short run, and the end.
-  assert(soak.samples.length >= 5, JSON.stringify(soak.samples));
-  for (const sample of soak.samples) {
-    assert(sample.rssMb > 0, JSON.stringify(sample));
-    assert(sample.dbMb > 0, JSON.stringify(sample));
-  }
-  for (const call of ["get", "operation", "listMachines", "listOperations", "logs", "register"]) {
-    assert(soak.calls[call] > 0, `no ${call} call: ${JSON.stringify(soak.calls)}`);
-  }
-  assert.deepEqual(soak.errors, {});
-  assert.deepEqual(soak.watcherDrops, 0);
-  for (const events of soak.watcherEvents) assert(events > 0, JSON.stringify(soak));
-  assert.equal(typeof soak.rssFlat, "boolean");
-  assert.equal(typeof soak.dbFlat, "boolean");
-  for (const row of ["server RSS end <= half-way + 10%", "SQLite file + WAL end <= half-way"]) {
-    assert(stdout.includes(row), `no "${row}" row:\n${stdout}`);
-  }
-});
+Deno.test(
+  "bench --scenarios soak --db samples RSS and the database under a fixed-rate load",
+  SANITIZE,
+  async () => {
+    const { stdout, report } = await runBench(["--scenarios", "soak", "--seconds", "3", "--db"]);
+    assert.deepEqual(report.failures, []);
+    const soak = report.details.soak;
+    assert.deepEqual(soak.serverArgs.slice(0, 2), ["--timing", "zero"]);
+    // Start, every quarter of a short run, and the end.
+    assert(soak.samples.length >= 5, JSON.stringify(soak.samples));
+    for (const sample of soak.samples) {
+      assert(sample.rssMb > 0, JSON.stringify(sample));
+      assert(sample.dbMb > 0, JSON.stringify(sample));
+    }
+    for (const call of ["get", "operation", "listMachines", "listOperations", "logs", "register"]) {
+      assert(soak.calls[call] > 0, `no ${call} call: ${JSON.stringify(soak.calls)}`);
+    }
+    assert.deepEqual(soak.errors, {});
+    assert.deepEqual(soak.watcherDrops, 0);
+    for (const events of soak.watcherEvents) assert(events > 0, JSON.stringify(soak));
+    assert.equal(typeof soak.rssFlat, "boolean");
+    assert.equal(typeof soak.dbFlat, "boolean");
+    for (const row of ["server RSS end <= half-way + 10%", "SQLite file + WAL end <= half-way"]) {
+      assert(stdout.includes(row), `no "${row}" row:\n${stdout}`);
+    }
+  },
+);

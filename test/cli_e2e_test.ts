@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { startServer } from "../lib/grpc/server.ts";
-import { createEngine } from "../lib/engine.ts";
-import { createFakeProvider } from "../lib/fake_provider.ts";
+import { createEngine } from "../lib/engine/mod.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
+import { SANITIZE, testEngine } from "./helpers.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const GOLDEN = new URL("./golden/", import.meta.url);
@@ -24,8 +25,8 @@ function normalise(text: string): string {
     .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<uuid>");
 }
 
-Deno.test("quick start session matches the golden output", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+Deno.test("quick start session matches the golden output", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, engine: testEngine() });
   const steps = [
     ["import", "3"],
     ["list"],
@@ -45,7 +46,7 @@ Deno.test("quick start session matches the golden output", async () => {
   assert.deepEqual(transcript, await Deno.readTextFile(golden));
 });
 
-Deno.test("a failed operation exits 4 with the step error", async () => {
+Deno.test("a failed operation exits 4 with the step error", SANITIZE, async () => {
   const engine = createEngine({
     provider: createFakeProvider({
       timing: "zero",
@@ -63,7 +64,7 @@ Deno.test("a failed operation exits 4 with the step error", async () => {
   assert.deepEqual(normalise(out), await Deno.readTextFile(golden));
 });
 
-Deno.test("an unreachable server exits 3 and names the fix", async () => {
+Deno.test("an unreachable server exits 3 and names the fix", SANITIZE, async () => {
   const listener = Deno.listen({ port: 0, hostname: "127.0.0.1" });
   const port = listener.addr.port;
   listener.close();
@@ -76,35 +77,39 @@ Deno.test("an unreachable server exits 3 and names the fix", async () => {
   );
 });
 
-Deno.test("cross-process: -o json, --no-wait and the bash completion script", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
-  await cli(server.address, "import", "2");
-  const [code, out, err] = await cli(server.address, "list", "-o", "json", "--page-size", "1");
-  assert.deepEqual([code, err], [0, ""]);
-  assert.deepEqual(JSON.parse(out).map((m: { machineId: string }) => m.machineId), [
-    "machine-1",
-    "machine-2",
-  ]);
-  const [noWait, started] = await cli(
-    server.address,
-    "enter-maintenance",
-    "machine-1",
-    "--no-wait",
-  );
-  assert.deepEqual(noWait, 0);
-  const id = /^Operation: (op-\S+)\n/.exec(started)?.[1];
-  assert.ok(id, started);
-  const [waited, waitOut] = await cli(server.address, "wait", id, "--timeout", "30s");
-  assert.deepEqual(waited, 0);
-  assert.match(waitOut, /✓ SUCCEEDED\n$/);
-  const [completionCode, script] = await cli(server.address, "completion", "bash");
-  assert.deepEqual(completionCode, 0);
-  const file = await Deno.makeTempFile({ suffix: ".bash" });
-  try {
-    await Deno.writeTextFile(file, script);
-    const check = await new Deno.Command("bash", { args: ["-n", file] }).output();
-    assert.deepEqual(check.code, 0, new TextDecoder().decode(check.stderr));
-  } finally {
-    await Deno.remove(file);
-  }
-});
+Deno.test(
+  "cross-process: -o json, --no-wait and the bash completion script",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine() });
+    await cli(server.address, "import", "2");
+    const [code, out, err] = await cli(server.address, "list", "-o", "json", "--page-size", "1");
+    assert.deepEqual([code, err], [0, ""]);
+    assert.deepEqual(JSON.parse(out).map((m: { machineId: string }) => m.machineId), [
+      "machine-1",
+      "machine-2",
+    ]);
+    const [noWait, started] = await cli(
+      server.address,
+      "enter-maintenance",
+      "machine-1",
+      "--no-wait",
+    );
+    assert.deepEqual(noWait, 0);
+    const id = /^Operation: (op-\S+)\n/.exec(started)?.[1];
+    assert.ok(id, started);
+    const [waited, waitOut] = await cli(server.address, "wait", id, "--timeout", "30s");
+    assert.deepEqual(waited, 0);
+    assert.match(waitOut, /✓ SUCCEEDED\n$/);
+    const [completionCode, script] = await cli(server.address, "completion", "bash");
+    assert.deepEqual(completionCode, 0);
+    const file = await Deno.makeTempFile({ suffix: ".bash" });
+    try {
+      await Deno.writeTextFile(file, script);
+      const check = await new Deno.Command("bash", { args: ["-n", file] }).output();
+      assert.deepEqual(check.code, 0, new TextDecoder().decode(check.stderr));
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+);

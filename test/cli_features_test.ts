@@ -250,7 +250,7 @@ Deno.test(
   },
 );
 
-Deno.test("durations", () => {
+Deno.test("durations", SANITIZE, () => {
   assert.deepEqual(
     ["90s", "5m", "1h", "500ms", "1.5s"].map((d) => parseDuration(d)),
     [90_000, 300_000, 3_600_000, 500, 1500],
@@ -312,38 +312,46 @@ Deno.test("hints follow rpc errors", SANITIZE, async () => {
   assert.ok(finished.err.endsWith(`hint: bmdemo-cli op ${op.operationId} shows how it ended\n`));
 });
 
-Deno.test("completion scripts cover the commands; bash -n accepts the bash one", async () => {
-  for (const shell of ["bash", "zsh", "fish"]) {
-    let out = "";
-    const code = await main(["completion", shell], { out: (t) => void (out += t), err: () => {} });
-    assert.deepEqual(code, 0);
-    for (
-      const word of ["wait", "get", "completion", "--output", "--filter", "--no-wait", "--token"]
-    ) {
-      assert.ok(
-        out.includes(word.replace(/^--/, shell === "fish" ? "-l " : "--")),
-        `${shell}: ${word}`,
-      );
-    }
-    const checker = shell === "fish" ? ["fish", "--no-execute"] : [shell, "-n"];
-    const file = await Deno.makeTempFile({ suffix: `.${shell}` });
-    try {
-      await Deno.writeTextFile(file, out);
-      let result: Deno.CommandOutput;
-      try {
-        result = await new Deno.Command(checker[0], { args: [...checker.slice(1), file] }).output();
-      } catch (error) {
-        if (shell !== "bash" && error instanceof Deno.errors.NotFound) continue; // not installed
-        throw error;
+Deno.test(
+  "completion scripts cover the commands; bash -n accepts the bash one",
+  SANITIZE,
+  async () => {
+    for (const shell of ["bash", "zsh", "fish"]) {
+      let out = "";
+      const code = await main(["completion", shell], {
+        out: (t) => void (out += t),
+        err: () => {},
+      });
+      assert.deepEqual(code, 0);
+      for (
+        const word of ["wait", "get", "completion", "--output", "--filter", "--no-wait", "--token"]
+      ) {
+        assert.ok(
+          out.includes(word.replace(/^--/, shell === "fish" ? "-l " : "--")),
+          `${shell}: ${word}`,
+        );
       }
-      assert.deepEqual(result.code, 0, `${shell}: ${new TextDecoder().decode(result.stderr)}`);
-    } finally {
-      await Deno.remove(file);
+      const checker = shell === "fish" ? ["fish", "--no-execute"] : [shell, "-n"];
+      const file = await Deno.makeTempFile({ suffix: `.${shell}` });
+      try {
+        await Deno.writeTextFile(file, out);
+        let result: Deno.CommandOutput;
+        try {
+          result = await new Deno.Command(checker[0], { args: [...checker.slice(1), file] })
+            .output();
+        } catch (error) {
+          if (shell !== "bash" && error instanceof Deno.errors.NotFound) continue; // not installed
+          throw error;
+        }
+        assert.deepEqual(result.code, 0, `${shell}: ${new TextDecoder().decode(result.stderr)}`);
+      } finally {
+        await Deno.remove(file);
+      }
     }
-  }
-  const bad = await main(["completion", "tcsh"], { out: () => {}, err: () => {} });
-  assert.deepEqual(bad, 2);
-});
+    const bad = await main(["completion", "tcsh"], { out: () => {}, err: () => {} });
+    assert.deepEqual(bad, 2);
+  },
+);
 
 Deno.test("--token and BMDEMO_TOKEN send authorization: Bearer", SANITIZE, async () => {
   await using server = await startServer({
@@ -363,7 +371,7 @@ Deno.test("--token and BMDEMO_TOKEN send authorization: Bearer", SANITIZE, async
   assert.deepEqual(wrong.code, 3);
 });
 
-Deno.test("TLS files that cannot be read are usage errors naming the file", async () => {
+Deno.test("TLS files that cannot be read are usage errors naming the file", SANITIZE, async () => {
   for (
     const [args, env] of [
       [["--ca", "/no/such/ca.pem"], {}],

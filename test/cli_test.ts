@@ -26,7 +26,7 @@ function capture(): { out: string[]; err: string[]; io: Parameters<typeof main>[
   return { out, err, io: { out: (t) => void out.push(t), err: (t) => void err.push(t), env: {} } };
 }
 
-Deno.test("formatTable aligns by display width, ⚠ and ⛔ count two cells", () => {
+Deno.test("formatTable aligns by display width, ⚠ and ⛔ count two cells", SANITIZE, () => {
   assert.deepEqual(displayWidth("⚠ATTN"), 6);
   assert.deepEqual(displayWidth("⛔BLOCK"), 7);
   const table = formatTable(["ID", "EFFECTIVE", "X"], [["m-1", "⚠ATTN", "✓"], [
@@ -42,7 +42,7 @@ Deno.test("formatTable aligns by display width, ⚠ and ⛔ count two cells", ()
   );
 });
 
-Deno.test("options are accepted after positionals", () => {
+Deno.test("options are accepted after positionals", SANITIZE, () => {
   const parsed = parseCommandLine(["reimage", "machine-1", "--image", "u", "--server", "h:1"]);
   assert.deepEqual(parsed.command, "reimage");
   assert.deepEqual(parsed.positionals, ["machine-1"]);
@@ -50,7 +50,7 @@ Deno.test("options are accepted after positionals", () => {
   assert.deepEqual(parsed.values.server, "h:1");
 });
 
-Deno.test("usage errors", () => {
+Deno.test("usage errors", SANITIZE, () => {
   for (const args of [["reimage"], ["bogus"], ["list", "--image", "x"], ["cancel", "a", "b"]]) {
     let caught: unknown;
     try {
@@ -62,7 +62,7 @@ Deno.test("usage errors", () => {
   }
 });
 
-Deno.test("main exits 2 on usage errors and 0 on --help/--version", async () => {
+Deno.test("main exits 2 on usage errors and 0 on --help/--version", SANITIZE, async () => {
   for (const args of [[], ["bogus"], ["import", "0"], ["import", "x"], ["reboot"]]) {
     const c = capture();
     assert.deepEqual(await main(args, c.io), 2, args.join(" "));
@@ -74,8 +74,8 @@ Deno.test("main exits 2 on usage errors and 0 on --help/--version", async () => 
   }
 });
 
-Deno.test("list abbreviations and exit codes in-process", async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+Deno.test("list abbreviations and exit codes in-process", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, engine: testEngine() });
   const run = async (...args: string[]): Promise<[number, string, string]> => {
     const c = capture();
     const code = await main(["--server", server.address, ...args], c.io);
@@ -154,6 +154,33 @@ async function runCli(
   const code = await main([...args, "--server", server.address], c.io);
   return { code, out: c.out(), err: c.err() };
 }
+
+Deno.test("list -o wide and get measure text beyond ASCII by display width", SANITIZE, async () => {
+  await using server = await startServer({ port: 0, engine: testEngine() });
+  for (const [machineId, rack] of [["machine-1", "ラック-1"], ["machine-2", "r2"]]) {
+    server.engine.registerMachine(create(MachineSchema, {
+      machineId,
+      spec: { provider: "fake", rack },
+      labels: { site: "東京" },
+    }));
+  }
+  const list = await runCli(server, ["list", "-o", "wide"]);
+  assert.deepEqual([list.code, list.err], [0, ""]);
+  // "ラック-1" is 8 cells wide, not 5 characters: the columns after it stay aligned.
+  assert.deepEqual(
+    list.out,
+    "MACHINE_ID   PHASE    EFFECTIVE  REACHABLE  PROVISIONED  ACTIVE_OP  PROVIDER  RACK      " +
+      "LAST_SEEN  CONDITIONS\n" +
+      "machine-1    FACTORY  NEW        -          -            -          fake      ラック-1  " +
+      "-          -\n" +
+      "machine-2    FACTORY  NEW        -          -            -          fake      r2        " +
+      "-          -\n",
+  );
+
+  const get = await runCli(server, ["get", "machine-1"]);
+  assert.deepEqual([get.code, get.err], [0, ""]);
+  assert.match(get.out, /site=東京/);
+});
 
 Deno.test("ops lists operations oldest first, or says there are none", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
@@ -410,7 +437,7 @@ Deno.test("demo runs on a server whose demo-1 is already in maintenance", SANITI
   assert.doesNotMatch(out, /result: (FAILED|CANCELED|INTERRUPTED)/);
 });
 
-Deno.test("main: unknown command and missing machine id exit 2 with usage", async () => {
+Deno.test("main: unknown command and missing machine id exit 2 with usage", SANITIZE, async () => {
   const unknown = captureIo();
   assert.deepEqual(await main(["frobnicate"], unknown.io), 2);
   assert.deepEqual(unknown.out(), "");

@@ -11,8 +11,8 @@
 
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import type { Engine } from "../lib/engine.ts";
-import type { EventSubscription, SubscribeOptions } from "../lib/feeds.ts";
+import type { Engine } from "../lib/engine/mod.ts";
+import type { EventSubscription, SubscribeOptions } from "../lib/engine/event_subscription.ts";
 import {
   type LogChunk,
   MachineService,
@@ -23,7 +23,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { Code, connectClient, type ConnectError } from "../lib/client/mod.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import { enterMaintenance, importMachines, SANITIZE, testEngine } from "./helpers.ts";
 import { succeededEventCount } from "../scripts/load.ts";
 

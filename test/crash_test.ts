@@ -9,7 +9,7 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { connectClient } from "../lib/client/mod.ts";
-import { getCondition } from "../lib/lifecycle.ts";
+import { getCondition } from "../lib/model/lifecycle.ts";
 import { SANITIZE } from "./helpers.ts";
 import { spawnServer } from "../scripts/server_process.ts";
 

@@ -1,12 +1,17 @@
 import assert from "node:assert/strict";
-import { BmdemoError, InvalidArgumentError, LaggedError, NotFoundError } from "../lib/errors.ts";
+import {
+  BmdemoError,
+  InvalidArgumentError,
+  LaggedError,
+  NotFoundError,
+} from "../lib/model/errors.ts";
 import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { operationParams, SNAPSHOT_COMPLETE } from "../lib/engine.ts";
-import { DEFAULT_IMAGE_REF } from "../lib/plans.ts";
+import { operationParams, SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
+import { DEFAULT_IMAGE_REF } from "../lib/engine/plans.ts";
 import {
   enterMaintenance,
   importMachines,
@@ -92,7 +97,7 @@ Deno.test(
   },
 );
 
-Deno.test("operationParams() records the image and a forced reboot only", () => {
+Deno.test("operationParams() records the image and a forced reboot only", SANITIZE, () => {
   assert.deepEqual(
     operationParams({ machineId: "m", requestId: "r", type: OperationType.REIMAGE, imageRef: "x" }),
     { image_ref: "x" },

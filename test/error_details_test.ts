@@ -19,7 +19,7 @@ import {
 import { ERROR_DOMAIN } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
-import type { EventFeedOptions } from "../lib/feeds.ts";
+import type { EventFeedOptions } from "../lib/engine/events.ts";
 import {
   enterMaintenanceBurst,
   holdVerb,

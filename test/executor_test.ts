@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { FailedPreconditionError, ShuttingDownError } from "../lib/errors.ts";
-import { defaultBackoff, formatDelay } from "../lib/executor.ts";
+import { FailedPreconditionError, ShuttingDownError } from "../lib/model/errors.ts";
+import { defaultBackoff, formatDelay } from "../lib/engine/step_attempts.ts";
 import {
   MachineStatus_EffectiveState as EffectiveState,
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { getCondition } from "../lib/lifecycle.ts";
-import { BUILTIN_PLANS, type Plan } from "../lib/plans.ts";
-import type { ProviderCall } from "../lib/provider.ts";
+import { getCondition } from "../lib/model/lifecycle.ts";
+import { BUILTIN_PLANS, type Plan } from "../lib/engine/plans.ts";
+import type { ProviderCall } from "../lib/provider/mod.ts";
 import {
   enterMaintenance,
   importMachines,
@@ -523,14 +523,14 @@ Deno.test(
   },
 );
 
-Deno.test("defaultBackoff() doubles from 500 ms, caps at 10 s and jitters", () => {
+Deno.test("defaultBackoff() doubles from 500 ms, caps at 10 s and jitters", SANITIZE, () => {
   assert.deepEqual([1, 2, 3].map((r) => defaultBackoff(r, () => 0)), [250, 500, 1000]);
   assert.deepEqual([1, 2, 3].map((r) => defaultBackoff(r, () => 1)), [500, 1000, 2000]);
   assert.equal(defaultBackoff(20, () => 1), 10_000);
   assert.equal(defaultBackoff(20, () => 0), 5_000);
 });
 
-Deno.test("formatDelay() prints milliseconds below a second and seconds above", () => {
+Deno.test("formatDelay() prints milliseconds below a second and seconds above", SANITIZE, () => {
   assert.deepEqual([0, 750, 1000, 1500, 10_000].map(formatDelay), [
     "0ms",
     "750ms",

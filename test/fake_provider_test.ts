@@ -11,8 +11,9 @@ import {
   type FakeProvider,
   type FakeProviderOptions,
   TIMINGS,
-} from "../lib/fake_provider.ts";
-import type { JoinMaterial, LogStream, ProviderCall, ProviderVerb } from "../lib/provider.ts";
+} from "../lib/provider/fake.ts";
+import type { JoinMaterial, LogStream, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
+import { SANITIZE } from "./helpers.ts";
 
 interface LogEntry {
   line: string;
@@ -133,7 +134,6 @@ async function recordWaits(
  * Explicit, because Deno 2.9 does not check for leaked timers by default: with this, a wait that
  * is not cleared on abort, or a zero wait that starts a timer and is left behind, fails its test.
  */
-const SANITIZED = { sanitizeOps: true, sanitizeResources: true } as const;
 
 /** Rounds to whole microseconds, so thirds and sixths compare exactly. */
 function rounded(values: number[]): number[] {
@@ -144,7 +144,7 @@ function sum(values: number[]): number {
   return values.reduce((total, value) => total + value, 0);
 }
 
-Deno.test("createFakeProvider() setNetboot logs the profile and success", SANITIZED, async () => {
+Deno.test("createFakeProvider() setNetboot logs the profile and success", SANITIZE, async () => {
   const { call, entries } = recordingCall();
   await createFakeProvider({ timing: "zero" }).setNetboot(call, MACHINE, "ubuntu-2204-lab");
   assert.deepEqual(entries, [
@@ -157,7 +157,7 @@ Deno.test("createFakeProvider() setNetboot logs the profile and success", SANITI
 
 Deno.test(
   "createFakeProvider() setNetboot logs an ERROR line and rejects when faulted",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const { call, entries } = recordingCall();
     const provider = createFakeProvider({
@@ -176,7 +176,7 @@ Deno.test(
   },
 );
 
-Deno.test("createFakeProvider() reboot words graceful and forced reboots", SANITIZED, async (t) => {
+Deno.test("createFakeProvider() reboot words graceful and forced reboots", SANITIZE, async (t) => {
   const provider = createFakeProvider({ timing: "zero" });
   for (const [force, wording] of [[false, "graceful"], [true, "forced"]] as const) {
     await t.step(`force: ${force} logs a ${wording} reboot`, async () => {
@@ -195,7 +195,7 @@ Deno.test("createFakeProvider() reboot words graceful and forced reboots", SANIT
 
 Deno.test(
   "createFakeProvider() repave logs the image, cloud-init and every sub-step",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const recording = recordingCall();
     await createFakeProvider({ timing: "zero" }).repave(recording.call, MACHINE, REPAVE);
@@ -217,7 +217,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() mintJoinMaterial returns join material for the cluster",
-  SANITIZED,
+  SANITIZE,
   async (t) => {
     const now = new Date("2026-01-01T12:00:00.250Z");
     const provider = createFakeProvider({ timing: "zero", now: () => now });
@@ -258,7 +258,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() joinNode logs the cluster, endpoint and success",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const recording = recordingCall();
     await createFakeProvider({ timing: "zero" }).joinNode(recording.call, MACHINE, MATERIAL);
@@ -278,7 +278,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() verifyInCluster logs a Ready node and success",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const recording = recordingCall();
     await createFakeProvider({ timing: "zero" }).verifyInCluster(recording.call, MACHINE, CLUSTER);
@@ -294,7 +294,7 @@ Deno.test(
   },
 );
 
-Deno.test("createFakeProvider() rma logs the reason and a ticket", SANITIZED, async () => {
+Deno.test("createFakeProvider() rma logs the reason and a ticket", SANITIZE, async () => {
   const recording = recordingCall();
   await createFakeProvider({ timing: "zero" }).rma(recording.call, MACHINE, "bad disk");
   const lines = recording.lines();
@@ -311,7 +311,7 @@ Deno.test("createFakeProvider() rma logs the reason and a ticket", SANITIZED, as
 
 Deno.test(
   "createFakeProvider() executeSshCommand logs the script, sorted args and exit code 0",
-  SANITIZED,
+  SANITIZE,
   async (t) => {
     const provider = createFakeProvider({ timing: "zero" });
 
@@ -343,17 +343,30 @@ Deno.test(
   },
 );
 
-Deno.test("createFakeProvider() accepts a log that discards lines", SANITIZED, async () => {
-  const provider = createFakeProvider({ timing: "zero" });
-  const call: ProviderCall = {
-    operationId: "op-1",
-    signal: new AbortController().signal,
-    log() {},
-  };
-  for (const verb of VERBS) await callVerb(provider, verb, call);
+Deno.test("createFakeProvider() accepts a log that discards lines", SANITIZE, async (t) => {
+  for (const verb of VERBS) {
+    await t.step(verb, async () => {
+      let discarded = 0;
+      const call: ProviderCall = {
+        operationId: "op-1",
+        signal: new AbortController().signal,
+        log() {
+          discarded++;
+        },
+      };
+      const recording = recordingCall();
+      const expected = await callVerb(createFakeProvider({ timing: "zero" }), verb, recording.call);
+      const result = await callVerb(createFakeProvider({ timing: "zero" }), verb, call);
+      // Join material differs per mint only in its token and expiry.
+      const unique = verb === "mintJoinMaterial" ? { token: "", expiresAt: undefined } : {};
+      assert.deepEqual({ ...result as object, ...unique }, { ...expected as object, ...unique });
+      assert.equal(discarded, recording.lines().length);
+      assert.ok(discarded > 0, "the verb logs lines to discard");
+    });
+  }
 });
 
-Deno.test("createFakeProvider() fails each verb where the reference does", SANITIZED, async (t) => {
+Deno.test("createFakeProvider() fails each verb where the reference does", SANITIZE, async (t) => {
   const cases: Record<ProviderVerb, { before: string; error: string; message: string }> = {
     setNetboot: {
       before: "[netboot] Machine: m-1",
@@ -412,7 +425,7 @@ Deno.test("createFakeProvider() fails each verb where the reference does", SANIT
 
 Deno.test(
   "createFakeProvider() fail fault rejects with its own message when given one",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const provider = createFakeProvider({
       timing: "zero",
@@ -427,7 +440,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() fail fault with times: 2 fails twice then succeeds",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const provider = createFakeProvider({
       timing: "zero",
@@ -445,7 +458,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() fail fault without times fails every attempt",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const provider = createFakeProvider({ timing: "zero", faults: { rma: { kind: "fail" } } });
     for (let attempt = 1; attempt <= 3; attempt++) {
@@ -459,7 +472,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() hang fault logs the first lines and rejects with the signal's reason on abort",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const controller = new AbortController();
     const recording = recordingCall(controller.signal);
@@ -478,7 +491,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() repave rejects with the abort reason when aborted mid-wait",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const controller = new AbortController();
     const recording = recordingCall(controller.signal);
@@ -499,7 +512,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() rejects before logging when the signal is already aborted",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const controller = new AbortController();
     const reason = new Error("shutting down");
@@ -515,7 +528,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() awaits a verb's hook before its first line",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const entered = Promise.withResolvers<ProviderCall>();
     const hold = Promise.withResolvers<void>();
@@ -540,7 +553,7 @@ Deno.test(
 
 Deno.test(
   "createFakeProvider() stops waiting for a hook when the signal aborts",
-  SANITIZED,
+  SANITIZE,
   async () => {
     const entered = Promise.withResolvers<void>();
     const provider = createFakeProvider({
@@ -563,7 +576,7 @@ Deno.test(
   },
 );
 
-Deno.test("createFakeProvider() attempts() counts the calls of each verb", SANITIZED, async () => {
+Deno.test("createFakeProvider() attempts() counts the calls of each verb", SANITIZE, async () => {
   const provider = createFakeProvider({ timing: "zero" });
   await provider.reboot(recordingCall().call, MACHINE, { force: false });
   await provider.reboot(recordingCall().call, MACHINE, { force: true });
@@ -583,7 +596,7 @@ Deno.test("createFakeProvider() attempts() counts the calls of each verb", SANIT
   );
 });
 
-Deno.test("TIMINGS has the reference's durations", SANITIZED, async (t) => {
+Deno.test("TIMINGS has the reference's durations", SANITIZE, async (t) => {
   await t.step("normal", () => {
     assert.deepEqual(TIMINGS.normal, {
       netbootMs: 250,
@@ -617,7 +630,7 @@ Deno.test("TIMINGS has the reference's durations", SANITIZED, async (t) => {
 
 Deno.test(
   "createFakeProvider() splits each verb's time as the reference does",
-  SANITIZED,
+  SANITIZE,
   async (t) => {
     await t.step("normal profile (the default)", async () => {
       const waits = await recordWaits({});
@@ -651,7 +664,7 @@ Deno.test(
   },
 );
 
-Deno.test("createFakeProvider() zero profile starts no timer", SANITIZED, async () => {
+Deno.test("createFakeProvider() zero profile starts no timer", SANITIZE, async () => {
   const waits = await recordWaits({ timing: "zero" });
   assert.deepEqual(Object.values(waits).flat(), []);
   // And with the real delay, the sanitizers find no timer left behind.
@@ -659,7 +672,7 @@ Deno.test("createFakeProvider() zero profile starts no timer", SANITIZED, async 
   for (const verb of VERBS) await callVerb(provider, verb, recordingCall().call);
 });
 
-Deno.test("createFakeProvider() rejects bad options with a RangeError", SANITIZED, async (t) => {
+Deno.test("createFakeProvider() rejects bad options with a RangeError", SANITIZE, async (t) => {
   const cases: [string, FakeProviderOptions, RegExp][] = [
     ["an unknown profile", { timing: "fast" as "normal" }, /"timing".*current value is "fast"/],
     [

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { LaggedError } from "../lib/errors.ts";
-import { EventFeed, LogJournal } from "../lib/feeds.ts";
+import { LaggedError } from "../lib/model/errors.ts";
+import { EventFeed } from "../lib/engine/events.ts";
+import { LogJournal } from "../lib/engine/log_journal.ts";
 import {
   type LogChunk,
   LogChunkSchema,
@@ -12,9 +13,8 @@ import {
   OperationEventSchema,
   OperationSchema,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import type { LogStream } from "../lib/provider.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+import type { LogStream } from "../lib/provider/mod.ts";
+import { SANITIZE } from "./helpers.ts";
 
 const NOW = new Date("2025-01-01T00:00:00Z");
 const now = () => NOW;
@@ -35,7 +35,7 @@ function event(snapshot: Operation, message: string): OperationEvent {
 function publishAll(feed: EventFeed, ids: string[], machineId = "machine-1"): OperationEvent[] {
   return ids.map((id) => {
     const snapshot = operation(id, machineId);
-    const published = feed.publish(snapshot, `step ${id}`);
+    const published = feed.publish(snapshot, { message: `step ${id}` });
     assert.deepStrictEqual(published, event(snapshot, `step ${id}`));
     return published;
   });
@@ -140,7 +140,9 @@ Deno.test("EventFeed.publish() never waits for a subscriber", SANITIZE, async (t
     const feed = new EventFeed({ now, capacity: 3 });
     const idle = feed.subscribe();
     const results: unknown[] = [];
-    for (let i = 1; i <= 5; i++) results.push(feed.publish(operation(`op-${i}`), "step"));
+    for (let i = 1; i <= 5; i++) {
+      results.push(feed.publish(operation(`op-${i}`), { message: "step" }));
+    }
     assert.ok(results.every((r) => !(r instanceof Promise) && typeof r === "object"));
     assert.deepStrictEqual({ pending: idle.pending, closed: idle.closed }, {
       pending: 0,
@@ -153,7 +155,7 @@ Deno.test("EventFeed.publish() never waits for a subscriber", SANITIZE, async (t
     const reader = feed.subscribe();
     const waiting = feed.subscribe();
     const next = waiting.next();
-    const published = feed.publish(operation("op-1"), "step");
+    const published = feed.publish(operation("op-1"), { message: "step" });
     assert.strictEqual(reader.pending, 1);
     assert.deepStrictEqual(await next, { value: published, done: false });
     feed.closeAll();

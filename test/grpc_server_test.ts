@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../lib/engine.ts";
+import type { Engine } from "../lib/engine/mod.ts";
 import {
   MachineSchema,
   MachineService,
@@ -24,7 +24,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { connectClient, type ConnectError } from "../lib/client/mod.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import {
   enterMaintenance,
   enterMaintenanceBurst,
@@ -800,7 +800,7 @@ Deno.test(
     using machines = connectClient(MachineService, server.address);
     using operations = connectClient(OperationService, server.address);
 
-    // Bizarre label keys are refused (LIMITS in lib/limits.ts), never stored.
+    // Bizarre label keys are refused (LIMITS in lib/store/limits.ts), never stored.
     const invalid: Promise<unknown>[] = [
       ...["", "a=b AND c", "🙂\u0000", "k".repeat(1000)].map((key) =>
         machines.registerMachine({ machine: { machineId: "odd", labels: { [key]: "x" } } })

@@ -1,17 +1,19 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescService } from "@bufbuild/protobuf";
+import type {
+  CallContext,
+  CallHandler,
+  CallInfo,
+  ServiceImpl,
+} from "../lib/grpc/handler_contract.ts";
+import { defaultToStatus, type GrpcStatus } from "../lib/grpc/handler_status.ts";
+import { createServiceDefinition } from "../lib/grpc/service_definition.ts";
 import {
-  type CallContext,
-  type CallHandler,
-  type CallInfo,
-  createServiceDefinition,
   createServiceHandlers,
-  defaultToStatus,
-  type GrpcStatus,
   type ServiceHandlersOptions,
-  type ServiceImpl,
-} from "../lib/grpc/service_definition.ts";
+} from "../lib/grpc/service_handlers.ts";
+import { SANITIZE } from "./helpers.ts";
 import { type Client, connectClient, ConnectError } from "../lib/client/mod.ts";
 import {
   GetMachineRequestSchema,
@@ -76,7 +78,7 @@ function operationService(
   };
 }
 
-interface TestServer extends Disposable {
+interface TestServer extends AsyncDisposable {
   readonly address: string;
 }
 
@@ -106,7 +108,16 @@ async function startServer(
       else resolve(port);
     });
   });
-  return { address: `127.0.0.1:${port}`, [Symbol.dispose]: () => server.forceShutdown() };
+  return {
+    address: `127.0.0.1:${port}`,
+    // tryShutdown calls back once the listener and every session are closed, which
+    // forceShutdown brings about at once: the test ends with no HTTP/2 op left behind.
+    [Symbol.asyncDispose]: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+        server.forceShutdown();
+      }),
+  };
 }
 
 /** Safety net only: fails with a clear message instead of hanging when an awaited event never comes. */
@@ -141,27 +152,31 @@ async function rejectsWithStatus(
 
 // ----- createServiceDefinition() -----------------------------------------------------------------
 
-Deno.test("createServiceDefinition() derives paths, streaming flags and codecs from the descriptor", () => {
-  const machines = createServiceDefinition(MachineService);
-  assert.deepEqual(Object.keys(machines), MachineService.methods.map((method) => method.name));
-  const getMachine = machines.GetMachine;
-  assert.equal(getMachine.path, "/baremetal.v1.MachineService/GetMachine");
-  assert.equal(getMachine.originalName, "getMachine");
-  assert.equal(getMachine.requestStream, false);
-  assert.equal(getMachine.responseStream, false);
+Deno.test(
+  "createServiceDefinition() derives paths, streaming flags and codecs from the descriptor",
+  SANITIZE,
+  () => {
+    const machines = createServiceDefinition(MachineService);
+    assert.deepEqual(Object.keys(machines), MachineService.methods.map((method) => method.name));
+    const getMachine = machines.GetMachine;
+    assert.equal(getMachine.path, "/baremetal.v1.MachineService/GetMachine");
+    assert.equal(getMachine.originalName, "getMachine");
+    assert.equal(getMachine.requestStream, false);
+    assert.equal(getMachine.responseStream, false);
 
-  const logs = createServiceDefinition(OperationService).StreamOperationLogs;
-  assert.equal(logs.path, "/baremetal.v1.OperationService/StreamOperationLogs");
-  assert.equal(logs.requestStream, false);
-  assert.equal(logs.responseStream, true);
+    const logs = createServiceDefinition(OperationService).StreamOperationLogs;
+    assert.equal(logs.path, "/baremetal.v1.OperationService/StreamOperationLogs");
+    assert.equal(logs.requestStream, false);
+    assert.equal(logs.responseStream, true);
 
-  const request = create(GetMachineRequestSchema, { machineId: "m-1" });
-  const bytes = getMachine.requestSerialize(request);
-  assert.ok(bytes instanceof Uint8Array);
-  assert.deepEqual(getMachine.requestDeserialize(bytes), request);
-});
+    const request = create(GetMachineRequestSchema, { machineId: "m-1" });
+    const bytes = getMachine.requestSerialize(request);
+    assert.ok(bytes instanceof Uint8Array);
+    assert.deepEqual(getMachine.requestDeserialize(bytes), request);
+  },
+);
 
-Deno.test("createServiceDefinition() rejects a client-streaming method", () => {
+Deno.test("createServiceDefinition() rejects a client-streaming method", SANITIZE, () => {
   const method = { ...MachineService.methods[0], methodKind: "client_streaming" };
   const service = { ...MachineService, methods: [method] } as unknown as DescService;
   assert.throws(
@@ -187,228 +202,268 @@ async function cancelOnceStarted(
 
 // ----- unary calls -------------------------------------------------------------------------------
 
-Deno.test("connectClient() resolves a unary call with the handler's response", async () => {
-  using server = await startServer({
-    machines: machineService({
-      getMachine(request, call) {
-        return Promise.resolve(create(MachineSchema, {
-          machineId: request.machineId,
-          labels: {
-            caller: String(call.metadata.get("x-caller")[0]),
-            peerIsLoopback: String(call.peer.startsWith("127.0.0.1:")),
-          },
-        }));
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
-  const machine = await client.getMachine({ machineId: "m-1" }, {
-    headers: { "x-caller": "test" },
-  });
+Deno.test(
+  "connectClient() resolves a unary call with the handler's response",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({
+      machines: machineService({
+        getMachine(request, call) {
+          return Promise.resolve(create(MachineSchema, {
+            machineId: request.machineId,
+            labels: {
+              caller: String(call.metadata.get("x-caller")[0]),
+              peerIsLoopback: String(call.peer.startsWith("127.0.0.1:")),
+            },
+          }));
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
+    const machine = await client.getMachine({ machineId: "m-1" }, {
+      headers: { "x-caller": "test" },
+    });
 
-  assert.equal(machine.machineId, "m-1");
-  assert.deepEqual(machine.labels, { caller: "test", peerIsLoopback: "true" });
-});
+    assert.equal(machine.machineId, "m-1");
+    assert.deepEqual(machine.labels, { caller: "test", peerIsLoopback: "true" });
+  },
+);
 
-Deno.test("createServiceHandlers() ends a failed unary call with the status from toStatus", async () => {
-  using server = await startServer({
-    machines: machineService({
-      registerMachine(request) {
-        return Promise.reject(new MachineExistsError(request.machine?.machineId ?? ""));
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
+Deno.test(
+  "createServiceHandlers() ends a failed unary call with the status from toStatus",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({
+      machines: machineService({
+        registerMachine(request) {
+          return Promise.reject(new MachineExistsError(request.machine?.machineId ?? ""));
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
 
-  const err = await rejectsWithStatus(
-    client.registerMachine({ machine: { machineId: "m-1" } }),
-    grpc.status.ALREADY_EXISTS,
-    'machine "m-1" already exists',
-  );
-  assert.deepEqual(err.metadata.get("machine-id"), "m-1");
-});
+    const err = await rejectsWithStatus(
+      client.registerMachine({ machine: { machineId: "m-1" } }),
+      grpc.status.ALREADY_EXISTS,
+      'machine "m-1" already exists',
+    );
+    assert.deepEqual(err.metadata.get("machine-id"), "m-1");
+  },
+);
 
-Deno.test("createServiceHandlers() maps what is not a domain error to INTERNAL", async (t) => {
-  using server = await startServer({
-    machines: machineService({
-      // deno-lint-ignore require-await
-      async getMachine(request) {
-        // Exactly what the test is about: a handler that throws something that is not an Error.
-        throw { machineId: request.machineId };
-      },
-      listMachines() {
-        // A handler that is not async and throws synchronously.
-        throw new RangeError("Page size out of range");
-      },
-      updateMachine() {
-        return Promise.reject("plain string");
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
+Deno.test(
+  "createServiceHandlers() maps what is not a domain error to INTERNAL",
+  SANITIZE,
+  async (t) => {
+    await using server = await startServer({
+      machines: machineService({
+        // deno-lint-ignore require-await
+        async getMachine(request) {
+          // Exactly what the test is about: a handler that throws something that is not an Error.
+          throw { machineId: request.machineId };
+        },
+        listMachines() {
+          // A handler that is not async and throws synchronously.
+          throw new RangeError("Page size out of range");
+        },
+        updateMachine() {
+          return Promise.reject("plain string");
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
 
-  await t.step("a thrown object", async () => {
+    await t.step("a thrown object", async () => {
+      await rejectsWithStatus(
+        client.getMachine({ machineId: "m-1" }),
+        grpc.status.INTERNAL,
+        "Handler failed with a non-Error value: [object Object]",
+      );
+    });
+    await t.step("a thrown string", async () => {
+      await rejectsWithStatus(
+        client.updateMachine({}),
+        grpc.status.INTERNAL,
+        'Handler failed with a non-Error value: "plain string"',
+      );
+    });
+    await t.step("a synchronous throw", async () => {
+      await rejectsWithStatus(
+        client.listMachines({}),
+        grpc.status.INTERNAL,
+        "Page size out of range",
+      );
+    });
+  },
+);
+
+Deno.test(
+  "createServiceHandlers() falls back to INTERNAL when toStatus fails",
+  SANITIZE,
+  async () => {
+    await using server = await startServer(
+      {
+        machines: machineService({
+          getMachine: () => Promise.reject(new Error("original failure")),
+        }),
+      },
+      {
+        toStatus: () => {
+          throw new Error("mapping bug");
+        },
+      },
+    );
+    using client = connectClient(MachineService, server.address);
+
     await rejectsWithStatus(
       client.getMachine({ machineId: "m-1" }),
       grpc.status.INTERNAL,
-      "Handler failed with a non-Error value: [object Object]",
+      "original failure",
     );
-  });
-  await t.step("a thrown string", async () => {
-    await rejectsWithStatus(
-      client.updateMachine({}),
-      grpc.status.INTERNAL,
-      'Handler failed with a non-Error value: "plain string"',
-    );
-  });
-  await t.step("a synchronous throw", async () => {
-    await rejectsWithStatus(
-      client.listMachines({}),
-      grpc.status.INTERNAL,
-      "Page size out of range",
-    );
-  });
-});
+  },
+);
 
-Deno.test("createServiceHandlers() falls back to INTERNAL when toStatus fails", async () => {
-  using server = await startServer(
-    {
+Deno.test(
+  "createServiceHandlers() leaves the signal of a finished call alone",
+  SANITIZE,
+  async () => {
+    const signals: AbortSignal[] = [];
+    await using server = await startServer({
       machines: machineService({
-        getMachine: () => Promise.reject(new Error("original failure")),
+        getMachine(request, call) {
+          signals.push(call.signal);
+          return Promise.resolve(create(MachineSchema, { machineId: request.machineId }));
+        },
       }),
-    },
-    {
-      toStatus: () => {
-        throw new Error("mapping bug");
-      },
-    },
-  );
-  using client = connectClient(MachineService, server.address);
+    });
+    using client = connectClient(MachineService, server.address);
 
-  await rejectsWithStatus(
-    client.getMachine({ machineId: "m-1" }),
-    grpc.status.INTERNAL,
-    "original failure",
-  );
-});
+    await client.getMachine({ machineId: "m-1" });
+    // grpc-js emits `cancelled` right after it sends a status; by the time a second call on the
+    // same connection is served, the first call's event has long been delivered.
+    await client.getMachine({ machineId: "m-2" });
 
-Deno.test("createServiceHandlers() leaves the signal of a finished call alone", async () => {
-  const signals: AbortSignal[] = [];
-  using server = await startServer({
-    machines: machineService({
-      getMachine(request, call) {
-        signals.push(call.signal);
-        return Promise.resolve(create(MachineSchema, { machineId: request.machineId }));
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
+    assert.equal(signals.length, 2);
+    assert.equal(signals[0].aborted, false);
+  },
+);
 
-  await client.getMachine({ machineId: "m-1" });
-  // grpc-js emits `cancelled` right after it sends a status; by the time a second call on the
-  // same connection is served, the first call's event has long been delivered.
-  await client.getMachine({ machineId: "m-2" });
+Deno.test(
+  "createServiceHandlers() gives a signal first read after the call settled that stays unaborted",
+  SANITIZE,
+  async () => {
+    const contexts: CallContext[] = [];
+    await using server = await startServer({
+      machines: machineService({
+        getMachine(request, call) {
+          contexts.push(call);
+          return Promise.resolve(create(MachineSchema, { machineId: request.machineId }));
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
 
-  assert.equal(signals.length, 2);
-  assert.equal(signals[0].aborted, false);
-});
+    await client.getMachine({ machineId: "m-1" });
+    // As above: the first call's `cancelled` event has been delivered by now.
+    await client.getMachine({ machineId: "m-2" });
 
-Deno.test("createServiceHandlers() gives a signal first read after the call settled that stays unaborted", async () => {
-  const contexts: CallContext[] = [];
-  using server = await startServer({
-    machines: machineService({
-      getMachine(request, call) {
-        contexts.push(call);
-        return Promise.resolve(create(MachineSchema, { machineId: request.machineId }));
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
+    assert.equal(contexts.length, 2);
+    assert.equal(contexts[0].signal.aborted, false);
+  },
+);
 
-  await client.getMachine({ machineId: "m-1" });
-  // As above: the first call's `cancelled` event has been delivered by now.
-  await client.getMachine({ machineId: "m-2" });
+Deno.test(
+  "createServiceHandlers() aborts a signal first read after the client cancelled",
+  SANITIZE,
+  async () => {
+    const started = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    const seen = Promise.withResolvers<AbortSignal>();
+    await using server = await startServer({
+      machines: machineService({
+        async getMachine(request, call) {
+          // The barrier call (below) is answered at once.
+          if (request.machineId !== "m-1") return create(MachineSchema, { machineId: "barrier" });
+          started.resolve();
+          // The signal is not read until the client has given up on the call.
+          await release.promise;
+          seen.resolve(call.signal);
+          return create(MachineSchema, { machineId: request.machineId });
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
+    await cancelOnceStarted(client, started.promise);
+    // The cancel travels as RST_STREAM; a later call on the same connection is answered only
+    // after the server took it in (frames are processed in order).
+    await client.getMachine({ machineId: "barrier" });
+    release.resolve();
 
-  assert.equal(contexts.length, 2);
-  assert.equal(contexts[0].signal.aborted, false);
-});
+    const signal = await within(seen.promise, "the handler to read its signal");
+    assert.equal(signal.aborted, true);
+    assert.ok(signal.reason instanceof DOMException);
+    assert.equal(signal.reason.name, "AbortError");
+  },
+);
 
-Deno.test("createServiceHandlers() aborts a signal first read after the client cancelled", async () => {
-  const started = Promise.withResolvers<void>();
-  const release = Promise.withResolvers<void>();
-  const seen = Promise.withResolvers<AbortSignal>();
-  using server = await startServer({
-    machines: machineService({
-      async getMachine(request, call) {
-        // The barrier call (below) is answered at once.
-        if (request.machineId !== "m-1") return create(MachineSchema, { machineId: "barrier" });
-        started.resolve();
-        // The signal is not read until the client has given up on the call.
-        await release.promise;
-        seen.resolve(call.signal);
-        return create(MachineSchema, { machineId: request.machineId });
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
-  await cancelOnceStarted(client, started.promise);
-  // The cancel travels as RST_STREAM; a later call on the same connection is answered only
-  // after the server took it in (frames are processed in order).
-  await client.getMachine({ machineId: "barrier" });
-  release.resolve();
+Deno.test(
+  "createServiceHandlers() aborts a signal first read after shutdown with its reason",
+  SANITIZE,
+  async () => {
+    const shutdown = new AbortController();
+    const reason = new DOMException("Server shutdown", "AbortError");
+    const started = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    await using server = await startServer({
+      machines: machineService({
+        async getMachine(_request, call) {
+          started.resolve();
+          await release.promise;
+          throw call.signal.reason;
+        },
+      }),
+    }, { signal: shutdown.signal });
+    using client = connectClient(MachineService, server.address);
 
-  const signal = await within(seen.promise, "the handler to read its signal");
-  assert.equal(signal.aborted, true);
-  assert.ok(signal.reason instanceof DOMException);
-  assert.equal(signal.reason.name, "AbortError");
-});
+    const pending = client.getMachine({ machineId: "m-1" });
+    await within(started.promise, "the handler to start");
+    shutdown.abort(reason);
+    release.resolve();
 
-Deno.test("createServiceHandlers() aborts a signal first read after shutdown with its reason", async () => {
-  const shutdown = new AbortController();
-  const reason = new DOMException("Server shutdown", "AbortError");
-  const started = Promise.withResolvers<void>();
-  const release = Promise.withResolvers<void>();
-  using server = await startServer({
-    machines: machineService({
-      async getMachine(_request, call) {
-        started.resolve();
-        await release.promise;
-        throw call.signal.reason;
-      },
-    }),
-  }, { signal: shutdown.signal });
-  using client = connectClient(MachineService, server.address);
+    // testToStatus maps an AbortError to UNAVAILABLE with its message.
+    await rejectsWithStatus(
+      pending,
+      grpc.status.UNAVAILABLE,
+      "Server is stopping: Server shutdown",
+    );
+  },
+);
 
-  const pending = client.getMachine({ machineId: "m-1" });
-  await within(started.promise, "the handler to start");
-  shutdown.abort(reason);
-  release.resolve();
+Deno.test(
+  "createServiceHandlers() ends a unary call whose handler throws before returning a promise",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({
+      machines: machineService({
+        getMachine(request) {
+          throw new MachineExistsError(request.machineId);
+        },
+      }),
+    });
+    using client = connectClient(MachineService, server.address);
 
-  // testToStatus maps an AbortError to UNAVAILABLE with its message.
-  await rejectsWithStatus(pending, grpc.status.UNAVAILABLE, "Server is stopping: Server shutdown");
-});
+    await rejectsWithStatus(
+      client.getMachine({ machineId: "m-1" }),
+      grpc.status.ALREADY_EXISTS,
+      'machine "m-1" already exists',
+    );
+  },
+);
 
-Deno.test("createServiceHandlers() ends a unary call whose handler throws before returning a promise", async () => {
-  using server = await startServer({
-    machines: machineService({
-      getMachine(request) {
-        throw new MachineExistsError(request.machineId);
-      },
-    }),
-  });
-  using client = connectClient(MachineService, server.address);
-
-  await rejectsWithStatus(
-    client.getMachine({ machineId: "m-1" }),
-    grpc.status.ALREADY_EXISTS,
-    'machine "m-1" already exists',
-  );
-});
-
-Deno.test("connectClient() cancels a unary call when its signal aborts", async () => {
+Deno.test("connectClient() cancels a unary call when its signal aborts", SANITIZE, async () => {
   const started = Promise.withResolvers<void>();
   const serverAborted = Promise.withResolvers<unknown>();
-  using server = await startServer({
+  await using server = await startServer({
     machines: machineService({
       getMachine(_request, call) {
         call.signal.addEventListener("abort", () => serverAborted.resolve(call.signal.reason), {
@@ -428,7 +483,7 @@ Deno.test("connectClient() cancels a unary call when its signal aborts", async (
   assert.equal(reason.name, "AbortError");
 });
 
-Deno.test("createServiceHandlers() applies the wrapper to every call", async () => {
+Deno.test("createServiceHandlers() applies the wrapper to every call", SANITIZE, async () => {
   const seen: string[] = [];
   function recording<Req, Res, Ctx extends CallContext>(
     info: CallInfo,
@@ -445,7 +500,7 @@ Deno.test("createServiceHandlers() applies the wrapper to every call", async () 
       }
     };
   }
-  using server = await startServer({
+  await using server = await startServer({
     machines: machineService({
       getMachine: ({ machineId }) => Promise.resolve(create(MachineSchema, { machineId })),
       registerMachine: () => Promise.reject(new MachineExistsError("m-1")),
@@ -471,169 +526,189 @@ Deno.test("createServiceHandlers() applies the wrapper to every call", async () 
 
 // ----- server-streaming calls --------------------------------------------------------------------
 
-Deno.test("connectClient() streams every message in order while send() honours backpressure", async () => {
-  const total = 5_000;
-  let slowSends = 0;
-  using server = await startServer({
-    operations: operationService({
-      async streamOperationLogs(request, call) {
-        for (let seq = 0; seq < total; seq++) {
-          const chunk = create(LogChunkSchema, {
-            operationId: request.operationId,
-            seq: BigInt(seq),
-            data: new Uint8Array(1024).fill(seq % 256),
-          });
-          let sent = false;
-          const pending = call.send(chunk).then(() => {
-            sent = true;
-          });
-          // A send that grpc-js accepted at once settles within this microtask turn; one that
-          // waits for `drain` cannot, as `drain` needs I/O.
-          await null;
-          if (!sent) slowSends++;
-          await pending;
-        }
-      },
-    }),
-  });
-  using client = connectClient(OperationService, server.address);
-
-  let expected = 0;
-  for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
-    assert.equal(chunk.seq, BigInt(expected));
-    assert.equal(chunk.operationId, "op-1");
-    assert.equal(chunk.data.length, 1024);
-    assert.equal(chunk.data[1023], expected % 256);
-    expected++;
-  }
-
-  assert.equal(expected, total);
-  assert.ok(slowSends > 0, "send() never waited for drain: backpressure was not exercised");
-});
-
-Deno.test("send() hands messages under the stream's byte budget to HTTP/2 without waiting", async () => {
-  const total = 200;
-  let waited = 0;
-  using server = await startServer({
-    operations: operationService({
-      async streamOperationLogs(request, call) {
-        for (let seq = 0; seq < total; seq++) {
-          let sent = false;
-          const pending = call.send(
-            create(LogChunkSchema, { operationId: request.operationId, seq: BigInt(seq) }),
-          ).then(() => {
-            sent = true;
-          });
-          // grpc-js' own stream takes 16 messages before write() returns false; a send that
-          // waited for `drain` there could not settle within this microtask turn.
-          await null;
-          if (!sent) waited++;
-          await pending;
-        }
-      },
-    }),
-  });
-  using client = connectClient(OperationService, server.address);
-
-  let received = 0;
-  for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
-    assert.equal(chunk.seq, BigInt(received++));
-  }
-  assert.equal(received, total);
-  assert.equal(waited, 0, `${waited} of ${total} sends waited`);
-});
-
-Deno.test("connectClient() cancels the server handler when the consumer leaves the stream early", async () => {
-  const serverAborted = Promise.withResolvers<unknown>();
-  const handlerSettled = Promise.withResolvers<unknown>();
-  using server = await startServer({
-    operations: operationService({
-      async streamOperationLogs(_request, call) {
-        call.signal.addEventListener("abort", () => serverAborted.resolve(call.signal.reason), {
-          once: true,
-        });
-        try {
-          for (let seq = 0n;; seq++) {
-            await call.send(create(LogChunkSchema, { seq, data: new Uint8Array(1024) }));
+Deno.test(
+  "connectClient() streams every message in order while send() honours backpressure",
+  SANITIZE,
+  async () => {
+    const total = 5_000;
+    let slowSends = 0;
+    await using server = await startServer({
+      operations: operationService({
+        async streamOperationLogs(request, call) {
+          for (let seq = 0; seq < total; seq++) {
+            const chunk = create(LogChunkSchema, {
+              operationId: request.operationId,
+              seq: BigInt(seq),
+              data: new Uint8Array(1024).fill(seq % 256),
+            });
+            let sent = false;
+            const pending = call.send(chunk).then(() => {
+              sent = true;
+            });
+            // A send that grpc-js accepted at once settles within this microtask turn; one that
+            // waits for `drain` cannot, as `drain` needs I/O.
+            await null;
+            if (!sent) slowSends++;
+            await pending;
           }
-        } catch (err) {
-          handlerSettled.resolve(err);
-          throw err;
+        },
+      }),
+    });
+    using client = connectClient(OperationService, server.address);
+
+    let expected = 0;
+    for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+      assert.equal(chunk.seq, BigInt(expected));
+      assert.equal(chunk.operationId, "op-1");
+      assert.equal(chunk.data.length, 1024);
+      assert.equal(chunk.data[1023], expected % 256);
+      expected++;
+    }
+
+    assert.equal(expected, total);
+    assert.ok(slowSends > 0, "send() never waited for drain: backpressure was not exercised");
+  },
+);
+
+Deno.test(
+  "send() hands messages under the stream's byte budget to HTTP/2 without waiting",
+  SANITIZE,
+  async () => {
+    const total = 200;
+    let waited = 0;
+    await using server = await startServer({
+      operations: operationService({
+        async streamOperationLogs(request, call) {
+          for (let seq = 0; seq < total; seq++) {
+            let sent = false;
+            const pending = call.send(
+              create(LogChunkSchema, { operationId: request.operationId, seq: BigInt(seq) }),
+            ).then(() => {
+              sent = true;
+            });
+            // grpc-js' own stream takes 16 messages before write() returns false; a send that
+            // waited for `drain` there could not settle within this microtask turn.
+            await null;
+            if (!sent) waited++;
+            await pending;
+          }
+        },
+      }),
+    });
+    using client = connectClient(OperationService, server.address);
+
+    let received = 0;
+    for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+      assert.equal(chunk.seq, BigInt(received++));
+    }
+    assert.equal(received, total);
+    assert.equal(waited, 0, `${waited} of ${total} sends waited`);
+  },
+);
+
+Deno.test(
+  "connectClient() cancels the server handler when the consumer leaves the stream early",
+  SANITIZE,
+  async () => {
+    const serverAborted = Promise.withResolvers<unknown>();
+    const handlerSettled = Promise.withResolvers<unknown>();
+    await using server = await startServer({
+      operations: operationService({
+        async streamOperationLogs(_request, call) {
+          call.signal.addEventListener("abort", () => serverAborted.resolve(call.signal.reason), {
+            once: true,
+          });
+          try {
+            for (let seq = 0n;; seq++) {
+              await call.send(create(LogChunkSchema, { seq, data: new Uint8Array(1024) }));
+            }
+          } catch (err) {
+            handlerSettled.resolve(err);
+            throw err;
+          }
+        },
+      }),
+    });
+    using client = connectClient(OperationService, server.address);
+
+    const received: bigint[] = [];
+    for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+      received.push(chunk.seq);
+      if (received.length === 3) break;
+    }
+
+    assert.deepEqual(received, [0n, 1n, 2n]);
+    const reason = await within(serverAborted.promise, "the handler's signal to abort");
+    assert.ok(reason instanceof DOMException);
+    assert.equal(reason.name, "AbortError");
+    // send() rejects with the signal's reason, which ends the endless handler.
+    assert.equal(await within(handlerSettled.promise, "the handler to settle"), reason);
+  },
+);
+
+Deno.test(
+  "createServiceHandlers() ends open streams with the toStatus of the shutdown reason",
+  SANITIZE,
+  async () => {
+    const shutdown = new AbortController();
+    await using server = await startServer({
+      operations: operationService({
+        async streamOperationLogs(_request, call) {
+          for (let seq = 0n; seq < 3n; seq++) await call.send(create(LogChunkSchema, { seq }));
+          await new Promise((_resolve, reject) => {
+            call.signal.addEventListener("abort", () => reject(call.signal.reason), { once: true });
+          });
+        },
+      }),
+    }, { signal: shutdown.signal });
+    using client = connectClient(OperationService, server.address);
+
+    const received: bigint[] = [];
+    const consume = async (): Promise<void> => {
+      for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+        received.push(chunk.seq);
+        if (received.length === 3) {
+          shutdown.abort(new DOMException("Server shutdown", "AbortError"));
         }
-      },
-    }),
-  });
-  using client = connectClient(OperationService, server.address);
-
-  const received: bigint[] = [];
-  for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
-    received.push(chunk.seq);
-    if (received.length === 3) break;
-  }
-
-  assert.deepEqual(received, [0n, 1n, 2n]);
-  const reason = await within(serverAborted.promise, "the handler's signal to abort");
-  assert.ok(reason instanceof DOMException);
-  assert.equal(reason.name, "AbortError");
-  // send() rejects with the signal's reason, which ends the endless handler.
-  assert.equal(await within(handlerSettled.promise, "the handler to settle"), reason);
-});
-
-Deno.test("createServiceHandlers() ends open streams with the toStatus of the shutdown reason", async () => {
-  const shutdown = new AbortController();
-  using server = await startServer({
-    operations: operationService({
-      async streamOperationLogs(_request, call) {
-        for (let seq = 0n; seq < 3n; seq++) await call.send(create(LogChunkSchema, { seq }));
-        await new Promise((_resolve, reject) => {
-          call.signal.addEventListener("abort", () => reject(call.signal.reason), { once: true });
-        });
-      },
-    }),
-  }, { signal: shutdown.signal });
-  using client = connectClient(OperationService, server.address);
-
-  const received: bigint[] = [];
-  const consume = async (): Promise<void> => {
-    for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
-      received.push(chunk.seq);
-      if (received.length === 3) {
-        shutdown.abort(new DOMException("Server shutdown", "AbortError"));
       }
-    }
-  };
+    };
 
-  await rejectsWithStatus(
-    consume(),
-    grpc.status.UNAVAILABLE,
-    "Server is stopping: Server shutdown",
-  );
-  assert.deepEqual(received, [0n, 1n, 2n]);
-});
+    await rejectsWithStatus(
+      consume(),
+      grpc.status.UNAVAILABLE,
+      "Server is stopping: Server shutdown",
+    );
+    assert.deepEqual(received, [0n, 1n, 2n]);
+  },
+);
 
-Deno.test("createServiceHandlers() ends a failed stream with the status from toStatus", async () => {
-  using server = await startServer({
-    operations: operationService({
-      async streamOperationLogs(request, call) {
-        await call.send(create(LogChunkSchema, { seq: 0n }));
-        throw new MachineExistsError(request.operationId);
-      },
-    }),
-  });
-  using client = connectClient(OperationService, server.address);
+Deno.test(
+  "createServiceHandlers() ends a failed stream with the status from toStatus",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({
+      operations: operationService({
+        async streamOperationLogs(request, call) {
+          await call.send(create(LogChunkSchema, { seq: 0n }));
+          throw new MachineExistsError(request.operationId);
+        },
+      }),
+    });
+    using client = connectClient(OperationService, server.address);
 
-  const received: bigint[] = [];
-  const consume = async (): Promise<void> => {
-    for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
-      received.push(chunk.seq);
-    }
-  };
+    const received: bigint[] = [];
+    const consume = async (): Promise<void> => {
+      for await (const chunk of client.streamOperationLogs({ operationId: "op-1" })) {
+        received.push(chunk.seq);
+      }
+    };
 
-  const err = await rejectsWithStatus(
-    consume(),
-    grpc.status.ALREADY_EXISTS,
-    'machine "op-1" already exists',
-  );
-  assert.deepEqual(received, [0n]);
-  assert.deepEqual(err.metadata.get("machine-id"), "op-1");
-});
+    const err = await rejectsWithStatus(
+      consume(),
+      grpc.status.ALREADY_EXISTS,
+      'machine "op-1" already exists',
+    );
+    assert.deepEqual(received, [0n]);
+    assert.deepEqual(err.metadata.get("machine-id"), "op-1");
+  },
+);

@@ -5,19 +5,21 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { createEngine, type Engine, type EngineOptions } from "../lib/engine.ts";
-import { createFakeProvider, type FakeProviderOptions } from "../lib/fake_provider.ts";
-import type { EventSubscription } from "../lib/feeds.ts";
+import { createEngine, type Engine, type EngineOptions } from "../lib/engine/mod.ts";
+import { createFakeProvider, type FakeProviderOptions } from "../lib/provider/fake.ts";
+import type { EventSubscription } from "../lib/engine/event_subscription.ts";
 import {
   MachineSchema,
+  MachineStatus_Phase,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
-import type { ProviderCall } from "../lib/provider.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
+import type { ProviderCall } from "../lib/provider/mod.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 /** Test options that turn every Deno sanitizer on (2.9.3 leaves the op sanitizer off). */
 export const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
@@ -207,4 +209,26 @@ export function nextSubscription(engine: Engine): Promise<void> {
     return subscription;
   };
   return promise;
+}
+
+/**
+ * A READY `machine-1` with a PENDING REBOOT admitted by the store alone (no executor runs it),
+ * as a crashed process would leave it, or for driving a transition by hand.
+ *
+ * @param engine The engine.
+ * @param requestId The operation's request id.
+ * @returns The PENDING operation.
+ */
+export function pendingReboot(engine: Engine, requestId = "r"): Operation {
+  engine.registerMachine(create(MachineSchema, {
+    machineId: "machine-1",
+    spec: { provider: "fake" },
+    status: { phase: MachineStatus_Phase.READY },
+  }));
+  return engine.store.createOperation(validateCreateRequest({
+    machineId: "machine-1",
+    requestId,
+    type: OperationType.REBOOT,
+    params: {},
+  })).operation;
 }

@@ -24,6 +24,7 @@ import { create } from "@bufbuild/protobuf";
 import { GetMachineRequestSchema, MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { createServiceDefinition } from "../lib/grpc/service_definition.ts";
 import { connectClient } from "../lib/client/mod.ts";
+import { SANITIZE } from "./helpers.ts";
 
 const PROJECT_ROOT = new URL("..", import.meta.url);
 const ECHO_SERVER = new URL("fixtures/echo_server.ts", import.meta.url);
@@ -171,51 +172,59 @@ async function runConcurrently(
 
 // ----- tests -------------------------------------------------------------------------------------
 
-Deno.test("grpc-js server in another process survives a client closing a channel after 1,200 calls", async () => {
-  await using server = await spawnEchoServer();
+Deno.test(
+  "grpc-js server in another process survives a client closing a channel after 1,200 calls",
+  SANITIZE,
+  async () => {
+    await using server = await spawnEchoServer();
 
-  try {
-    {
-      using client = connectClient(MachineService, server.address);
-      await runConcurrently(CALLS, IN_FLIGHT, async (index) => {
-        const machine = await client.getMachine({ machineId: `m-${index}` });
-        assert.equal(machine.machineId, `m-${index}`);
+    try {
+      {
+        using client = connectClient(MachineService, server.address);
+        await runConcurrently(CALLS, IN_FLIGHT, async (index) => {
+          const machine = await client.getMachine({ machineId: `m-${index}` });
+          assert.equal(machine.machineId, `m-${index}`);
+        });
+      } // The client closes its channel here, sending the server a GOAWAY.
+
+      {
+        using client = connectClient(MachineService, server.address);
+        const machine = await client.getMachine({ machineId: "after-close" });
+        assert.equal(machine.machineId, "after-close");
+      } // Closed before the server stops, so this process never receives the server's GOAWAY.
+    } catch (err) {
+      // Say whether the server had died: that, not the failed call, is the finding.
+      throw new Error(`A call failed; ${describeExit("the server", await server.stop())}`, {
+        cause: err,
       });
-    } // The client closes its channel here, sending the server a GOAWAY.
+    }
 
-    {
-      using client = connectClient(MachineService, server.address);
-      const machine = await client.getMachine({ machineId: "after-close" });
-      assert.equal(machine.machineId, "after-close");
-    } // Closed before the server stops, so this process never receives the server's GOAWAY.
-  } catch (err) {
-    // Say whether the server had died: that, not the failed call, is the finding.
-    throw new Error(`A call failed; ${describeExit("the server", await server.stop())}`, {
-      cause: err,
-    });
-  }
+    assert.equal(server.exited(), undefined, "the server process exited on its own");
+    const exit = await server.stop();
+    assert.equal(exit.status.code, 0, describeExit("the server", exit));
+  },
+);
 
-  assert.equal(server.exited(), undefined, "the server process exited on its own");
-  const exit = await server.stop();
-  assert.equal(exit.status.code, 0, describeExit("the server", exit));
-});
+Deno.test(
+  "grpc-js client in another process survives the server's GOAWAY after 1,200 calls",
+  SANITIZE,
+  async () => {
+    await using server = await spawnEchoServer();
+    await using client = await spawnDeno(
+      new URL(import.meta.url),
+      ["goaway-client", server.address],
+      /^CALLS DONE$/m,
+    );
 
-Deno.test("grpc-js client in another process survives the server's GOAWAY after 1,200 calls", async () => {
-  await using server = await spawnEchoServer();
-  await using client = await spawnDeno(
-    new URL(import.meta.url),
-    ["goaway-client", server.address],
-    /^CALLS DONE$/m,
-  );
+    // SIGTERM makes the server stop gracefully: it sends the client's connection a GOAWAY.
+    const serverExit = await server.stop();
+    assert.equal(serverExit.status.code, 0, describeExit("the server", serverExit));
 
-  // SIGTERM makes the server stop gracefully: it sends the client's connection a GOAWAY.
-  const serverExit = await server.stop();
-  assert.equal(serverExit.status.code, 0, describeExit("the server", serverExit));
-
-  const clientExit = await client.wait();
-  assert.equal(clientExit.status.code, 0, describeExit("the client", clientExit));
-  assert.match(clientExit.stdout, /^GOAWAY SEEN$/m);
-});
+    const clientExit = await client.wait();
+    assert.equal(clientExit.status.code, 0, describeExit("the client", clientExit));
+    assert.match(clientExit.stdout, /^GOAWAY SEEN$/m);
+  },
+);
 
 // ----- the client process of the GOAWAY test -----------------------------------------------------
 

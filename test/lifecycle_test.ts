@@ -22,9 +22,8 @@ import {
   type OperationFailure,
   outcomeEffects,
   setCondition,
-} from "../lib/lifecycle.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+} from "../lib/model/lifecycle.ts";
+import { SANITIZE } from "./helpers.ts";
 
 const T1 = timestampFromDate(new Date("2025-01-01T00:00:00Z"));
 const T2 = timestampFromDate(new Date("2025-01-01T00:05:00Z"));

@@ -1,5 +1,5 @@
 /**
- * Request limits (`LIMITS`, lib/limits.ts): each at its boundary through the engine (exactly the
+ * Request limits (`LIMITS`, lib/store/limits.ts): each at its boundary through the engine (exactly the
  * limit accepted, one over refused with `LIMIT_EXCEEDED` naming the field and the limit, and
  * nothing changed), then once over real gRPC, and a 10,000-label request that must not hurt
  * the server.
@@ -11,8 +11,8 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { DatabaseSync } from "node:sqlite";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import type { Engine } from "../lib/engine.ts";
-import { BmdemoError, InvalidArgumentError } from "../lib/errors.ts";
+import type { Engine } from "../lib/engine/mod.ts";
+import { BmdemoError, InvalidArgumentError } from "../lib/model/errors.ts";
 import {
   ListMachinesResponseSchema,
   type Machine,
@@ -24,10 +24,10 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { Code, connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
-import { newMachineId } from "../lib/ids.ts";
-import { LIMITS } from "../lib/limits.ts";
-import { MAX_PAGE_SIZE } from "../lib/query.ts";
-import { createSqliteStore } from "../lib/sqlite_store.ts";
+import { newMachineId } from "../lib/model/ids.ts";
+import { LIMITS } from "../lib/store/limits.ts";
+import { MAX_PAGE_SIZE } from "../lib/store/query.ts";
+import { createSqliteStore } from "../lib/store/sqlite.ts";
 import {
   importMachines,
   maintenanceEngine,
@@ -81,7 +81,7 @@ function refused(
   return caught;
 }
 
-Deno.test("LIMITS are exported with their documented values", () => {
+Deno.test("LIMITS are exported with their documented values", SANITIZE, () => {
   assert.deepEqual({ ...LIMITS }, {
     requestIdLength: 128,
     machineIdLength: 128,

@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { isTerminalPhase } from "../lib/lifecycle.ts";
+import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { runLoad, watcherMismatches } from "../scripts/load.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { BatchedWriter, FLUSH_BYTES } from "../lib/logging.ts";
+import { BatchedWriter, FLUSH_BYTES } from "../lib/runtime/logging.ts";
+import { SANITIZE } from "./helpers.ts";
 
 const decode = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 
-Deno.test("BatchedWriter: lines wait, then go out together and in order", () => {
+Deno.test("BatchedWriter: lines wait, then go out together and in order", SANITIZE, () => {
   const writes: string[] = [];
   const writer = new BatchedWriter((bytes) => {
     writes.push(decode(bytes));
@@ -18,7 +19,7 @@ Deno.test("BatchedWriter: lines wait, then go out together and in order", () => 
   assert.deepEqual(writes, ["one\ntwo\n"], "an empty flush writes nothing");
 });
 
-Deno.test("BatchedWriter: a full batch is written at once, without waiting", () => {
+Deno.test("BatchedWriter: a full batch is written at once, without waiting", SANITIZE, () => {
   const writes: string[] = [];
   const writer = new BatchedWriter((bytes) => {
     writes.push(decode(bytes));
@@ -30,7 +31,7 @@ Deno.test("BatchedWriter: a full batch is written at once, without waiting", () 
   assert.equal(writes[0].length, FLUSH_BYTES);
 });
 
-Deno.test("BatchedWriter: a partial write is continued with the rest", () => {
+Deno.test("BatchedWriter: a partial write is continued with the rest", SANITIZE, () => {
   const written: string[] = [];
   const writer = new BatchedWriter((bytes) => {
     const taken = Math.min(3, bytes.length);
@@ -43,7 +44,7 @@ Deno.test("BatchedWriter: a partial write is continued with the rest", () => {
   assert.equal(written.length, 3);
 });
 
-Deno.test("BatchedWriter: waiting lines are written by the timer", async () => {
+Deno.test("BatchedWriter: waiting lines are written by the timer", SANITIZE, async () => {
   const written = Promise.withResolvers<string>();
   const writer = new BatchedWriter((bytes) => {
     written.resolve(decode(bytes));
@@ -60,7 +61,7 @@ Deno.test("BatchedWriter: waiting lines are written by the timer", async () => {
 });
 
 async function runScript(code: string): Promise<{ code: number; stderr: string }> {
-  const logging = new URL("../lib/logging.ts", import.meta.url).href;
+  const logging = new URL("../lib/runtime/logging.ts", import.meta.url).href;
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
@@ -77,19 +78,23 @@ ${code}`,
   return { code: out.code, stderr: decode(out.stderr) };
 }
 
-Deno.test("server logging: lines logged just before the process ends are not lost", async (t) => {
-  for (
-    const [name, code, exit] of [
-      ["Deno.exit()", "Deno.exit(3);", 3],
-      ["an uncaught exception", "throw new Error('boom');", 1],
-      ["an unhandled rejection", "Promise.reject(new Error('boom'));", 1],
-      ["the event loop running dry", "", 0],
-    ] as const
-  ) {
-    await t.step(name, async () => {
-      const result = await runScript(code);
-      assert.equal(result.code, exit, result.stderr);
-      assert.match(result.stderr, /\[INF\] bmdemo·test: the last words/);
-    });
-  }
-});
+Deno.test(
+  "server logging: lines logged just before the process ends are not lost",
+  SANITIZE,
+  async (t) => {
+    for (
+      const [name, code, exit] of [
+        ["Deno.exit()", "Deno.exit(3);", 3],
+        ["an uncaught exception", "throw new Error('boom');", 1],
+        ["an unhandled rejection", "Promise.reject(new Error('boom'));", 1],
+        ["the event loop running dry", "", 0],
+      ] as const
+    ) {
+      await t.step(name, async () => {
+        const result = await runScript(code);
+        assert.equal(result.code, exit, result.stderr);
+        assert.match(result.stderr, /\[INF\] bmdemo·test: the last words/);
+      });
+    }
+  },
+);

@@ -1,4 +1,4 @@
-import { createMemoryStore } from "../lib/memory_store.ts";
+import { createMemoryStore } from "../lib/store/memory.ts";
 import { storeContract } from "./store_contract.ts";
 
 storeContract("MemoryStore", (options) => createMemoryStore(options));

@@ -17,10 +17,10 @@ import {
   type PlanStep,
   targetCluster,
   UnknownPlanError,
-} from "../lib/plans.ts";
-import type { JoinMaterial, Provider, ProviderCall, ProviderVerb } from "../lib/provider.ts";
+} from "../lib/engine/plans.ts";
+import type { JoinMaterial, Provider, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
+import { SANITIZE } from "./helpers.ts";
 
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
 const SECOND = 1000;
 
 /** The data part of a plan, without the step functions. */

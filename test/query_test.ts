@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { InvalidArgumentError } from "../lib/errors.ts";
+import { InvalidArgumentError } from "../lib/model/errors.ts";
 import {
   type Machine,
   MachineSchema,
@@ -18,9 +18,8 @@ import {
   parseMachineFilter,
   parseOperationFilter,
   resolvePageSize,
-} from "../lib/query.ts";
-
-const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+} from "../lib/store/query.ts";
+import { SANITIZE } from "./helpers.ts";
 
 function op(
   operationId: string,

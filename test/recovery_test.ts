@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../lib/engine.ts";
+import type { Engine } from "../lib/engine/mod.ts";
 import {
   MachineSchema,
   MachineStatus_EffectiveState as EffectiveState,
@@ -8,12 +8,13 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { getCondition } from "../lib/lifecycle.ts";
-import { INTERRUPTED_MESSAGE } from "../lib/recovery.ts";
-import { createSqliteStore } from "../lib/sqlite_store.ts";
+import { getCondition } from "../lib/model/lifecycle.ts";
+import { INTERRUPTED_MESSAGE } from "../lib/engine/recovery.ts";
+import { createSqliteStore } from "../lib/store/sqlite.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import type { Store } from "../lib/store.ts";
+import type { Store } from "../lib/store/mod.ts";
 import { nextEvent, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 function readyMachine(engine: Engine, machineId = "machine-1"): void {
   engine.registerMachine(create(MachineSchema, {
@@ -138,13 +139,13 @@ Deno.test("recovery: the server runs it before accepting calls", SANITIZE, async
   try {
     using store = createSqliteStore(`${dir}/bmdemo.db`);
     store.registerMachine(create(MachineSchema, { machineId: "machine-1" }));
-    const { operation } = store.createOperation({
+    const { operation } = store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "r",
       type: OperationType.ENTER_MAINTENANCE,
-    });
+    }));
     store.markRunning(operation.operationId);
-    await using server = await startServer({ port: 0, timing: "zero", store });
+    await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
     assert.deepEqual(server.recovery.operationIds, [operation.operationId]);
     assert.equal(store.getOperation(operation.operationId).error?.code, "INTERRUPTED");
   } finally {

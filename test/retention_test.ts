@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { Code, connectClient, type ConnectError } from "../lib/client/mod.ts";
-import { NotFoundError } from "../lib/errors.ts";
-import { createMemoryStore } from "../lib/memory_store.ts";
+import { NotFoundError } from "../lib/model/errors.ts";
+import { createMemoryStore } from "../lib/store/memory.ts";
 import {
   MachineSchema,
   MachineService,
@@ -11,7 +11,7 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { parseCount, parseDuration, Retention } from "../lib/retention.ts";
+import { parseCount, parseDuration, Retention } from "../lib/engine/retention.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
 import {
   enterMaintenance,
@@ -26,7 +26,7 @@ import { testClock } from "./store_contract.ts";
 const decoder = new TextDecoder();
 const HOUR = 3_600_000;
 
-Deno.test("parseDuration() takes a whole number and one unit", () => {
+Deno.test("parseDuration() takes a whole number and one unit", SANITIZE, () => {
   assert.equal(parseDuration("90s", "--retain-for"), 90_000);
   assert.equal(parseDuration("30m", "--retain-for"), 1_800_000);
   assert.equal(parseDuration("168h", "--retain-for"), 168 * HOUR);
@@ -43,7 +43,7 @@ Deno.test("parseDuration() takes a whole number and one unit", () => {
   }
 });
 
-Deno.test("parseCount() takes a positive whole number", () => {
+Deno.test("parseCount() takes a positive whole number", SANITIZE, () => {
   assert.equal(parseCount("5000", "--retain-operations"), 5000);
   for (const bad of ["", "0", "-3", "1e4", "ten", "2.5"]) {
     assert.throws(

@@ -8,10 +8,10 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
-import { SNAPSHOT_COMPLETE } from "../lib/engine.ts";
+import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { TIMINGS } from "../lib/fake_provider.ts";
+import { TIMINGS } from "../lib/provider/fake.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 /** The status name, ErrorInfo reason and details `run` fails with. */
@@ -237,7 +237,7 @@ Deno.test(
   },
 );
 
-Deno.test("denoVersionWarning() names the crashing Deno releases and the fix", () => {
+Deno.test("denoVersionWarning() names the crashing Deno releases and the fix", SANITIZE, () => {
   for (const version of ["2.9.4", "2.9.5", "2.9.6"]) {
     assert.match(denoVersionWarning(version) ?? "", /aborts in node:http2.*Deno 2\.9\.3/);
   }
@@ -245,7 +245,7 @@ Deno.test("denoVersionWarning() names the crashing Deno releases and the fix", (
   assert.equal(denoVersionWarning(Deno.version.deno), undefined, "the pinned Deno runs the tests");
 });
 
-Deno.test("the server runs with the same V8 flags however it is started", async () => {
+Deno.test("the server runs with the same V8 flags however it is started", SANITIZE, async () => {
   const flag = `--v8-flags=${SERVER_V8_FLAGS.join(",")}`;
   const root = new URL("../", import.meta.url);
   const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));

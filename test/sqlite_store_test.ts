@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { toBinary } from "@bufbuild/protobuf";
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../lib/errors.ts";
-import { LogJournal } from "../lib/feeds.ts";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from "../lib/model/errors.ts";
+import { LogJournal } from "../lib/engine/log_journal.ts";
 import {
   MachineSchema,
   MachineStatus_EffectiveState as EffectiveState,
@@ -10,18 +14,13 @@ import {
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { type ConditionType, getCondition } from "../lib/lifecycle.ts";
-import {
-  createSqliteStore,
-  MIGRATIONS,
-  SCHEMA_VERSION,
-  SchemaVersionError,
-  type SqliteStore,
-  StoreFatalError,
-} from "../lib/sqlite_store.ts";
-import type { Store } from "../lib/store.ts";
+import { type ConditionType, getCondition } from "../lib/model/lifecycle.ts";
+import { createSqliteStore, type SqliteStore, StoreFatalError } from "../lib/store/sqlite.ts";
+import { MIGRATIONS, SCHEMA_VERSION, SchemaVersionError } from "../lib/store/sqlite_schema.ts";
+import type { Store } from "../lib/store/mod.ts";
 import { SANITIZE } from "./helpers.ts";
 import { assertDomainError, machine, storeContract, testClock } from "./store_contract.ts";
+import { validateCreateRequest } from "../lib/store/validation.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "bmdemo-sqlite-contract-" });
 globalThis.addEventListener("unload", () => {
@@ -61,31 +60,31 @@ Deno.test("SqliteStore: data survives close and reopen", SANITIZE, async (t) => 
     using store = createSqliteStore(db.path, { now: clock.now });
     store.registerMachine(machine("machine-1", { labels: { role: "worker", rack: "r1" } }));
     store.registerMachine(machine("machine-2", { status: { phase: MachinePhase.READY } }));
-    const enter = store.createOperation({
+    const enter = store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "enter",
       type: OperationType.ENTER_MAINTENANCE,
-    }).operation;
+    })).operation;
     store.markRunning(enter.operationId);
     store.finishOperation(enter.operationId, { phase: OperationPhase.SUCCEEDED });
-    const reboot = store.createOperation({
+    const reboot = store.createOperation(validateCreateRequest({
       machineId: "machine-2",
       requestId: "boot",
       type: OperationType.REBOOT,
       params: { force: "true" },
-    }).operation;
+    })).operation;
     store.markRunning(reboot.operationId);
     store.setStage(reboot.operationId, "reboot");
     store.finishOperation(reboot.operationId, {
       phase: OperationPhase.FAILED,
       error: { code: "EXECUTION_FAILED", message: "BMC down", retryable: true, details: {} },
     });
-    const reimage = store.createOperation({
+    const reimage = store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "img",
       type: OperationType.REIMAGE,
       params: { image_ref: "ubuntu" },
-    }).operation;
+    })).operation;
     Object.assign(ids, { enter: enter.operationId, reboot: reboot.operationId, reimage: "" });
     ids.reimage = reimage.operationId;
     const journal = new LogJournal({ backing: store.logBacking, maxLinesPerOperation: 8 });
@@ -133,32 +132,32 @@ Deno.test("SqliteStore: data survives close and reopen", SANITIZE, async (t) => 
     );
   });
   await t.step("the idempotency index", () => {
-    const replay = store.createOperation({
+    const replay = store.createOperation(validateCreateRequest({
       machineId: "machine-2",
       requestId: "boot",
       type: OperationType.REBOOT,
       params: { force: "true" },
-    });
+    }));
     assert.equal(replay.created, false);
     assert.equal(replay.operation.operationId, ids.reboot);
     assertDomainError(
       () =>
-        store.createOperation({
+        store.createOperation(validateCreateRequest({
           machineId: "machine-2",
           requestId: "boot",
           type: OperationType.REBOOT,
           params: {},
-        }),
+        })),
       InvalidArgumentError,
       "REQUEST_ID_REUSED",
     );
     assertDomainError(
       () =>
-        store.createOperation({
+        store.createOperation(validateCreateRequest({
           machineId: "machine-1",
           requestId: "other",
           type: OperationType.REBOOT,
-        }),
+        })),
       FailedPreconditionError,
       "MACHINE_BUSY",
     );
@@ -271,11 +270,11 @@ Deno.test("SqliteStore: write failures", SANITIZE, async (t) => {
 function rebootsWithLogs(store: SqliteStore, journal: LogJournal, count: number): string[] {
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
-    const { operation } = store.createOperation({
+    const { operation } = store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: crypto.randomUUID(),
       type: OperationType.REBOOT,
-    });
+    }));
     store.markRunning(operation.operationId);
     for (let line = 0; line < 5; line++) {
       journal.append(operation.operationId, `line ${line} ${"x".repeat(200)}`);
@@ -327,11 +326,11 @@ Deno.test("SqliteStore: retention at open loads only the retained rows", SANITIZ
     using store = createSqliteStore(db.path);
     store.registerMachine(machine("machine-1", { status: { phase: MachinePhase.READY } }));
     ids = rebootsWithLogs(store, new LogJournal({ backing: store.logBacking }), 20);
-    store.createOperation({
+    store.createOperation(validateCreateRequest({
       machineId: "machine-1",
       requestId: "active",
       type: OperationType.REBOOT,
-    });
+    }));
   }
   using store = createSqliteStore(db.path, { retention: { maxOperations: 4 } });
   assert.equal(store.loaded.pruned, 16);

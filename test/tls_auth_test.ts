@@ -5,7 +5,7 @@ import { Code, connectClient, type ConnectError, errorInfo } from "../lib/client
 import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
-import { SANITIZE } from "./helpers.ts";
+import { SANITIZE, testEngine } from "./helpers.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
 
 async function openssl(dir: string, ...args: string[]): Promise<void> {
@@ -116,7 +116,7 @@ async function pemFiles(): Promise<{ dir: string } & Record<"ca" | "cert" | "key
 Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,
-    timing: "zero",
+    engine: testEngine(),
     tls: { cert: certs.serverCert, key: certs.serverKey },
   });
   // Deno's node:tls refuses an IP address as the TLS server name: dial the DNS name.
@@ -143,7 +143,7 @@ Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANIT
 Deno.test("mutual TLS: a client certificate signed by the CA is required", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,
-    timing: "zero",
+    engine: testEngine(),
     tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca },
   });
   const address = `localhost:${server.port}`;
@@ -174,7 +174,7 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
 });
 
 Deno.test("an oversized request fails with RESOURCE_EXHAUSTED", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, timing: "zero" });
+  await using server = await startServer({ port: 0, engine: testEngine() });
   using client = connectClient(MachineService, server.address);
   await assert.rejects(
     client.getMachine({ machineId: "x".repeat(5 * 1024 * 1024) }),
@@ -234,7 +234,7 @@ Deno.test("server.ts refuses --tls-cert without --tls-key", SANITIZE, async () =
   assert.match(out.stderr, /--tls-cert and --tls-key go together/);
 });
 
-Deno.test("isLoopbackHost", () => {
+Deno.test("isLoopbackHost", SANITIZE, () => {
   for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]) {
     assert.ok(isLoopbackHost(host), host);
   }

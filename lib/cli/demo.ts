@@ -12,22 +12,17 @@ import {
   MachineStatus_Phase as MachinePhase,
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { isTerminalPhase } from "../lifecycle.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
 import {
   effectiveLabel,
   formatRpcError,
   formatTable,
   operationTypeName,
   phaseLabel,
-  withWidths,
+  prepareWidths,
 } from "./format.ts";
-import {
-  exitCodeOf,
-  followOperation,
-  openMachineWatch,
-  type OperationCommand,
-  startOperation,
-} from "./operations.ts";
+import { followOperation, openMachineWatch } from "./follow.ts";
+import { exitCodeOf, type OperationCommand, startOperation } from "./operations.ts";
 import { EXIT, isServiceError, type Session } from "./session.ts";
 
 const DEMO_MACHINES = ["demo-1", "demo-2", "demo-3"];
@@ -49,7 +44,8 @@ async function showState(session: Session): Promise<void> {
       session.machines.getMachine({ machineId }, { timeoutMs: 10_000 })
     ),
   );
-  session.io.out(await withWidths(() => machineStateBlock(machines)));
+  await prepareWidths(machines);
+  session.io.out(machineStateBlock(machines));
 }
 
 /** Runs one operation in a fenced block; returns the exit code of its outcome. */
@@ -115,10 +111,8 @@ export async function demoCommand(session: Session): Promise<number> {
     }, { timeoutMs: 10_000 });
     rows.push([machineId, machine.spec?.macAddresses[0] ?? "-", phaseLabel(machine)]);
   }
-  io.out(
-    `${FENCE}text\n${await withWidths(() => formatTable(["MACHINE", "MAC", "PHASE"], rows))}` +
-      `${FENCE}\n\n`,
-  );
+  await prepareWidths(rows);
+  io.out(`${FENCE}text\n${formatTable(["MACHINE", "MAC", "PHASE"], rows)}${FENCE}\n\n`);
   await showState(session);
 
   const steps: [string, OperationCommand][] = [

@@ -15,9 +15,9 @@ import {
 import { displayWidth } from "./width.ts";
 import { codeName } from "../client/code.ts";
 
-// Measured here without loading string-width for ASCII and the CLI's own symbols; callers render
-// tables of other text through `withWidths`.
-export { displayWidth, prepareWidths, withWidths } from "./width.ts";
+// Measured here without loading string-width for ASCII and the CLI's own symbols; callers
+// `await prepareWidths(...)` of what they render first.
+export { displayWidth, prepareWidths } from "./width.ts";
 
 /** Options of {@linkcode formatTable}. */
 export interface TableOptions {

@@ -10,7 +10,7 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Machine } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { formatMachineTable, formatTable, withWidths } from "./format.ts";
+import { formatMachineTable, formatTable, prepareWidths } from "./format.ts";
 import {
   formatMachineDetail,
   formatMachineWideTable,
@@ -112,7 +112,8 @@ export async function importCommand(session: Session, count: number): Promise<nu
       MachinePhase[registered.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED],
     ]);
   }
-  session.io.out(await withWidths(() => formatTable([], rows)));
+  await prepareWidths(rows);
+  session.io.out(formatTable([], rows));
   return EXIT.OK;
 }
 
@@ -160,10 +161,9 @@ export async function listCommand(session: Session, options: ListOptions = {}): 
         : "No machines match the filter.\n",
     );
   } else {
+    await prepareWidths(machines);
     session.io.out(
-      await withWidths(() =>
-        format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines)
-      ),
+      format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines),
     );
   }
   return EXIT.OK;
@@ -185,10 +185,11 @@ export async function getCommand(
   const machine = await session.machines.getMachine({ machineId }, {
     timeoutMs: 10_000,
   });
-  session.io.out(
-    format === "json" || format === "yaml"
-      ? await renderStructured(MachineSchema, machine, format)
-      : await withWidths(() => formatMachineDetail(machine)),
-  );
+  if (format === "json" || format === "yaml") {
+    session.io.out(await renderStructured(MachineSchema, machine, format));
+  } else {
+    await prepareWidths(machine);
+    session.io.out(formatMachineDetail(machine));
+  }
   return EXIT.OK;
 }

@@ -16,14 +16,11 @@ import { formatRpcError, formatUnreachable, palette } from "./format.ts";
 import { getCommand, importCommand, listCommand, parseCount, parsePageSize } from "./machines.ts";
 import {
   cancelCommand,
-  logsCommand,
-  opCommand,
   type OperationCommand,
   operationCommand,
-  opsCommand,
   waitCommand,
-  watchCommand,
 } from "./operations.ts";
+import { logsCommand, opCommand, opsCommand, watchCommand } from "./operation_queries.ts";
 import { type CompletionOption, completionScript, type Shell, SHELLS } from "./completion.ts";
 import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";

@@ -14,6 +14,7 @@
 import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
+  OperationEvent_Kind as EventKind,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { Code } from "../client/code.ts";
 import { EXIT, isServiceError, type Session } from "./session.ts";
@@ -150,7 +151,7 @@ async function cancelDemo(
       { filter: "machine_id=machine-3", sendInitialSnapshot: true },
       { signal: stop.signal },
     );
-    await nextMatching(events, (e) => e.message === "Snapshot complete");
+    await nextMatching(events, (e) => e.kind === EventKind.SNAPSHOT_COMPLETE);
     const reimage = run(
       ["reimage", "machine-3", "--request-id", `tour-cancel-${stamp}`],
       // CANCELED, or SUCCEEDED when the server is so fast that it finished first.
@@ -158,7 +159,7 @@ async function cancelDemo(
     );
     const running = await nextMatching(
       events,
-      (e) => e.message === "Step reboot-to-netboot started" || isFinished(e),
+      (e) => (e.kind === EventKind.STEP_STARTED && e.step === "reboot-to-netboot") || isFinished(e),
     );
     const target = running?.snapshot;
     let canceled = false;

@@ -7,8 +7,11 @@
  * - printable ASCII (U+0020..U+007E, string-width's own fast path) is as wide as it is long;
  * - the CLI's own symbols are measured through {@linkcode KNOWN_SYMBOL_WIDTHS}, string-width's
  *   answers written down (a test asserts they still equal string-width's);
- * - anything else goes to string-width, which {@linkcode prepareWidths} or
- *   {@linkcode withWidths} load on demand.
+ * - anything else goes to string-width, which {@linkcode prepareWidths} loads on demand.
+ *
+ * The protocol is explicit: before rendering, a caller hands the text it is about to render, or
+ * the data it renders from, to `await prepareWidths(...)`, which
+ * loads string-width only if some of it needs it; rendering then stays synchronous.
  *
  * @module
  */
@@ -35,7 +38,10 @@ export const WIDE_SYMBOLS: ReadonlySet<string> = new Set(["⚠"]);
 
 let stringWidth: StringWidth | undefined;
 
-/** Thrown by {@linkcode displayWidth} for text that needs string-width before it is loaded. */
+/**
+ * Thrown by {@linkcode displayWidth} for text that needs string-width before it is loaded: a
+ * caller that rendered without {@linkcode prepareWidths} of that text, i.e. a bug.
+ */
 export class WidthsNotLoadedError extends Error {
   /**
    * @param text The text that needed string-width.
@@ -43,7 +49,7 @@ export class WidthsNotLoadedError extends Error {
   constructor(text: string) {
     super(
       `display width of ${JSON.stringify(text)} needs string-width: ` +
-        `render through withWidths() or await prepareWidths() first`,
+        `await prepareWidths() of the rendered text or its data before rendering`,
     );
     this.name = "WidthsNotLoadedError";
   }
@@ -84,7 +90,7 @@ export function needsStringWidth(text: string): boolean {
 }
 
 /**
- * Whether string-width has been loaded (by {@linkcode prepareWidths} or {@linkcode withWidths}).
+ * Whether string-width has been loaded (by {@linkcode prepareWidths}).
  *
  * @returns `true` once loaded.
  */
@@ -93,42 +99,47 @@ export function stringWidthLoaded(): boolean {
 }
 
 /**
- * Loads string-width if any of the texts needs it; afterwards {@linkcode displayWidth} measures
- * every one of them.
+ * Whether any text in `data` needs string-width: strings, and the items of arrays and the keys
+ * and values of plain objects and protobuf messages (labels maps included) at any depth; binary
+ * data is skipped. Stops at the first such text.
  *
- * @param texts The texts about to be measured; omitted, string-width is loaded unconditionally.
- * @returns When the texts can be measured.
+ * @param data What is about to be rendered, or the data it is rendered from.
+ * @returns `true` when string-width must be loaded to measure some of it.
+ *
+ * @example
+ * ```ts
+ * import { needsStringWidthIn } from "./width.ts";
+ *
+ * needsStringWidthIn([{ machineId: "m-1", labels: { rack: "r1" } }]); // false
+ * needsStringWidthIn([{ machineId: "m-1", labels: { rack: "ラック" } }]); // true
+ * ```
  */
-export async function prepareWidths(texts?: Iterable<string>): Promise<void> {
-  if (stringWidth) return;
-  if (texts !== undefined) {
-    let needed = false;
-    for (const text of texts) {
-      if (needsStringWidth(text)) {
-        needed = true;
-        break;
-      }
-    }
-    if (!needed) return;
+export function needsStringWidthIn(data: unknown): boolean {
+  if (typeof data === "string") return needsStringWidth(data);
+  if (typeof data !== "object" || data === null || ArrayBuffer.isView(data)) return false;
+  if (Array.isArray(data)) {
+    for (const item of data) if (needsStringWidthIn(item)) return true;
+    return false;
   }
-  stringWidth = (await import("string-width")).default;
+  // for...in rather than Object.entries: no array per object, on lists of a thousand machines.
+  const record = data as Record<string, unknown>;
+  for (const key in record) {
+    if (needsStringWidth(key) || needsStringWidthIn(record[key])) return true;
+  }
+  return false;
 }
 
 /**
- * Runs a pure, synchronous render (e.g. a table formatter); if it measured text that needs
- * string-width, loads string-width and renders again.
+ * Loads string-width if any text in `data` needs it ({@linkcode needsStringWidthIn}); afterwards
+ * {@linkcode displayWidth} measures all of it. Call it before a synchronous render.
  *
- * @param render The render; called once, or twice when string-width had to be loaded.
- * @returns What the render returns.
+ * @param data What is about to be rendered (a string, rows of cells), or the data it is rendered
+ * from (the machines of a list, a machine, operations).
+ * @returns When the texts can be measured.
  */
-export async function withWidths<T>(render: () => T): Promise<T> {
-  try {
-    return render();
-  } catch (error) {
-    if (!(error instanceof WidthsNotLoadedError) || stringWidth) throw error;
-  }
-  await prepareWidths();
-  return render();
+export async function prepareWidths(data: unknown): Promise<void> {
+  if (stringWidth || !needsStringWidthIn(data)) return;
+  stringWidth = (await import("string-width")).default;
 }
 
 /**

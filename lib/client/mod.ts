@@ -5,6 +5,11 @@
  * options, and the one table of status code names (connect's `Code` enum). It imports nothing of
  * grpc-js, so the CLI's start-up never loads it.
  *
+ * May import: `lib/gen/` and the connect-es packages (`@connectrpc/connect`,
+ * `@connectrpc/connect-node`), `node:` modules. Never grpc-js nor another folder of lib/: the
+ * server side (`lib/grpc/`) and the domain stay out of the client (checked by
+ * `test/architecture_test.ts`). `lib/cli/` may import it.
+ *
  * @example
  * ```ts ignore
  * using machines = connectClient(MachineService, "127.0.0.1:50051");

@@ -1,6 +1,6 @@
 /**
  * Binary encoding that reuses work across calls: a frozen (immutable) snapshot is encoded once
- * (`lib/snapshot_encoding.ts` keeps its bytes for as long as it lives; the store's byte-capped
+ * (`lib/store/snapshot_encoding.ts` keeps its bytes for as long as it lives; the store's byte-capped
  * list pages measure the same bytes); a message that is not frozen (a list response built per
  * call) is encoded with its repeated and singular message fields taken from that cache.
  *
@@ -11,7 +11,7 @@
  */
 
 import { type DescField, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
-import { cachedEncoding, snapshotEncoding, varintLength } from "../snapshot_encoding.ts";
+import { cachedEncoding, snapshotEncoding, varintLength } from "../store/snapshot_encoding.ts";
 
 type MessageField =
   & DescField

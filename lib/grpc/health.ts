@@ -15,12 +15,10 @@
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import type { GenFile } from "@bufbuild/protobuf/codegenv2";
-import {
-  createServiceDefinition,
-  createServiceHandlers,
-  type GrpcStatus,
-  type ServiceImpl,
-} from "./service_definition.ts";
+import type { ServiceImpl } from "./handler_contract.ts";
+import type { GrpcStatus } from "./handler_status.ts";
+import { createServiceDefinition } from "./service_definition.ts";
+import { createServiceHandlers } from "./service_handlers.ts";
 import {
   file_grpc_health_v1_health,
   Health,

@@ -18,11 +18,8 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
-import { createEngine, type Engine } from "../engine.ts";
-import type { RecoveryResult } from "../recovery.ts";
-import type { RetentionOptions } from "../retention.ts";
-import type { Store } from "../store.ts";
-import type { TimingProfile } from "../fake_provider.ts";
+import type { Engine } from "../engine/mod.ts";
+import type { RecoveryResult } from "../engine/recovery.ts";
 import {
   file_baremetal_v1_baremetal,
   MachineService,
@@ -31,15 +28,10 @@ import {
   OperationService,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
-import { ShuttingDownError } from "../errors.ts";
-import {
-  type CallContext,
-  type CallHandler,
-  type CallInfo,
-  type CallWrapper,
-  createServiceDefinition,
-  createServiceHandlers,
-} from "./service_definition.ts";
+import { ShuttingDownError } from "../model/errors.ts";
+import type { CallContext, CallHandler, CallInfo, CallWrapper } from "./handler_contract.ts";
+import { createServiceDefinition } from "./service_definition.ts";
+import { createServiceHandlers } from "./service_handlers.ts";
 import { toGrpcStatus } from "./status.ts";
 import { createTokenCheck } from "./auth.ts";
 import { createServerHealth, file_grpc_health_v1 } from "./health.ts";
@@ -70,14 +62,11 @@ export function denoVersionWarning(version: string): string | undefined {
 
 /** Options of {@linkcode startServer}. */
 export interface ServerOptions {
-  /** The engine to serve. @default a new engine with the fake provider and `timing` */
-  engine?: Engine;
-  /** Timing of the default engine's fake provider. @default "normal" */
-  timing?: TimingProfile;
-  /** Store of the default engine (e.g. a SQLite store); closing it stays the caller's job. @default a new in-memory store */
-  store?: Store;
-  /** Retention of the default engine. @default 10,000 finished operations, 168 h */
-  retention?: RetentionOptions;
+  /**
+   * The engine to serve, composed by the caller (`server.ts`, the demo, tests): the gRPC layer
+   * builds no engine, store or provider of its own. Shutting the server down shuts it down.
+   */
+  engine: Engine;
   /** Address to listen on. @default "127.0.0.1" */
   host?: string;
   /** Port to listen on; 0 picks a free one. @default 50051 */
@@ -185,17 +174,12 @@ function elapsed(start: number): string {
  *
  * @example
  * ```ts ignore
- * await using server = await startServer({ port: 0, timing: "zero" });
+ * await using server = await startServer({ port: 0, engine: createEngine({ timing: "zero" }) });
  * console.log(server.address);
  * ```
  */
-export async function startServer(options: ServerOptions = {}): Promise<BmdemoServer> {
-  const engine = options.engine ??
-    createEngine({
-      timing: options.timing ?? "normal",
-      store: options.store,
-      retention: options.retention,
-    });
+export async function startServer(options: ServerOptions): Promise<BmdemoServer> {
+  const engine = options.engine;
   const host = options.host ?? "127.0.0.1";
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
   const stopping = new AbortController();

@@ -7,8 +7,8 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import type { Engine } from "../engine.ts";
-import { InvalidArgumentError, TooManyWatchersError } from "../errors.ts";
+import type { Engine } from "../engine/mod.ts";
+import { InvalidArgumentError, TooManyWatchersError } from "../model/errors.ts";
 import {
   ListMachinesResponseSchema,
   ListOperationsResponseSchema,
@@ -16,7 +16,7 @@ import {
   Operation_OperationType as OperationType,
   type OperationService,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import type { ServiceImpl } from "./service_definition.ts";
+import type { ServiceImpl } from "./handler_contract.ts";
 
 function missing(field: string, message = `${field} is required`): InvalidArgumentError {
   return new InvalidArgumentError(message, { reason: "MISSING_FIELD", metadata: { field } });

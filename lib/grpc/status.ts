@@ -10,10 +10,11 @@
 import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import { getLogger } from "@logtape/logtape";
-import { BmdemoError, type ErrorCode } from "../errors.ts";
+import { BmdemoError, type ErrorCode } from "../model/errors.ts";
 import { UnauthenticatedError } from "./auth.ts";
 import { STATUS_DETAILS_KEY, statusDetailsBytes } from "./error_details.ts";
-import { type GrpcStatus, MalformedRequestError } from "./service_definition.ts";
+import type { GrpcStatus } from "./handler_status.ts";
+import { MalformedRequestError } from "./service_definition.ts";
 
 const logger = getLogger(["bmdemo", "grpc"]);
 
@@ -36,7 +37,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, grpc.status>> = Object.free
  *
  * @example
  * ```ts
- * import { NotFoundError } from "../errors.ts";
+ * import { NotFoundError } from "../model/errors.ts";
  * toGrpcStatus(new NotFoundError('machine "m" not found', { reason: "MACHINE_NOT_FOUND" }));
  * // { code: 5 (NOT_FOUND), details: 'machine "m" not found' }
  * ```

@@ -17,6 +17,7 @@ import { connectClient } from "../../lib/client/mod.ts";
 import {
   MachineService,
   Operation_Phase as OperationPhase,
+  OperationEvent_Kind as EventKind,
   OperationService,
 } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, textFigure } from "./stats.ts";
@@ -117,7 +118,7 @@ export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
       for (;;) {
         const first = await stream.next();
         if (first.done) throw new Error("a watch ended before its snapshot marker");
-        if (first.value.message === "Snapshot complete") break;
+        if (first.value.kind === EventKind.SNAPSHOT_COMPLETE) break;
       }
     }
     const reading = streams.map(async (stream, w) => {

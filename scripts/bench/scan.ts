@@ -23,9 +23,10 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createSqliteStore } from "../../lib/sqlite_store.ts";
+import { createSqliteStore } from "../../lib/store/sqlite.ts";
 import { type ServerProcess, spawnServer } from "../server_process.ts";
 import { type Figure, figure, quantile } from "./stats.ts";
+import { validateCreateRequest } from "../../lib/store/validation.ts";
 
 /** Scale of the scenario. */
 export interface ScanScale {
@@ -86,11 +87,11 @@ export function seedScanDatabase(path: string, scale: ScanScale): number {
   for (let i = 0; i < scale.operations; i += BATCH) {
     store.transaction(() => {
       for (let j = i; j < Math.min(i + BATCH, scale.operations); j++) {
-        const { operation } = store.createOperation({
+        const { operation } = store.createOperation(validateCreateRequest({
           machineId: `scan-${(j % scale.machines) + 1}`,
           requestId: `scan-${j}`,
           type: OperationType.REBOOT,
-        });
+        }));
         store.markRunning(operation.operationId);
         store.finishOperation(
           operation.operationId,

@@ -5,10 +5,14 @@
  * call's `signal` aborts (user cancel, step timeout or shutdown), rejecting with the signal's
  * reason.
  *
+ * The folder owns the Provider contract (this module), the fake provider (`fake.ts`), and is the
+ * place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
+ * packages. Never `lib/store/` or `lib/engine/` (checked by `test/architecture_test.ts`).
+ *
  * @module
  */
 
-import type { Machine, TargetClusterRef } from "./gen/baremetal/v1/baremetal_pb.ts";
+import type { Machine, TargetClusterRef } from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Which output stream a log line belongs to. */
 export type LogStream = "stdout" | "stderr";

@@ -14,7 +14,7 @@ import {
   MachineStatus_Phase as MachinePhase,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Names of the conditions bmdemo reads or writes. */
 export type ConditionType =
@@ -123,7 +123,7 @@ export function hasCondition(
  *
  * @example
  * ```ts
- * import { MachineStatus_Phase } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineStatus_Phase } from "../gen/baremetal/v1/baremetal_pb.ts";
  * effectiveState({ phase: MachineStatus_Phase.READY, conditions: [], activeOperationId: "" }); // IDLE
  * ```
  */
@@ -211,7 +211,7 @@ const ALLOWED_PHASES: ReadonlyMap<OperationType, readonly MachinePhase[]> = new 
  *
  * @example
  * ```ts
- * import { MachineStatus_Phase, Operation_OperationType } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineStatus_Phase, Operation_OperationType } from "../gen/baremetal/v1/baremetal_pb.ts";
  * gateRefusal(Operation_OperationType.REIMAGE, { machineId: "machine-2", phase: MachineStatus_Phase.FACTORY_READY });
  * // 'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)'
  * ```

@@ -12,17 +12,10 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Operation } from "./gen/baremetal/v1/baremetal_pb.ts";
+import type { Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { RetentionPolicy } from "../store/mod.ts";
 
 const logger = getLogger(["bmdemo", "retention"]);
-
-/** Which finished operations a store keeps. */
-export interface RetentionPolicy {
-  /** Finished operations kept, newest (by creation) first. */
-  maxOperations: number;
-  /** How long a finished operation is kept after it finished, in milliseconds. */
-  maxAgeMs: number;
-}
 
 /** The server's defaults: `--retain-operations 10000`, `--retain-for 168h`. */
 export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = Object.freeze({

@@ -3,46 +3,48 @@
  * offers the operations the API needs. The gRPC layer only validates the wire shape and calls
  * this; tests drive it directly. It knows nothing of gRPC.
  *
+ * The folder owns what happens to an operation: the engine facade (this module), the start
+ * request's one check (`start_request.ts`), plans, the executor and its step attempts
+ * (`step_attempts.ts`), the one way an operation ends (`terminal.ts`), restart recovery, the
+ * retention driver, the event vocabulary (`operation_events.ts`), the event feed (`events.ts`,
+ * `event_subscription.ts`) and the log journal (`log_journal.ts`). `createEngine` fills in the
+ * defaults (in-memory store, fake provider); the engine is composed by `server.ts`, the demo and
+ * tests, never by a surface. May import: `lib/store/`, `lib/provider/`, `lib/model/`,
+ * `lib/gen/`, npm packages. Never `lib/grpc/`, `lib/cli/` or a wire package (checked by
+ * `test/architecture_test.ts`).
+ *
  * @module
  */
 
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { getLogger } from "@logtape/logtape";
-import { InvalidArgumentError, ShuttingDownError } from "./errors.ts";
-import { createFakeProvider, type TimingProfile } from "./fake_provider.ts";
-import {
-  EventFeed,
-  type EventFeedOptions,
-  LogJournal,
-  type LogJournalBacking,
-  type LogJournalOptions,
-} from "./feeds.ts";
+import { InvalidArgumentError, ShuttingDownError } from "../model/errors.ts";
+import { createFakeProvider, type TimingProfile } from "../provider/fake.ts";
+import { EventFeed, type EventFeedOptions } from "./events.ts";
+import { LogJournal, type LogJournalOptions } from "./log_journal.ts";
+import { type LogJournalBacking } from "../store/mod.ts";
 import {
   type LogChunk,
   type Machine,
   type Operation,
-  Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
-  OperationEventSchema,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 import { createExecutor, type Executor, type ExecutorOptions } from "./executor.ts";
-import { isTerminalPhase } from "./lifecycle.ts";
-import { createMemoryStore } from "./memory_store.ts";
-import { DEFAULT_IMAGE_REF } from "./plans.ts";
-import type { Provider } from "./provider.ts";
-import { parseOperationFilter } from "./query.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
+import { createMemoryStore } from "../store/memory.ts";
+import { type StartOperationRequest, validateStartRequest } from "./start_request.ts";
+import type { Provider } from "../provider/mod.ts";
+import { parseOperationFilter } from "../store/query.ts";
+import { createdChange, snapshotCompleteEvent, snapshotEvent } from "./operation_events.ts";
 import { recoverInterrupted, type RecoveryResult } from "./recovery.ts";
 import { Retention, type RetentionOptions } from "./retention.ts";
 import type {
   CreateOperationResult,
-  ListQuery,
   MachinePatch,
-  Page,
   RegisterMachineResult,
   Store,
-} from "./store.ts";
+} from "../store/mod.ts";
+import type { ListQuery, Page } from "../store/query.ts";
 
 const logger = getLogger(["bmdemo", "engine"]);
 
@@ -61,8 +63,8 @@ export interface EngineOptions {
   /** Log journal options (lines kept per operation). */
   logs?: LogJournalOptions;
   /**
-   * Durable copy of the operation logs. @default the store's `logBacking` when it has one (the
-   * SQLite store), else none
+   * Durable copy of the operation logs. @default the store's
+   * {@linkcode Store.logBacking} (the SQLite store has one), else none
    */
   logBacking?: LogJournalBacking;
   /**
@@ -72,22 +74,8 @@ export interface EngineOptions {
   retention?: RetentionOptions;
 }
 
-/** A request to start an operation, as the API receives it. */
-export interface StartOperationRequest {
-  /** Machine to act on. */
-  machineId: string;
-  /** Idempotency key. */
-  requestId: string;
-  /** Operation type. */
-  type: OperationType;
-  /** REIMAGE: image to write; {@linkcode DEFAULT_IMAGE_REF} when empty. */
-  imageRef?: string;
-  /** REBOOT: power-cycle instead of a graceful reboot. */
-  force?: boolean;
-}
-
-/** Message of the event that ends an initial snapshot; it carries no operation. */
-export const SNAPSHOT_COMPLETE = "Snapshot complete";
+export { operationParams, type StartOperationRequest } from "./start_request.ts";
+export { SNAPSHOT_COMPLETE } from "./operation_events.ts";
 
 /** Options of {@linkcode Engine.watch}. */
 export interface WatchOptions {
@@ -100,25 +88,6 @@ export interface WatchOptions {
   sendInitialSnapshot?: boolean;
   /** Stops the watch when aborted. */
   signal?: AbortSignal;
-}
-
-/**
- * The parameters an operation stores: REIMAGE always records its image (default filled in), a
- * forced REBOOT records `force=true`, other types have none. Defaults are filled in before the
- * idempotency check, so "no image" and the default image are the same request.
- *
- * @param request The request.
- * @returns The parameters.
- */
-export function operationParams(request: StartOperationRequest): Record<string, string> {
-  switch (request.type) {
-    case OperationType.REIMAGE:
-      return { image_ref: request.imageRef || DEFAULT_IMAGE_REF };
-    case OperationType.REBOOT:
-      return request.force ? { force: "true" } : {};
-    default:
-      return {};
-  }
 }
 
 /**
@@ -157,8 +126,7 @@ export class Engine implements AsyncDisposable {
   constructor(options: EngineOptions = {}) {
     this.store = options.store ?? createMemoryStore();
     this.events = new EventFeed(options.events);
-    const backing = options.logBacking ??
-      (this.store as Partial<{ logBacking: LogJournalBacking }>).logBacking;
+    const backing = options.logBacking ?? this.store.logBacking;
     this.logs = new LogJournal({ ...options.logs, backing: options.logs?.backing ?? backing });
     this.executor = createExecutor({
       store: this.store,
@@ -255,21 +223,17 @@ export class Engine implements AsyncDisposable {
    * @throws {FailedPreconditionError} `PHASE_PRECONDITION`, `MACHINE_BUSY`.
    */
   startOperation(request: StartOperationRequest): CreateOperationResult {
-    const input = {
-      machineId: request.machineId,
-      requestId: request.requestId,
-      type: request.type,
-      params: operationParams(request),
-    };
     if (this.executor.closing) {
       throw new ShuttingDownError(
         `Cannot start an operation on machine "${request.machineId}": the server is shutting down`,
         { metadata: { machineId: request.machineId } },
       );
     }
-    const result = this.store.createOperation(input);
+    // Checked once here, where the request enters the domain; the store trusts the result.
+    const checked = validateStartRequest(request);
+    const result = this.store.createOperation(checked);
     if (result.created) {
-      this.events.publish(result.operation, "Operation created");
+      this.events.publish(result.operation, createdChange());
       this.executor.submit(result.operation.operationId);
     } else if (result.operation.phase === OperationPhase.PENDING) {
       // A replay of an operation nobody holds (e.g. admitted by another process sharing the
@@ -341,10 +305,7 @@ export class Engine implements AsyncDisposable {
           if (options.sendInitialSnapshot) {
             for (const op of snapshot) yield snapshotEvent(op);
             // The sync point: everything that happens from here on arrives as a live event.
-            yield create(OperationEventSchema, {
-              ts: timestampNow(),
-              message: SNAPSHOT_COMPLETE,
-            });
+            yield snapshotCompleteEvent();
           }
           yield* subscription;
         } finally {
@@ -411,12 +372,4 @@ export class Engine implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.shutdown();
   }
-}
-
-function snapshotEvent(operation: Operation): OperationEvent {
-  return create(OperationEventSchema, {
-    ts: timestampNow(),
-    snapshot: operation,
-    message: "Snapshot",
-  });
 }

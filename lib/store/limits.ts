@@ -1,18 +1,19 @@
 /**
  * Size and format limits of everything a client sends, in one object the README, the CLI and
  * every Store implementation quote. The checks here are pure and throw
- * {@linkcode InvalidArgumentError}s with reason `LIMIT_EXCEEDED` (metadata `field`, `limit`,
- * `actual`) or `INVALID_FORMAT` (metadata `field`, `allowed`), whose messages state the limit,
- * the value sent and how to fix it. Lengths count Unicode code points.
+ * {@linkcode InvalidArgumentError}s with reason `MISSING_FIELD` (metadata `field`),
+ * `LIMIT_EXCEEDED` (metadata `field`, `limit`, `actual`) or `INVALID_FORMAT` (metadata `field`,
+ * `allowed`), whose messages state the limit, the value sent and how to fix it. Lengths count
+ * Unicode code points.
  *
  * This module knows nothing of gRPC.
  *
  * @module
  */
 
-import { InvalidArgumentError } from "./errors.ts";
+import { InvalidArgumentError } from "../model/errors.ts";
 import { toBinary } from "@bufbuild/protobuf";
-import { type Machine, MachineSchema, type MachineSpec } from "./gen/baremetal/v1/baremetal_pb.ts";
+import { type Machine, MachineSchema, type MachineSpec } from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Every limit a request is checked against. */
 export const LIMITS = Object.freeze({
@@ -315,7 +316,7 @@ const SPEC_STRINGS: readonly SpecString[] = [
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSpecSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSpecSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * checkSpec(create(MachineSpecSchema, { provider: "fake", serial: "SN-1" }), "machine-1");
  * ```
  */
@@ -363,4 +364,23 @@ export function checkMachineSize(machine: Machine): void {
     } is ${bytes} bytes encoded (id, spec and labels); the limit is ${LIMITS.machineBytes}: keep bulky data elsewhere and store a reference`,
     machine.machineId === "" ? {} : { machineId: machine.machineId },
   );
+}
+
+/**
+ * The error for a required field left empty.
+ *
+ * @param field The request field, e.g. `machine_id`.
+ * @param message What is missing and how to fix it.
+ * @param metadata Other ids involved.
+ * @returns An {@linkcode InvalidArgumentError} with reason `MISSING_FIELD` and metadata `field`.
+ */
+export function missingField(
+  field: string,
+  message: string,
+  metadata: Record<string, string> = {},
+): InvalidArgumentError {
+  return new InvalidArgumentError(message, {
+    reason: "MISSING_FIELD",
+    metadata: { ...metadata, field },
+  });
 }

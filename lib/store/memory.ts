@@ -3,7 +3,7 @@
  * clean). Records are immutable snapshots replaced on every change, so a reader holding one is
  * never affected by a later write and reads cost no copy.
  *
- * It is also the cache of the SQLite store (`sqlite_store.ts`): with `persistence`, every change
+ * It is also the cache of the SQLite store (`sqlite.ts`): with `persistence`, every change
  * is written through before it replaces the value in memory, and `initial` loads stored records.
  *
  * Indexes: operations are held in creation order and indexed by machine, phase and type, so a
@@ -21,78 +21,40 @@ import { create } from "@bufbuild/protobuf";
 import {
   ErrorStatusSchema,
   type Machine,
-  MachineSchema,
   type Operation,
-  Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   OperationSchema,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { newOperationId } from "./ids.ts";
-import { LIMITS } from "./limits.ts";
-import { elementSize } from "./snapshot_encoding.ts";
-import { isActivePhase, isTerminalPhase, outcomeEffects } from "./lifecycle.ts";
-import type { RetentionPolicy } from "./retention.ts";
-import type { CancelCause, Outcome } from "./lifecycle.ts";
+import { newOperationId } from "../model/ids.ts";
+import { isActivePhase, isTerminalPhase, outcomeEffects } from "../model/lifecycle.ts";
+import type { RetentionPolicy } from "./mod.ts";
+import type { CancelCause, Outcome } from "../model/lifecycle.ts";
+import { type ListQuery, type Page, parseMachineFilter, parseOperationFilter } from "./query.ts";
+import { applyEffects, newMachine, stamp, withEffectiveState } from "./records.ts";
 import {
-  decodePageToken,
-  encodePageToken,
-  type Filter,
-  type ListQuery,
-  type Page,
-  parseMachineFilter,
-  parseOperationFilter,
-  resolvePageSize,
-} from "./query.ts";
-import {
-  applyEffects,
   type CancelOperationResult,
-  checkMachineId,
-  checkOperationId,
-  checkReplay,
-  type CreateOperationRequest,
   type CreateOperationResult,
-  freezeSnapshot,
+  type MachinePatch,
+  type RegisterMachineResult,
+  type Store,
+  type StoreSizes,
+  type ValidCreateRequest,
+} from "./mod.ts";
+import { checkMachineId, checkOperationId } from "./limits.ts";
+import { validateMachine, validatePatch, validateUpdated } from "./validation.ts";
+import { freezeSnapshot } from "../model/immutable.ts";
+import type { MemoryStoreInitial, MemoryStorePersistence } from "./memory_persistence.ts";
+import { page, SeqIndex, type Slot } from "./seq_index.ts";
+import { OperationIndex } from "./operation_index.ts";
+import {
+  checkReplay,
   machineBusy,
   machineNotFound,
-  type MachinePatch,
-  newMachine,
   operationFinished,
   operationNotFound,
   phasePrecondition,
-  type RegisterMachineResult,
-  stamp,
-  type Store,
-  type StoreSizes,
-  validateCreateRequest,
-  validateMachine,
-  validatePatch,
-  validateUpdated,
-  withEffectiveState,
-} from "./store.ts";
-
-/**
- * Where a durable store writes what the memory store changes (internal: the SQLite store uses
- * it as a write-through cache). Each method is called inside the mutating store call, after
- * validation and before the new value replaces the old one in memory, so a write that throws
- * leaves the memory state unchanged. Records are identified by their creation sequence number.
- */
-export interface MemoryStorePersistence {
-  /** Writes (inserts or replaces) a machine. */
-  machine(seq: number, machine: Machine): void;
-  /** Writes (inserts or replaces) an operation; its idempotency key is its machine and request id. */
-  operation(seq: number, operation: Operation): void;
-  /** Deletes a pruned operation with its idempotency key and its log lines. */
-  removeOperation(seq: number, operation: Operation): void;
-}
-
-/** Records a memory store starts with (internal: loaded from a durable store). */
-export interface MemoryStoreInitial {
-  /** Machines with their sequence numbers, in ascending order. */
-  machines: Iterable<{ seq: number; machine: Machine }>;
-  /** Operations with their sequence numbers, in ascending order. */
-  operations: Iterable<{ seq: number; operation: Operation }>;
-}
+} from "./refusals.ts";
 
 /** Options of {@linkcode createMemoryStore}. */
 export interface MemoryStoreOptions {
@@ -116,55 +78,6 @@ export interface MemoryStoreOptions {
  */
 export const SCAN_BUDGET = 20_000;
 
-interface Slot<T> {
-  /** 1-based creation sequence number; page tokens point at it. */
-  seq: number;
-  value: T;
-  /** Set once the record is pruned: every index skips it from then on. */
-  removed?: boolean;
-}
-
-/**
- * Slots sorted by seq with lazy deletion: an entry that no longer belongs (pruned, or moved to
- * another phase) stays until compaction, and readers skip it with {@linkcode SeqIndex.live}.
- */
-class SeqIndex<T> {
-  #slots: Slot<T>[] = [];
-  #dead = 0;
-  /** Whether an entry still belongs to the index. */
-  readonly live: (slot: Slot<T>) => boolean;
-
-  constructor(live: (slot: Slot<T>) => boolean = (slot) => !slot.removed) {
-    this.live = live;
-  }
-
-  /** The entries, live or not, in seq order (do not keep across a change). */
-  get slots(): readonly Slot<T>[] {
-    return this.#slots;
-  }
-
-  /** Live entries. */
-  get size(): number {
-    return this.#slots.length - this.#dead;
-  }
-
-  add(slot: Slot<T>): void {
-    const slots = this.#slots;
-    // Appends are the rule (new records, recent operations finishing); an older one goes in place.
-    if (slots.length === 0 || slots[slots.length - 1].seq < slot.seq) slots.push(slot);
-    else slots.splice(lowerBound(slots, slot.seq), 0, slot);
-  }
-
-  /** Records that one entry stopped being live; compacts once most entries are dead. */
-  drop(): void {
-    this.#dead++;
-    if (this.#dead > 32 && this.#dead * 2 > this.#slots.length) {
-      this.#slots = this.#slots.filter(this.live);
-      this.#dead = 0;
-    }
-  }
-}
-
 /**
  * Creates an empty in-memory store.
  *
@@ -174,7 +87,7 @@ class SeqIndex<T> {
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * const store = createMemoryStore();
  * store.registerMachine(create(MachineSchema, { machineId: "machine-1" }));
  * ```
@@ -211,13 +124,7 @@ class MemoryStore implements Store {
   // Machines in registration order (never deleted), operations in creation order, and indexes.
   readonly #machines = new SeqIndex<Machine>();
   readonly #machineById = new Map<string, Slot<Machine>>();
-  readonly #operations = new SeqIndex<Operation>();
-  readonly #operationById = new Map<string, Slot<Operation>>();
-  readonly #operationsByMachine = new Map<string, SeqIndex<Operation>>();
-  readonly #operationsByType = new Map<OperationType, SeqIndex<Operation>>();
-  readonly #operationsByPhase = new Map<OperationPhase, SeqIndex<Operation>>();
-  // Finished operations in creation order: what retention prunes, oldest first.
-  readonly #finished = new SeqIndex<Operation>();
+  readonly #ops = new OperationIndex();
   // Idempotency index: `${machineId}\u0000${requestId}` -> operation id.
   readonly #requests = new Map<string, string>();
   // Active operation ids in creation order.
@@ -298,12 +205,11 @@ class MemoryStore implements Store {
     return slot.value;
   }
 
-  createOperation(request: CreateOperationRequest): CreateOperationResult {
-    validateCreateRequest(request);
+  createOperation(request: ValidCreateRequest): CreateOperationResult {
     const key = requestKey(request.machineId, request.requestId);
     const replayed = this.#requests.get(key);
     if (replayed !== undefined) {
-      const original = this.#operationById.get(replayed)!.value;
+      const original = this.#ops.byId.get(replayed)!.value;
       checkReplay(original, request);
       return { operation: original, created: false };
     }
@@ -313,7 +219,7 @@ class MemoryStore implements Store {
     const refusal = phasePrecondition(request.type, machine);
     if (refusal !== undefined) throw refusal;
     const activeId = machine.status?.activeOperationId ?? "";
-    if (activeId !== "") throw machineBusy(this.#operationById.get(activeId)!.value);
+    if (activeId !== "") throw machineBusy(this.#ops.byId.get(activeId)!.value);
 
     const operation = freezeSnapshot(create(OperationSchema, {
       operationId: newOperationId(),
@@ -339,7 +245,7 @@ class MemoryStore implements Store {
 
   getOperation(operationId: string): Operation {
     checkOperationId(operationId);
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     return slot.value;
   }
@@ -349,23 +255,23 @@ class MemoryStore implements Store {
     // The smallest index any term allows; the filter still checks every term.
     const empty = new SeqIndex<Operation>();
     const candidates = [
-      this.#operations,
+      this.#ops.all,
       filter.machineId === undefined
         ? undefined
-        : this.#operationsByMachine.get(filter.machineId) ?? empty,
-      filter.phase === undefined ? undefined : this.#operationsByPhase.get(filter.phase) ?? empty,
-      filter.type === undefined ? undefined : this.#operationsByType.get(filter.type) ?? empty,
+        : this.#ops.byMachine.get(filter.machineId) ?? empty,
+      filter.phase === undefined ? undefined : this.#ops.byPhase.get(filter.phase) ?? empty,
+      filter.type === undefined ? undefined : this.#ops.byType.get(filter.type) ?? empty,
     ].filter((index) => index !== undefined);
     const source = candidates.reduce((a, b) => (b.size < a.size ? b : a));
     return page(source, filter, { query, list: "operations", budget: this.scanBudget });
   }
 
   activeOperations(): Operation[] {
-    return [...this.#active].map((id) => this.#operationById.get(id)!.value);
+    return [...this.#active].map((id) => this.#ops.byId.get(id)!.value);
   }
 
   markRunning(operationId: string): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.PENDING) return undefined;
     const running = freezeSnapshot({
       ...slot.value,
@@ -373,12 +279,12 @@ class MemoryStore implements Store {
       startedAt: stamp(this.#now),
     });
     this.#persist.operation(slot.seq, running);
-    this.#setPhase(slot, running);
+    this.#ops.setValue(slot, running);
     return slot.value;
   }
 
   setStage(operationId: string, stage: string): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || slot.value.phase !== OperationPhase.RUNNING) return undefined;
     const staged = freezeSnapshot({ ...slot.value, currentStage: stage });
     this.#persist.operation(slot.seq, staged);
@@ -387,7 +293,7 @@ class MemoryStore implements Store {
   }
 
   finishOperation(operationId: string, outcome: Outcome): Operation | undefined {
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot || !isActivePhase(slot.value.phase)) return undefined;
     const now = stamp(this.#now);
     // The machine first: the terminal operation and the machine it changed become visible in
@@ -410,15 +316,15 @@ class MemoryStore implements Store {
     if (machineSlot && machine) this.#persist.machine(machineSlot.seq, machine);
     this.#persist.operation(slot.seq, finished);
     if (machineSlot && machine) machineSlot.value = machine;
-    this.#setPhase(slot, finished);
+    this.#ops.setValue(slot, finished);
     this.#active.delete(operationId);
-    this.#finished.add(slot);
+    this.#ops.finished.add(slot);
     return slot.value;
   }
 
   cancelOperation(operationId: string, cause: CancelCause): CancelOperationResult {
     checkOperationId(operationId);
-    const slot = this.#operationById.get(operationId);
+    const slot = this.#ops.byId.get(operationId);
     if (!slot) throw operationNotFound(operationId);
     const current = slot.value;
     if (current.phase === OperationPhase.CANCELED) return { operation: current, changed: false };
@@ -438,8 +344,8 @@ class MemoryStore implements Store {
     // leaves the memory state unchanged, as for every other call.
     const cutoff = this.#now().getTime() - policy.maxAgeMs;
     const victims: Slot<Operation>[] = [];
-    let excess = this.#finished.size - policy.maxOperations;
-    const slots = this.#finished.slots;
+    let excess = this.#ops.finished.size - policy.maxOperations;
+    const slots = this.#ops.finished.slots;
     // Skipped entries (created before the cutoff, finished after it) are few; still bounded.
     const examineUntil = Math.min(slots.length, limit + this.scanBudget);
     for (let i = 0; i < examineUntil && victims.length < limit; i++) {
@@ -460,19 +366,19 @@ class MemoryStore implements Store {
   }
 
   sizes(): StoreSizes {
-    let indexEntries = this.#operations.slots.length + this.#finished.slots.length;
+    let indexEntries = this.#ops.all.slots.length + this.#ops.finished.slots.length;
     for (
-      const indexes of [this.#operationsByMachine, this.#operationsByPhase, this.#operationsByType]
+      const indexes of [this.#ops.byMachine, this.#ops.byPhase, this.#ops.byType]
     ) {
       for (const index of indexes.values()) indexEntries += index.slots.length;
     }
     return {
       machines: this.#machines.size,
-      operations: this.#operationById.size,
-      finished: this.#finished.size,
+      operations: this.#ops.byId.size,
+      finished: this.#ops.finished.size,
       active: this.#active.size,
       requestKeys: this.#requests.size,
-      indexedMachines: this.#operationsByMachine.size,
+      indexedMachines: this.#ops.byMachine.size,
       indexEntries,
     };
   }
@@ -480,122 +386,15 @@ class MemoryStore implements Store {
   /** Adds an operation slot to every structure (creation and load). */
   #insertOperation(slot: Slot<Operation>): void {
     const operation = slot.value;
-    this.#operations.add(slot);
-    this.#operationById.set(operation.operationId, slot);
-    let perMachine = this.#operationsByMachine.get(operation.machineId);
-    if (!perMachine) {
-      perMachine = new SeqIndex();
-      this.#operationsByMachine.set(operation.machineId, perMachine);
-    }
-    perMachine.add(slot);
-    let perType = this.#operationsByType.get(operation.type);
-    if (!perType) {
-      perType = new SeqIndex();
-      this.#operationsByType.set(operation.type, perType);
-    }
-    perType.add(slot);
-    this.#phaseIndex(operation.phase).add(slot);
+    this.#ops.add(slot);
     this.#requests.set(requestKey(operation.machineId, operation.requestId), operation.operationId);
     if (isActivePhase(operation.phase)) this.#active.add(operation.operationId);
-    else this.#finished.add(slot);
-  }
-
-  #phaseIndex(phase: OperationPhase): SeqIndex<Operation> {
-    let index = this.#operationsByPhase.get(phase);
-    if (!index) {
-      index = new SeqIndex((slot) => !slot.removed && slot.value.phase === phase);
-      this.#operationsByPhase.set(phase, index);
-    }
-    return index;
-  }
-
-  /** Replaces an operation's value, moving it between phase indexes when its phase changed. */
-  #setPhase(slot: Slot<Operation>, value: Operation): void {
-    const before = slot.value.phase;
-    slot.value = value;
-    if (before === value.phase) return;
-    this.#phaseIndex(before).drop();
-    this.#phaseIndex(value.phase).add(slot);
   }
 
   /** Takes a finished operation out of every structure. */
   #removeOperation(slot: Slot<Operation>): void {
     const operation = slot.value;
-    slot.removed = true;
-    this.#operationById.delete(operation.operationId);
+    this.#ops.remove(slot);
     this.#requests.delete(requestKey(operation.machineId, operation.requestId));
-    this.#operations.drop();
-    this.#finished.drop();
-    this.#phaseIndex(operation.phase).drop();
-    this.#operationsByType.get(operation.type)?.drop();
-    const perMachine = this.#operationsByMachine.get(operation.machineId);
-    perMachine?.drop();
-    if (perMachine?.size === 0) this.#operationsByMachine.delete(operation.machineId);
   }
-}
-
-// What one listed item adds to its reply (ListMachinesResponse, ListOperationsResponse).
-const ELEMENT_SIZE: Record<"machines" | "operations", (item: unknown) => number> = {
-  machines: (machine) => elementSize(MachineSchema, machine as Machine),
-  operations: (operation) => elementSize(OperationSchema, operation as Operation),
-};
-
-/**
- * Assembles one page from a candidate index (every list goes through here): entries after the
- * token's seq that are live and match, up to the page size and the page byte budget, examining
- * at most `budget` entries. The token is a seq, so records pruned between pages neither break
- * nor repeat a listing.
- */
-function page<T>(
-  source: SeqIndex<T>,
-  filter: Filter<T>,
-  options: { query: ListQuery; list: "machines" | "operations"; budget: number },
-): Page<T> {
-  const { query, list, budget } = options;
-  const size = resolvePageSize(query.pageSize);
-  const after = decodePageToken(query.pageToken ?? "", { list, filter: filter.canonical });
-  const items: T[] = [];
-  let bytes = 0;
-  let lastSeq = after;
-  const slots = source.slots;
-  // Slots are sorted by seq; skip straight past the cursor.
-  const first = lowerBound(slots, after + 1);
-  for (let i = first; i < slots.length; i++) {
-    const slot = slots[i];
-    if (i - first === budget) {
-      // Out of budget: a short page; the next call resumes after the last entry examined.
-      return {
-        items,
-        nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
-      };
-    }
-    if (!source.live(slot) || !filter.matches(slot.value)) {
-      lastSeq = slot.seq;
-      continue;
-    }
-    // Cut by count, or by bytes so that no reply exceeds a client's message limit; a page
-    // always holds one item. The size is the cached encoding the reply is later sent with.
-    const itemBytes = items.length === size ? 0 : ELEMENT_SIZE[list](slot.value);
-    if (items.length === size || (items.length > 0 && bytes + itemBytes > LIMITS.maxPageBytes)) {
-      return {
-        items,
-        nextPageToken: encodePageToken({ list, after: lastSeq, filter: filter.canonical }),
-      };
-    }
-    items.push(slot.value);
-    bytes += itemBytes;
-    lastSeq = slot.seq;
-  }
-  return { items, nextPageToken: "" };
-}
-
-function lowerBound<T>(slots: readonly Slot<T>[], seq: number): number {
-  let lo = 0;
-  let hi = slots.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (slots[mid].seq < seq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }

@@ -13,8 +13,8 @@ import {
   Operation_OperationType as OperationType,
   type TargetClusterRef,
   TargetClusterRefSchema,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { Provider, ProviderCall } from "./provider.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { Provider, ProviderCall } from "../provider/mod.ts";
 
 /** Image a REIMAGE writes when the request names none. */
 export const DEFAULT_IMAGE_REF = "ubuntu-2204-lab";
@@ -192,7 +192,7 @@ export class UnknownPlanError extends Error {
  *
  * @example
  * ```ts
- * import { Operation_OperationType } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { Operation_OperationType } from "../gen/baremetal/v1/baremetal_pb.ts";
  * planFor(Operation_OperationType.REIMAGE).steps.map((s) => s.name);
  * // ["set-netboot", "reboot-to-netboot", "repave-image", "join-cluster", "verify-in-cluster"]
  * ```

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { InvalidArgumentError } from "./errors.ts";
+import { InvalidArgumentError } from "../model/errors.ts";
 import { checkLength, LIMITS } from "./limits.ts";
 import {
   type Machine,
@@ -19,7 +19,7 @@ import {
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
 
 /** Page size used when a request leaves `page_size` at 0. */
 export const DEFAULT_PAGE_SIZE = 100;

@@ -10,8 +10,8 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
- * import { createFakeProvider } from "./fake_provider.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
+ * import { createFakeProvider } from "./fake.ts";
  *
  * const provider = createFakeProvider({ timing: "zero" });
  * const lines: string[] = [];
@@ -27,9 +27,9 @@
  * @module
  */
 
-import { abortableDelay, untilAborted } from "./abort.ts";
-import type { TargetClusterRef } from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { JoinMaterial, LogStream, Provider, ProviderCall, ProviderVerb } from "./provider.ts";
+import { abortableDelay, untilAborted } from "../model/abort.ts";
+import type { TargetClusterRef } from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { JoinMaterial, LogStream, Provider, ProviderCall, ProviderVerb } from "./mod.ts";
 
 /** Durations of the simulated verbs, in milliseconds. Each verb's total is split as in reference §5.3. */
 export interface Timings {
@@ -61,7 +61,7 @@ export type TimingProfile = "normal" | "slow" | "zero";
  * @example Total simulated time of a reimage
  * ```ts
  * import assert from "node:assert/strict";
- * import { TIMINGS } from "./fake_provider.ts";
+ * import { TIMINGS } from "./fake.ts";
  *
  * const { netbootMs, rebootMs, repaveMs, mintJoinMs, joinNodeMs, verifyMs } = TIMINGS.normal;
  * assert.equal(netbootMs + rebootMs + repaveMs + mintJoinMs + joinNodeMs + verifyMs, 3350);
@@ -209,8 +209,8 @@ interface Session {
  * ```ts
  * import assert from "node:assert/strict";
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
- * import { createFakeProvider } from "./fake_provider.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
+ * import { createFakeProvider } from "./fake.ts";
  *
  * const provider = createFakeProvider({
  *   timing: "zero",

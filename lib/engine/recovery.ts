@@ -15,10 +15,9 @@
  * @module
  */
 
-import type { EventFeed, LogJournal } from "./feeds.ts";
-import { INTERRUPTED, type OperationFailure } from "./lifecycle.ts";
-import { Operation_Phase as OperationPhase } from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { Store } from "./store.ts";
+import { INTERRUPTED, type OperationFailure } from "../model/lifecycle.ts";
+import { Operation_Phase as OperationPhase } from "../gen/baremetal/v1/baremetal_pb.ts";
+import { finish, type TerminalDeps } from "./terminal.ts";
 
 /** The message of an interrupted operation's error. */
 export const INTERRUPTED_MESSAGE =
@@ -46,19 +45,15 @@ export interface RecoveryResult {
  * @returns The recovered operations and the time taken.
  */
 export function recoverInterrupted(
-  deps: { store: Store; events: EventFeed; logs: LogJournal },
+  deps: TerminalDeps,
 ): RecoveryResult {
   const start = performance.now();
   const operationIds: string[] = [];
   const error = interruptedFailure();
   for (const active of deps.store.activeOperations()) {
     const id = active.operationId;
-    const finished = deps.store.finishOperation(id, { phase: OperationPhase.FAILED, error });
-    if (!finished) continue;
-    operationIds.push(id);
-    deps.logs.append(id, `=== Operation FAILED: ${error.message} ===`, "stderr");
-    deps.logs.end(id);
-    deps.events.publish(finished, `Operation interrupted: ${error.message}`);
+    const ended = finish(deps, id, { phase: OperationPhase.FAILED, error }, { interrupted: true });
+    if (ended.changed) operationIds.push(id);
   }
   return { operationIds, ms: performance.now() - start };
 }

@@ -31,7 +31,7 @@ const cache = new WeakMap<object, Uint8Array>();
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * const machine = Object.freeze(create(MachineSchema, { machineId: "m-1" }));
  * snapshotEncoding(MachineSchema, machine) === snapshotEncoding(MachineSchema, machine); // true
  * ```
@@ -76,7 +76,7 @@ export function cachedEncoding(message: object): Uint8Array | undefined {
  * @example
  * ```ts
  * import { create } from "@bufbuild/protobuf";
- * import { MachineSchema } from "./gen/baremetal/v1/baremetal_pb.ts";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * const machine = Object.freeze(create(MachineSchema, { machineId: "m-1" }));
  * elementSize(MachineSchema, machine); // 7: key, length, then "m-1" as field 1
  * ```

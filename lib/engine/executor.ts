@@ -17,19 +17,26 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { abortableDelay, untilAborted } from "./abort.ts";
-import { ShuttingDownError } from "./errors.ts";
-import type { EventFeed, LogJournal } from "./feeds.ts";
+import { ShuttingDownError } from "../model/errors.ts";
+import type { EventFeed } from "./events.ts";
+import type { LogJournal } from "./log_journal.ts";
 import {
-  type Machine,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
-} from "./gen/baremetal/v1/baremetal_pb.ts";
-import type { CancelCause, OperationFailure, Outcome } from "./lifecycle.ts";
-import { BUILTIN_PLANS, errorText, type Plan, planFor, type PlanStep } from "./plans.ts";
-import type { LogStream, Provider } from "./provider.ts";
-import type { Store } from "./store.ts";
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { CancelCause, OperationFailure } from "../model/lifecycle.ts";
+import { BUILTIN_PLANS, errorText, type Plan, planFor } from "./plans.ts";
+import type { LogStream, Provider } from "../provider/mod.ts";
+import type { Store } from "../store/mod.ts";
+import {
+  startedChange,
+  stepFailedChange,
+  stepStartedChange,
+  stepSucceededChange,
+} from "./operation_events.ts";
+import { defaultBackoff, runStep } from "./step_attempts.ts";
+import { finish, type TerminalDeps } from "./terminal.ts";
 
 const logger = getLogger(["bmdemo", "executor"]);
 
@@ -56,36 +63,6 @@ export interface ExecutorOptions {
 }
 
 /**
- * The default retry delay: 500 ms doubled per retry (500 ms, 1 s, 2 s, …) capped at 10 s, with
- * "equal jitter" (half fixed, half random) so that retries of many operations spread out.
- *
- * @param retry Retry number, starting at 1.
- * @param random Source of randomness in [0, 1).
- * @returns Delay in milliseconds.
- *
- * @example
- * ```ts
- * defaultBackoff(1, () => 0); // 250
- * defaultBackoff(1, () => 0.999); // ~500
- * ```
- */
-export function defaultBackoff(retry: number, random: () => number = Math.random): number {
-  const ceiling = Math.min(10_000, 500 * 2 ** Math.max(0, retry - 1));
-  return Math.round(ceiling / 2 + random() * (ceiling / 2));
-}
-
-/**
- * Formats a delay for log lines: `750ms`, `1s`, `1.5s`.
- *
- * @param ms Milliseconds.
- * @returns The text.
- */
-export function formatDelay(ms: number): string {
-  if (ms < 1000) return `${ms}ms`;
-  return `${Number((ms / 1000).toFixed(3))}s`;
-}
-
-/**
  * Creates an executor.
  *
  * @param deps Store, provider and feeds.
@@ -95,14 +72,6 @@ export function formatDelay(ms: number): string {
  */
 export function createExecutor(deps: ExecutorDeps, options: ExecutorOptions = {}): Executor {
   return new Executor(deps, options);
-}
-
-/** Why a step attempt was aborted by its own timeout. */
-class StepTimeoutError extends Error {
-  constructor(step: PlanStep) {
-    super(`step ${step.name} timed out after ${formatDelay(step.timeoutMs)}`);
-    this.name = "StepTimeoutError";
-  }
 }
 
 /** Why an operation's task was aborted. */
@@ -126,6 +95,8 @@ export class Executor {
   readonly #running = new Map<string, { controller: AbortController; done: Promise<void> }>();
   #closing = false;
   #idle = Promise.withResolvers<void>();
+  /** What ending an operation touches (see `terminal.ts`). */
+  readonly #terminal: TerminalDeps;
 
   /**
    * @param deps Store, provider and feeds.
@@ -136,6 +107,7 @@ export class Executor {
     this.#provider = deps.provider;
     this.#events = deps.events;
     this.#logs = deps.logs;
+    this.#terminal = { store: deps.store, events: deps.events, logs: deps.logs };
     this.#maxConcurrent = options.maxConcurrent ?? 1024;
     if (!Number.isInteger(this.#maxConcurrent) || this.#maxConcurrent < 1) {
       throw new RangeError(
@@ -209,22 +181,15 @@ export class Executor {
   }
 
   #cancel(operationId: string, cause: CancelCause): Operation {
-    const { operation, changed } = this.#store.cancelOperation(operationId, cause);
-    if (!changed) return operation;
-    this.#logs.append(
-      operationId,
-      cause === "user"
-        ? "=== Operation CANCELED ==="
-        : "=== Operation CANCELED: the server is shutting down ===",
-    );
-    this.#logs.end(operationId);
-    this.#events.publish(operation, "Operation canceled");
+    const ended = finish(this.#terminal, operationId, { phase: OperationPhase.CANCELED, cause });
+    // A cancel that changes nothing found the operation CANCELED already, and returns it.
+    if (!ended.changed) return ended.operation!;
     this.#queued.delete(operationId);
     this.#running.get(operationId)?.controller.abort(
       new OperationCanceledError(operationId, cause),
     );
     this.#checkIdle();
-    return operation;
+    return ended.operation;
   }
 
   /**
@@ -305,7 +270,7 @@ export class Executor {
 
   async #execute(operation: Operation, signal: AbortSignal): Promise<void> {
     const id = operation.operationId;
-    this.#events.publish(operation, "Operation started");
+    this.#events.publish(operation, startedChange());
     this.#log(id, `=== Starting operation ${id} (type: ${OperationType[operation.type]}) ===`);
     const params = Object.keys(operation.params).sort();
     if (params.length > 0) {
@@ -323,90 +288,36 @@ export class Executor {
       if (signal.aborted) return;
       const staged = this.#store.setStage(id, step.name);
       if (!staged) return;
+      const position = { step: step.name, stepIndex: index + 1, stepCount: plan.steps.length };
       this.#log(id, `--- Step ${index + 1}/${plan.steps.length}: ${step.name} ---`);
-      this.#events.publish(staged, `Step ${step.name} started`);
-      const failure = await this.#runStep(step, { operation: staged, machine, signal });
+      this.#events.publish(staged, stepStartedChange(position));
+      const result = await runStep(step, {
+        operation: staged,
+        machine,
+        provider: this.#provider,
+        signal,
+        backoff: this.#backoff,
+        log: (line, stream) => this.#log(id, line, stream),
+      });
       // Canceled meanwhile: the canceller already ended the operation and told everyone.
-      if (signal.aborted) return;
-      if (failure) {
+      if (!result || signal.aborted) return;
+      if (!result.ok) {
         this.#events.publish(
           this.#store.getOperation(id),
-          `Step ${step.name} failed: ${failure.message}`,
+          stepFailedChange(position, { attempt: result.attempt, message: result.failure.message }),
         );
-        this.#fail(id, failure);
+        this.#fail(id, result.failure);
         return;
       }
-      this.#events.publish(this.#store.getOperation(id), `Step ${step.name} succeeded`);
+      this.#events.publish(
+        this.#store.getOperation(id),
+        stepSucceededChange(position, result.attempt),
+      );
     }
-    const finished = this.#store.finishOperation(id, { phase: OperationPhase.SUCCEEDED });
-    if (!finished) return;
-    this.#log(id, "=== Operation SUCCEEDED ===");
-    this.#logs.end(id);
-    this.#events.publish(finished, "Operation succeeded");
+    finish(this.#terminal, id, { phase: OperationPhase.SUCCEEDED });
   }
 
   #fail(operationId: string, error: OperationFailure): void {
-    const outcome: Outcome = { phase: OperationPhase.FAILED, error };
-    const finished = this.#store.finishOperation(operationId, outcome);
-    if (!finished) return;
-    this.#log(operationId, `=== Operation FAILED: ${error.message} ===`, "stderr");
-    this.#logs.end(operationId);
-    this.#events.publish(finished, `Operation failed: ${error.message}`);
-  }
-
-  /** Runs one step with its retries; returns the failure, or `undefined` on success or abort. */
-  async #runStep(
-    step: PlanStep,
-    context: { operation: Operation; machine: Machine; signal: AbortSignal },
-  ): Promise<OperationFailure | undefined> {
-    const { operation, machine, signal } = context;
-    const id = operation.operationId;
-    const retries = Math.max(0, step.maxRetries);
-    let message = "";
-    let timedOut = false;
-    for (let attempt = 1; attempt <= retries + 1; attempt++) {
-      if (attempt > 1) {
-        const delay = this.#backoff(attempt - 1);
-        this.#log(id, `Retry ${attempt - 1}/${retries} after ${formatDelay(delay)}...`);
-        try {
-          await abortableDelay(delay, signal);
-        } catch {
-          return undefined;
-        }
-      }
-      const timeout = new AbortController();
-      const timer = setTimeout(() => timeout.abort(new StepTimeoutError(step)), step.timeoutMs);
-      const attemptSignal = AbortSignal.any([signal, timeout.signal]);
-      try {
-        // Raced against the signal so that a provider ignoring its signal cannot wedge the task.
-        await untilAborted(
-          step.run({
-            provider: this.#provider,
-            machine,
-            operation,
-            call: {
-              operationId: id,
-              signal: attemptSignal,
-              log: (line, stream) => this.#log(id, line, stream),
-            },
-          }),
-          attemptSignal,
-        );
-        return undefined;
-      } catch (error) {
-        if (signal.aborted) return undefined;
-        timedOut = timeout.signal.aborted;
-        message = timedOut ? errorText(timeout.signal.reason) : errorText(error);
-        this.#log(id, `Step failed: ${message}`, "stderr");
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-    return {
-      code: timedOut ? "STEP_TIMEOUT" : "EXECUTION_FAILED",
-      message,
-      retryable: true,
-      details: { step: step.name, attempts: String(retries + 1) },
-    };
+    finish(this.#terminal, operationId, { phase: OperationPhase.FAILED, error });
   }
 }

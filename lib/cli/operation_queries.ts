@@ -1,0 +1,154 @@
+/**
+ * The commands that read operations without changing them: `ops` (every operation, all
+ * pages), `op` (one operation), `watch` (the event stream) and `logs` (one operation's log).
+ *
+ * @module
+ */
+
+import { toJson } from "@bufbuild/protobuf";
+import type { Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
+import {
+  Operation_Phase as OperationPhase,
+  OperationEventSchema,
+  OperationSchema,
+} from "../gen/baremetal/v1/baremetal_pb.ts";
+import { formatOperationTable, formatTime, prepareWidths, shortId } from "./format.ts";
+import type { ListOptions } from "./machines.ts";
+import {
+  formatOperationDetail,
+  formatOperationWideTable,
+  type OutputFormat,
+  renderStructured,
+} from "./output.ts";
+import { Code } from "../client/code.ts";
+import { EXIT, isServiceError, type Session } from "./session.ts";
+
+/**
+ * `ops [-o table|wide|json|yaml] [--filter <expr>] [--page-size <n>]`: every operation (all
+ * pages), oldest first.
+ *
+ * @param session The session.
+ * @param options Format, filter and page size.
+ * @returns The exit code.
+ */
+export async function opsCommand(session: Session, options: ListOptions = {}): Promise<number> {
+  const { format = "table", filter = "", pageSize = 0 } = options;
+  const deadline = Date.now() + 30_000;
+  const ops: Operation[] = [];
+  let pageToken = "";
+  do {
+    const page = await session.operations.listOperations({ pageToken, filter, pageSize }, {
+      timeoutMs: deadline - Date.now(),
+    });
+    ops.push(...page.operations);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  if (format === "json" || format === "yaml") {
+    session.io.out(await renderStructured(OperationSchema, ops, format));
+  } else if (ops.length === 0) {
+    session.io.out(filter === "" ? "No operations.\n" : "No operations match the filter.\n");
+  } else {
+    await prepareWidths(ops);
+    session.io.out(format === "wide" ? formatOperationWideTable(ops) : formatOperationTable(ops));
+  }
+  return EXIT.OK;
+}
+
+/**
+ * `op <operation-id> [-o table|wide|json|yaml]`: the whole operation.
+ *
+ * @param session The session.
+ * @param operationId The operation.
+ * @param format Output format.
+ * @returns The exit code.
+ */
+export async function opCommand(
+  session: Session,
+  operationId: string,
+  format: OutputFormat = "table",
+): Promise<number> {
+  const op = await session.operations.getOperation({ operationId }, {
+    timeoutMs: 10_000,
+  });
+  session.io.out(
+    format === "json" || format === "yaml"
+      ? await renderStructured(OperationSchema, op, format)
+      : formatOperationDetail(op),
+  );
+  return EXIT.OK;
+}
+
+/**
+ * `watch [machine-id] [-o json]`: prints events until Ctrl+C or the server ends the stream.
+ * With `json`, stdout carries only events, one compact JSON object per line.
+ *
+ * @param session The session.
+ * @param machineId Only this machine's operations, when given.
+ * @param format `json` for JSON lines; anything else prints readable lines.
+ * @returns The exit code.
+ */
+export async function watchCommand(
+  session: Session,
+  machineId?: string,
+  format: OutputFormat = "table",
+): Promise<number> {
+  const { io } = session;
+  const json = format === "json" || format === "yaml";
+  const filter = machineId ? `machine_id=${machineId}` : "";
+  if (!json) io.out("Watching operation events (Ctrl+C to stop)...\n\n");
+  try {
+    for await (
+      const event of session.operations.watchOperations(
+        { filter, sendInitialSnapshot: true },
+        { signal: session.interrupt },
+      )
+    ) {
+      if (json) {
+        io.out(JSON.stringify(toJson(OperationEventSchema, event)) + "\n");
+        continue;
+      }
+      const op = event.snapshot;
+      io.out(
+        `[${formatTime(event.ts)}] ${shortId(op?.operationId ?? "")} | ${op?.machineId ?? "-"} | ` +
+          `${OperationPhase[op?.phase ?? 0]} | stage=${
+            op?.currentStage || "-"
+          } | ${event.message}\n`,
+      );
+    }
+  } catch (error) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
+      throw error;
+    }
+    if (json) io.err("Stopped watching.\n");
+    else io.out("\nStopped watching.\n");
+  }
+  return EXIT.OK;
+}
+
+/**
+ * `logs <operation-id>`: the operation's retained log, then live lines until it ends.
+ *
+ * @param session The session.
+ * @param operationId The operation.
+ * @returns The exit code.
+ */
+export async function logsCommand(session: Session, operationId: string): Promise<number> {
+  const { io } = session;
+  const decoder = new TextDecoder();
+  try {
+    for await (
+      const chunk of session.operations.streamOperationLogs({ operationId }, {
+        signal: session.interrupt,
+      })
+    ) {
+      const text = decoder.decode(chunk.data).replace(/\n$/, "");
+      io.out(`[${formatTime(chunk.ts)}] ${chunk.stream || "stdout"}: ${text}\n`);
+    }
+  } catch (error) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
+      throw error;
+    }
+    io.out("\nStopped streaming.\n");
+  }
+  return EXIT.OK;
+}
