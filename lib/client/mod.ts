@@ -94,8 +94,32 @@ export type Client<S extends DescService> =
   };
 
 /**
+ * Workaround for a Deno 2.9.3 node:http2 defect: when the server closes the connection (GOAWAY,
+ * e.g. at shutdown), Deno destroys every stream of the session, even one whose response has
+ * wholly arrived (its trailers, which carry END_STREAM, were received) but is not read yet. Its
+ * buffered messages are dropped and connect-node's read fails with `[unknown] Premature close`;
+ * Node keeps such a stream until its body is read. Here that one error-less destroy waits for the
+ * body's `end`; any other destroy (an error, the call's cancel) goes through.
+ */
+function keepReceivedResponse(stream: http2.ClientHttp2Stream): void {
+  let trailersReceived = false;
+  let deferred = false;
+  stream.once("trailers", () => trailersReceived = true);
+  const destroy = stream.destroy;
+  stream.destroy = function (error?: Error): http2.ClientHttp2Stream {
+    if (error == null && trailersReceived && !deferred && !stream.readableEnded) {
+      deferred = true;
+      stream.once("end", () => destroy.call(stream));
+      return stream;
+    }
+    return destroy.call(stream, error);
+  };
+}
+
+/**
  * connect-node's session manager gives no option for the connection window (node:http2 has
- * only `setLocalWindowSize`), so it is widened on each new session at its first request.
+ * only `setLocalWindowSize`), so it is widened on each new session at its first request. Each
+ * stream gets {@linkcode keepReceivedResponse}.
  */
 class SessionManager extends Http2SessionManager {
   readonly #widened = new WeakSet<http2.Http2Session>();
@@ -104,6 +128,7 @@ class SessionManager extends Http2SessionManager {
     ...args: Parameters<Http2SessionManager["request"]>
   ): Promise<http2.ClientHttp2Stream> {
     const stream = await super.request(...args);
+    keepReceivedResponse(stream);
     const session = stream.session;
     if (session && !session.destroyed && !this.#widened.has(session)) {
       this.#widened.add(session);
