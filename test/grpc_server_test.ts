@@ -23,7 +23,7 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { connectClient, type ConnectError } from "../lib/client/mod.ts";
+import { Code, connectClient, type ConnectError } from "../lib/client/mod.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import {
   enterMaintenance,
@@ -32,36 +32,13 @@ import {
   importMachines,
   maintenanceServer,
   nextEvent,
+  rejectsWithCode,
   SANITIZE,
   testEngine,
   untilTerminal,
 } from "./helpers.ts";
 
 // ----- helpers -----------------------------------------------------------------------------------
-
-/** Asserts that `promise` rejects with a grpc-js ServiceError of `code` (and `details`). */
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: grpc.status,
-  details?: string | RegExp,
-): Promise<ConnectError> {
-  let error: unknown;
-  try {
-    await promise;
-  } catch (e) {
-    error = e;
-  }
-  assert.ok(error, `expected the call to fail with ${grpc.status[code]}`);
-  const err = error as ConnectError;
-  assert.equal(
-    grpc.status[err.code],
-    grpc.status[code],
-    `expected ${grpc.status[code]}, got ${grpc.status[err.code]}: ${err.rawMessage}`,
-  );
-  if (typeof details === "string") assert.equal(err.rawMessage, details);
-  else if (details) assert.match(err.rawMessage, details);
-  return err;
-}
 
 /** Reads a stream to its end; returns what it delivered and the error it ended with, if any. */
 async function drain<T>(
@@ -153,19 +130,19 @@ Deno.test(
     await using server = await startServer({ port: 0, engine: testEngine() });
     using client = connectClient(MachineService, server.address);
 
-    await rejectsWith(
+    await rejectsWithCode(
       client.registerMachine({}),
-      grpc.status.INVALID_ARGUMENT,
+      Code.InvalidArgument,
       "machine is required",
     );
-    await rejectsWith(
+    await rejectsWithCode(
       client.registerMachine({
         machine: { machineId: "m-1", status: { phase: MachinePhase.MAINTENANCE } },
       }),
-      grpc.status.INVALID_ARGUMENT,
+      Code.InvalidArgument,
       /Cannot register machine "m-1" in phase MAINTENANCE/,
     );
-    await rejectsWith(client.getMachine({ machineId: "m-1" }), grpc.status.NOT_FOUND);
+    await rejectsWithCode(client.getMachine({ machineId: "m-1" }), Code.NotFound);
     const ready = await client.registerMachine({
       machine: { machineId: "m-2", status: { phase: MachinePhase.READY } },
     });
@@ -181,14 +158,14 @@ Deno.test("GetMachine returns a machine, NOT_FOUND or INVALID_ARGUMENT", SANITIZ
   const machine = await client.getMachine({ machineId: "machine-1" });
   assert.equal(machine.machineId, "machine-1");
   assert.deepEqual(machine.labels, { role: "worker" });
-  await rejectsWith(
+  await rejectsWithCode(
     client.getMachine({ machineId: "x" }),
-    grpc.status.NOT_FOUND,
+    Code.NotFound,
     /^machine "x" not found/,
   );
-  await rejectsWith(
+  await rejectsWithCode(
     client.getMachine({ machineId: "" }),
-    grpc.status.INVALID_ARGUMENT,
+    Code.InvalidArgument,
     "machine_id is required",
   );
 });
@@ -235,9 +212,9 @@ Deno.test("ListMachines keeps registration order, pages and filters", SANITIZE, 
   const maintenance = await client.listMachines({ filter: "phase=MAINTENANCE" });
   assert.deepEqual(maintenance.machines.map((m) => m.machineId), ["machine-3"]);
 
-  await rejectsWith(client.listMachines({ filter: "bogus" }), grpc.status.INVALID_ARGUMENT);
-  await rejectsWith(client.listMachines({ filter: "colour=red" }), grpc.status.INVALID_ARGUMENT);
-  await rejectsWith(client.listMachines({ pageToken: "garbage" }), grpc.status.INVALID_ARGUMENT);
+  await rejectsWithCode(client.listMachines({ filter: "bogus" }), Code.InvalidArgument);
+  await rejectsWithCode(client.listMachines({ filter: "colour=red" }), Code.InvalidArgument);
+  await rejectsWithCode(client.listMachines({ pageToken: "garbage" }), Code.InvalidArgument);
 });
 
 Deno.test(
@@ -269,14 +246,14 @@ Deno.test(
       { role: "db" },
     );
 
-    await rejectsWith(
+    await rejectsWithCode(
       client.updateMachine({}),
-      grpc.status.INVALID_ARGUMENT,
+      Code.InvalidArgument,
       "machine is required",
     );
-    await rejectsWith(
+    await rejectsWithCode(
       client.updateMachine({ machine: { machineId: "nope" } }),
-      grpc.status.NOT_FOUND,
+      Code.NotFound,
       /^machine "nope" not found/,
     );
   },
@@ -303,19 +280,19 @@ Deno.test(
     };
     for (const [name, call] of Object.entries(calls)) {
       await t.step(name, async () => {
-        await rejectsWith(
+        await rejectsWithCode(
           call("", "r-1"),
-          grpc.status.INVALID_ARGUMENT,
+          Code.InvalidArgument,
           "machine_id is required",
         );
-        await rejectsWith(
+        await rejectsWithCode(
           call("machine-1", ""),
-          grpc.status.INVALID_ARGUMENT,
+          Code.InvalidArgument,
           /^request_id is required for idempotency/,
         );
-        await rejectsWith(
+        await rejectsWithCode(
           call("ghost", "r-1"),
-          grpc.status.NOT_FOUND,
+          Code.NotFound,
           /^machine "ghost" not found/,
         );
       });
@@ -335,19 +312,19 @@ Deno.test(
     importMachines(server.engine, 2);
     using client = connectClient(MachineService, server.address);
 
-    await rejectsWith(
+    await rejectsWithCode(
       client.reimageMachine({ machineId: "machine-2", requestId: "r-1" }),
-      grpc.status.FAILED_PRECONDITION,
+      Code.FailedPrecondition,
       'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)',
     );
-    await rejectsWith(
+    await rejectsWithCode(
       client.rebootMachine({ machineId: "machine-2", requestId: "r-2" }),
-      grpc.status.FAILED_PRECONDITION,
+      Code.FailedPrecondition,
       /^machine "machine-2" is in phase FACTORY_READY; reboot requires READY or MAINTENANCE/,
     );
-    await rejectsWith(
+    await rejectsWithCode(
       client.exitMaintenance({ machineId: "machine-2", requestId: "r-3" }),
-      grpc.status.FAILED_PRECONDITION,
+      Code.FailedPrecondition,
       /^machine "machine-2" is in phase FACTORY_READY; exit-maintenance requires MAINTENANCE/,
     );
   },
@@ -363,9 +340,9 @@ Deno.test(
 
     const first = await client.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
     await hold.entered;
-    const err = await rejectsWith(
+    const err = await rejectsWithCode(
       client.rebootMachine({ machineId: "machine-1", requestId: "r-2" }),
-      grpc.status.FAILED_PRECONDITION,
+      Code.FailedPrecondition,
     );
     assert.ok(err.rawMessage.includes(first.operationId), err.rawMessage);
     assert.match(err.rawMessage, /^machine "machine-1" is busy with operation /);
@@ -393,9 +370,9 @@ Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, a
   assert.equal(op.phase, OperationPhase.SUCCEEDED);
   assert.deepEqual(op.params, { image_ref: "img-a" });
 
-  const err = await rejectsWith(
+  const err = await rejectsWithCode(
     client.reimageMachine({ machineId: "machine-1", requestId: "r-1", imageRef: "img-b" }),
-    grpc.status.INVALID_ARGUMENT,
+    Code.InvalidArgument,
     /^request_id "r-1" was used for a REIMAGE of machine-1 with image_ref=img-a/,
   );
   assert.ok(err.rawMessage.includes("use a new request_id"));
@@ -429,9 +406,9 @@ Deno.test("a replay after the phase changed returns the original operation", SAN
   const replay = await client.exitMaintenance({ machineId: "machine-1", requestId: "exit-1" });
   assert.equal(replay.operationId, exit.operationId);
   assert.equal(replay.phase, OperationPhase.SUCCEEDED);
-  await rejectsWith(
+  await rejectsWithCode(
     client.exitMaintenance({ machineId: "machine-1", requestId: "exit-2" }),
-    grpc.status.FAILED_PRECONDITION,
+    Code.FailedPrecondition,
   );
   using ops = connectClient(OperationService, server.address);
   assert.equal((await ops.listOperations({})).operations.length, 2);
@@ -450,14 +427,14 @@ Deno.test(
     await enterMaintenance(server.engine, "machine-1");
     using client = connectClient(MachineService, server.address);
 
-    await rejectsWith(
+    await rejectsWithCode(
       client.cancelOperation({ operationId: "op-nope" }),
-      grpc.status.NOT_FOUND,
+      Code.NotFound,
       /^operation "op-nope" not found/,
     );
-    await rejectsWith(
+    await rejectsWithCode(
       client.cancelOperation({ operationId: "" }),
-      grpc.status.INVALID_ARGUMENT,
+      Code.InvalidArgument,
       "operation_id is required",
     );
 
@@ -480,9 +457,9 @@ Deno.test(
       () => client.enterMaintenance({ machineId: "machine-2", requestId: "r-2" }),
     );
     assert.equal(done.phase, OperationPhase.SUCCEEDED);
-    await rejectsWith(
+    await rejectsWithCode(
       client.cancelOperation({ operationId: done.operationId }),
-      grpc.status.FAILED_PRECONDITION,
+      Code.FailedPrecondition,
       /already finished with phase SUCCEEDED/,
     );
   },
@@ -515,14 +492,14 @@ Deno.test("GetOperation and ListOperations with filters and paging", SANITIZE, a
   const got = await operations.getOperation({ operationId: created[3].operationId });
   assert.equal(got.type, OperationType.REBOOT);
   assert.equal(got.phase, OperationPhase.SUCCEEDED);
-  await rejectsWith(
+  await rejectsWithCode(
     operations.getOperation({ operationId: "op-x" }),
-    grpc.status.NOT_FOUND,
+    Code.NotFound,
     /^operation "op-x" not found/,
   );
-  await rejectsWith(
+  await rejectsWithCode(
     operations.getOperation({ operationId: "" }),
-    grpc.status.INVALID_ARGUMENT,
+    Code.InvalidArgument,
     "operation_id is required",
   );
 
@@ -558,15 +535,15 @@ Deno.test("GetOperation and ListOperations with filters and paging", SANITIZE, a
   const first = await operations.listOperations({ pageSize: 1, filter: "machine_id=machine-1" });
   assert.notEqual(first.nextPageToken, "");
   // A token is bound to its filter.
-  await rejectsWith(
+  await rejectsWithCode(
     operations.listOperations({ pageSize: 1, pageToken: first.nextPageToken, filter: "" }),
-    grpc.status.INVALID_ARGUMENT,
+    Code.InvalidArgument,
   );
 
   for (const filter of ["phase=NOPE", "type=DANCE", "colour=red", "machine_id"]) {
-    await rejectsWith(operations.listOperations({ filter }), grpc.status.INVALID_ARGUMENT);
+    await rejectsWithCode(operations.listOperations({ filter }), Code.InvalidArgument);
   }
-  await rejectsWith(operations.listOperations({ pageSize: -1 }), grpc.status.INVALID_ARGUMENT);
+  await rejectsWithCode(operations.listOperations({ pageSize: -1 }), Code.InvalidArgument);
 });
 
 // ----- StreamOperationLogs -----------------------------------------------------------------------

@@ -13,8 +13,8 @@ import {
   createServiceHandlers,
   type ServiceHandlersOptions,
 } from "../lib/grpc/service_handlers.ts";
-import { SANITIZE } from "./helpers.ts";
-import { type Client, connectClient, ConnectError } from "../lib/client/mod.ts";
+import { rejectsWithCode, SANITIZE } from "./helpers.ts";
+import { type Client, Code, connectClient } from "../lib/client/mod.ts";
 import {
   GetMachineRequestSchema,
   LogChunkSchema,
@@ -133,23 +133,6 @@ async function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promis
   }
 }
 
-async function rejectsWithStatus(
-  promise: Promise<unknown>,
-  code: grpc.status,
-  details?: string | RegExp,
-): Promise<ConnectError> {
-  let caught: unknown;
-  await assert.rejects(promise, (err) => {
-    caught = err;
-    return true;
-  });
-  assert.ok(caught instanceof ConnectError, `expected a ConnectError, got ${String(caught)}`);
-  assert.equal(grpc.status[caught.code], grpc.status[code], caught.rawMessage);
-  if (typeof details === "string") assert.equal(caught.rawMessage, details);
-  else if (details) assert.match(caught.rawMessage, details);
-  return caught;
-}
-
 // ----- createServiceDefinition() -----------------------------------------------------------------
 
 Deno.test(
@@ -197,7 +180,7 @@ async function cancelOnceStarted(
   const pending = client.getMachine({ machineId: "m-1" }, { signal: controller.signal });
   await within(started, "the handler to start");
   controller.abort();
-  await rejectsWithStatus(pending, grpc.status.CANCELLED);
+  await rejectsWithCode(pending, Code.Canceled);
 }
 
 // ----- unary calls -------------------------------------------------------------------------------
@@ -242,9 +225,9 @@ Deno.test(
     });
     using client = connectClient(MachineService, server.address);
 
-    const err = await rejectsWithStatus(
+    const err = await rejectsWithCode(
       client.registerMachine({ machine: { machineId: "m-1" } }),
-      grpc.status.ALREADY_EXISTS,
+      Code.AlreadyExists,
       'machine "m-1" already exists',
     );
     assert.deepEqual(err.metadata.get("machine-id"), "m-1");
@@ -274,23 +257,23 @@ Deno.test(
     using client = connectClient(MachineService, server.address);
 
     await t.step("a thrown object", async () => {
-      await rejectsWithStatus(
+      await rejectsWithCode(
         client.getMachine({ machineId: "m-1" }),
-        grpc.status.INTERNAL,
+        Code.Internal,
         "Handler failed with a non-Error value: [object Object]",
       );
     });
     await t.step("a thrown string", async () => {
-      await rejectsWithStatus(
+      await rejectsWithCode(
         client.updateMachine({}),
-        grpc.status.INTERNAL,
+        Code.Internal,
         'Handler failed with a non-Error value: "plain string"',
       );
     });
     await t.step("a synchronous throw", async () => {
-      await rejectsWithStatus(
+      await rejectsWithCode(
         client.listMachines({}),
-        grpc.status.INTERNAL,
+        Code.Internal,
         "Page size out of range",
       );
     });
@@ -315,9 +298,9 @@ Deno.test(
     );
     using client = connectClient(MachineService, server.address);
 
-    await rejectsWithStatus(
+    await rejectsWithCode(
       client.getMachine({ machineId: "m-1" }),
-      grpc.status.INTERNAL,
+      Code.Internal,
       "original failure",
     );
   },
@@ -431,9 +414,9 @@ Deno.test(
     release.resolve();
 
     // testToStatus maps an AbortError to UNAVAILABLE with its message.
-    await rejectsWithStatus(
+    await rejectsWithCode(
       pending,
-      grpc.status.UNAVAILABLE,
+      Code.Unavailable,
       "Server is stopping: Server shutdown",
     );
   },
@@ -452,9 +435,9 @@ Deno.test(
     });
     using client = connectClient(MachineService, server.address);
 
-    await rejectsWithStatus(
+    await rejectsWithCode(
       client.getMachine({ machineId: "m-1" }),
-      grpc.status.ALREADY_EXISTS,
+      Code.AlreadyExists,
       'machine "m-1" already exists',
     );
   },
@@ -513,7 +496,7 @@ Deno.test("createServiceHandlers() applies the wrapper to every call", SANITIZE,
   using operations = connectClient(OperationService, server.address);
 
   await machines.getMachine({ machineId: "m-1" });
-  await rejectsWithStatus(machines.registerMachine({}), grpc.status.ALREADY_EXISTS);
+  await rejectsWithCode(machines.registerMachine({}), Code.AlreadyExists);
   const chunks = await Array.fromAsync(operations.streamOperationLogs({ operationId: "op-1" }));
 
   assert.equal(chunks.length, 1);
@@ -673,9 +656,9 @@ Deno.test(
       }
     };
 
-    await rejectsWithStatus(
+    await rejectsWithCode(
       consume(),
-      grpc.status.UNAVAILABLE,
+      Code.Unavailable,
       "Server is stopping: Server shutdown",
     );
     assert.deepEqual(received, [0n, 1n, 2n]);
@@ -703,9 +686,9 @@ Deno.test(
       }
     };
 
-    const err = await rejectsWithStatus(
+    const err = await rejectsWithCode(
       consume(),
-      grpc.status.ALREADY_EXISTS,
+      Code.AlreadyExists,
       'machine "op-1" already exists',
     );
     assert.deepEqual(received, [0n]);

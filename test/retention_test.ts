@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { Code, connectClient, type ConnectError } from "../lib/client/mod.ts";
+import { Code, connectClient } from "../lib/client/mod.ts";
 import { NotFoundError } from "../lib/model/errors.ts";
 import { createMemoryStore } from "../lib/store/memory.ts";
 import {
@@ -16,6 +16,7 @@ import { runServer, spawnServer } from "../scripts/server_process.ts";
 import {
   enterMaintenance,
   importMachines,
+  rejectsWithCode,
   runOperation,
   SANITIZE,
   testEngine,
@@ -226,10 +227,7 @@ Deno.test(
         }
         const listed = await operations.listOperations({});
         assert.deepEqual(listed.operations.map((op) => op.operationId), ids.slice(4));
-        await assert.rejects(
-          operations.getOperation({ operationId: ids[0] }),
-          (error: ConnectError) => error.code === Code.NotFound,
-        );
+        await rejectsWithCode(operations.getOperation({ operationId: ids[0] }), Code.NotFound);
         // r-0's operation was pruned: the same request id starts a new operation.
         const again = await machines.enterMaintenance({ machineId: "m-1", requestId: "r-0" });
         assert.notEqual(again.operationId, ids[0]);

@@ -7,10 +7,10 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
+import { Code, connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
-import { SANITIZE, testEngine } from "./helpers.ts";
+import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
 import { TIMINGS } from "../lib/provider/fake.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
@@ -99,7 +99,7 @@ Deno.test("server.ts logs every RPC at debug level", SANITIZE, async () => {
   await using server = await spawnServer(["--log-level", "debug"]);
   using client = connectClient(MachineService, server.address);
   await client.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
-  await assert.rejects(client.getMachine({ machineId: "nope" }));
+  await rejectsWithCode(client.getMachine({ machineId: "nope" }), Code.NotFound);
   const status = await server.stop();
   assert.equal(status.code, 0);
   assert.match(server.stderr(), /RegisterMachine OK in/);

@@ -116,13 +116,47 @@ function keepReceivedResponse(stream: http2.ClientHttp2Stream): void {
   };
 }
 
+/** The private state hook of connect-node 2.2.0's session manager (exact-pinned in deno.json). */
+interface SessionStates {
+  setState(state: { t: string; conn?: Promise<http2.ClientHttp2Session> }): void;
+}
+
+/**
+ * Workaround for a connect-node 2.2.0 defect: when a session dies between its `connect` event and
+ * the promise continuation that adopts it (on Deno, a TLS 1.3 client without the certificate a
+ * mutual-TLS server requires: the handshake completes on the client's side, then the server's
+ * alert destroys the session), the manager's `ready()` throws inside that continuation, the
+ * state stays "connecting" on a settled promise, and `gotoReady()` loops on `await` forever: a
+ * microtask spin at 100% CPU in which no timer, not even the call's deadline, ever fires. Here
+ * such a session rejects the connection attempt instead, so the call fails with Unavailable.
+ */
+function refuseDeadSession(
+  session: http2.ClientHttp2Session,
+): http2.ClientHttp2Session {
+  if (!session.destroyed && !session.closed) return session;
+  // What killed it is emitted on a later tick, after connect-node removed its listener: without
+  // this one, an uncaught error.
+  session.on("error", () => {});
+  throw new ConnectError("the connection closed as it opened", Code.Unavailable);
+}
+
 /**
  * connect-node's session manager gives no option for the connection window (node:http2 has
  * only `setLocalWindowSize`), so it is widened on each new session at its first request. Each
- * stream gets {@linkcode keepReceivedResponse}.
+ * stream gets {@linkcode keepReceivedResponse}, each new session {@linkcode refuseDeadSession}.
  */
 class SessionManager extends Http2SessionManager {
   readonly #widened = new WeakSet<http2.Http2Session>();
+
+  constructor(...args: ConstructorParameters<typeof Http2SessionManager>) {
+    super(...args);
+    const states = this as unknown as SessionStates;
+    const setState = states.setState;
+    states.setState = function (state): void {
+      if (state.t === "connecting" && state.conn) state.conn = state.conn.then(refuseDeadSession);
+      setState.call(this, state);
+    };
+  }
 
   override async request(
     ...args: Parameters<Http2SessionManager["request"]>
