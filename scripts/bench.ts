@@ -22,7 +22,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
+import { connectClient, ConnectError, statusName } from "../lib/client/mod.ts";
 import { create } from "@bufbuild/protobuf";
 import {
   MachineService,
@@ -137,7 +137,7 @@ function log(message: string): void {
 }
 
 function codeName(error: unknown): string {
-  if (error instanceof RpcError) return statusName(error.code);
+  if (error instanceof ConnectError) return statusName(error.code);
   return error instanceof Error ? error.message.split("\n")[0] : String(error);
 }
 
@@ -184,8 +184,8 @@ log(
     ? `started server.ts (pid ${server.pid}) on ${address}`
     : `measuring the server at ${address}`,
 );
-const machines = createClient(MachineService, address);
-const operations = createClient(OperationService, address);
+const machines = connectClient(MachineService, address);
+const operations = connectClient(OperationService, address);
 
 const memory: Record<string, Rss | null> = {};
 function sampleMemory(label: string): void {
@@ -360,7 +360,7 @@ let lastEventAt = 0;
 
 function openWatcher(index: number): Watcher {
   // Each subscriber on its own connection, as separate clients would be.
-  const client = createClient(OperationService, address);
+  const client = connectClient(OperationService, address);
   const stream = client.watchOperations({ filter: "" });
   let stopping = false;
   const watcher: Watcher = {
@@ -795,7 +795,7 @@ if (selected.has("cli")) {
     const cliServer = await spawnServer();
     const tmp = await Deno.makeTempDir({ prefix: "bmdemo-bench-" });
     try {
-      const client = createClient(MachineService, cliServer.address);
+      const client = connectClient(MachineService, cliServer.address);
       for (let i = 1; i <= 3; i++) {
         await client.registerMachine({
           machine: { machineId: `cli-${i}`, spec: { provider: "fake" } },
