@@ -12,8 +12,9 @@
  * deno run --allow-net --allow-env --allow-read scripts/load.ts --server 127.0.0.1:50051
  * ```
  *
- * Without `--server` it starts `server.ts` as a separate process (default timings) on a free
- * port, and reports that process's peak RSS (VmHWM from /proc).
+ * Without `--server` it starts `server.ts` as a separate process on a free port, with
+ * `--timing normal` unless `--timing slow|zero` is given (zero: the real server without simulated
+ * delays, the heaviest load), and reports that process's peak RSS (VmHWM from /proc).
  *
  * @module
  */
@@ -318,6 +319,7 @@ if (import.meta.main) {
       watchers: { type: "string", default: "4" },
       machines: { type: "string", default: "2" },
       channels: { type: "string" },
+      timing: { type: "string", default: "normal" },
     },
   });
   let address = args.server;
@@ -325,7 +327,11 @@ if (import.meta.main) {
   let pid: number | undefined;
   if (!address) {
     const { spawnServer } = await import("./server_process.ts");
-    const server = await spawnServer(["--log-level", "warn"]);
+    if (!["normal", "slow", "zero"].includes(args.timing)) {
+      console.error(`load: --timing must be one of normal, slow, zero: got "${args.timing}"`);
+      Deno.exit(2);
+    }
+    const server = await spawnServer(["--log-level", "warn", "--timing", args.timing]);
     address = server.address;
     pid = server.child.pid;
     stopServer = () => server.stop("SIGTERM");
