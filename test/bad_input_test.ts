@@ -26,9 +26,9 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
-import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
+import type { BmdemoServer } from "../lib/grpc/server.ts";
 import { connectClient, ConnectError, errorInfo } from "../lib/client/mod.ts";
-import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import { enterMaintenance, importMachines, runOperation, SANITIZE, testServer } from "./helpers.ts";
 
 const { INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION } = grpc.status;
 
@@ -181,7 +181,7 @@ Deno.test(
   "bad input on every RPC gets its documented status and changes nothing",
   SANITIZE,
   async (t) => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     const { finished } = await setUp(server);
     using machines = connectClient(MachineService, server.address);
     using operations = connectClient(OperationService, server.address);

@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { startServer } from "../lib/grpc/server.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
-import { SANITIZE, testEngine } from "./helpers.ts";
+import { SANITIZE, testServer } from "./helpers.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const GOLDEN = new URL("./golden/", import.meta.url);
@@ -26,7 +25,7 @@ function normalise(text: string): string {
 }
 
 Deno.test("quick start session matches the golden output", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const steps = [
     ["import", "3"],
     ["list"],
@@ -54,7 +53,7 @@ Deno.test("a failed operation exits 4 with the step error", SANITIZE, async () =
     }),
     executor: { backoff: () => 0 },
   });
-  await using server = await startServer({ port: 0, engine });
+  await using server = await testServer({ engine });
   await cli(server.address, "import", "1");
   await cli(server.address, "enter-maintenance", "machine-1");
   const [code, out] = await cli(server.address, "reimage", "machine-1");
@@ -81,7 +80,7 @@ Deno.test(
   "cross-process: -o json, --no-wait and the bash completion script",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     await cli(server.address, "import", "2");
     const [code, out, err] = await cli(server.address, "list", "-o", "json", "--page-size", "1");
     assert.deepEqual([code, err], [0, ""]);

@@ -27,6 +27,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  testServer,
 } from "./helpers.ts";
 
 interface Run {
@@ -52,7 +53,7 @@ Deno.test(
   "JSON and YAML of list, ops, get, op round-trip to the same messages",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 3);
     await enterMaintenance(server.engine, "machine-2");
     await runOperation(server.engine, { machineId: "machine-2", type: OperationType.REIMAGE });
@@ -111,7 +112,7 @@ Deno.test(
 );
 
 Deno.test("watch -o json prints one parseable event per line", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 1);
   const interrupt = new AbortController();
   let out = "";
@@ -258,7 +259,7 @@ Deno.test("durations", SANITIZE, () => {
 });
 
 Deno.test("--filter and --page-size read every page; a bad filter exits 3", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 5);
   await enterMaintenance(server.engine, "machine-2");
   await enterMaintenance(server.engine, "machine-4");
@@ -292,7 +293,7 @@ Deno.test("--filter and --page-size read every page; a bad filter exits 3", SANI
 });
 
 Deno.test("hints follow rpc errors", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 1);
   const reimage = await runCli(server, ["reimage", "machine-1"]);
   assert.deepEqual(reimage.code, 3);

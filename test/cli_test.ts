@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
+import { type BmdemoServer } from "../lib/grpc/server.ts";
 import { displayWidth, formatTable } from "../lib/cli/format.ts";
 import { main, parseCommandLine } from "../lib/cli/main.ts";
 import { type CliIo, UsageError } from "../lib/cli/session.ts";
@@ -18,6 +18,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  testServer,
 } from "./helpers.ts";
 
 function capture(): { out: string[]; err: string[]; io: Parameters<typeof main>[1] } {
@@ -75,7 +76,7 @@ Deno.test("main exits 2 on usage errors and 0 on --help/--version", SANITIZE, as
 });
 
 Deno.test("list abbreviations and exit codes in-process", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const run = async (...args: string[]): Promise<[number, string, string]> => {
     const c = capture();
     const code = await main(["--server", server.address, ...args], c.io);
@@ -156,7 +157,7 @@ async function runCli(
 }
 
 Deno.test("list -o wide and get measure text beyond ASCII by display width", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   for (const [machineId, rack] of [["machine-1", "ラック-1"], ["machine-2", "r2"]]) {
     server.engine.registerMachine(create(MachineSchema, {
       machineId,
@@ -183,7 +184,7 @@ Deno.test("list -o wide and get measure text beyond ASCII by display width", SAN
 });
 
 Deno.test("ops lists operations oldest first, or says there are none", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const empty = await runCli(server, ["ops"]);
   assert.deepEqual(empty, { code: 0, out: "No operations.\n", err: "" });
 
@@ -357,7 +358,7 @@ Deno.test("Ctrl+C leaves the operation running and says how to follow it", SANIT
 });
 
 Deno.test("watch prints events until interrupted", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 2);
   const interrupt = new AbortController();
   const c = captureIo({ interrupt: interrupt.signal });
@@ -385,7 +386,7 @@ Deno.test("watch prints events until interrupted", SANITIZE, async () => {
 });
 
 Deno.test("tour runs to completion without pauses", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const { code, out, err } = await runCli(server, ["tour"]);
   assert.deepEqual([code, err], [0, ""]);
   let cursor = 0;
@@ -421,7 +422,7 @@ Deno.test("demo runs on a server whose demo-1 is already in maintenance", SANITI
     create(MachineSchema, { machineId: "demo-1", spec: { provider: "fake" } }),
   );
   await enterMaintenance(engine, "demo-1");
-  await using server = await startServer({ port: 0, engine });
+  await using server = await testServer({ engine });
   const { code, out, err } = await runCli(server, ["demo"]);
   assert.deepEqual([code, err], [0, ""]);
   const stepLines = out.split("\n").filter((l) => l.startsWith("  step: "));

@@ -27,6 +27,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  testServer,
   untilTerminal,
 } from "./helpers.ts";
 
@@ -325,7 +326,7 @@ Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async
 });
 
 Deno.test("an operation started during shutdown gets SHUTTING_DOWN", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 1);
   using machines = connectClient(MachineService, server.address);
   await server.engine.shutdown();
@@ -370,7 +371,7 @@ Deno.test(
   "a watch or log stream past maxWatchers gets RESOURCE_EXHAUSTED, TOO_MANY_WATCHERS",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine(), maxWatchers: 2 });
+    await using server = await testServer({ maxWatchers: 2 });
     importMachines(server.engine, 1);
     const { operationId } = await runOperation(server.engine, {
       machineId: "machine-1",
@@ -407,7 +408,7 @@ Deno.test("an unexpected exception is INTERNAL with reason INTERNAL", SANITIZE, 
   engine.getMachine = () => {
     throw new TypeError("boom");
   };
-  await using server = await startServer({ port: 0, engine });
+  await using server = await testServer({ engine });
   using machines = connectClient(MachineService, server.address);
   const result = await failure(machines.getMachine({ machineId: "machine-1" }));
   assertFailure(result, { code: grpc.status.INTERNAL, reason: "INTERNAL", metadata: {} }, "boom");

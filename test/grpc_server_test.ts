@@ -35,6 +35,7 @@ import {
   rejectsWithCode,
   SANITIZE,
   testEngine,
+  testServer,
   untilTerminal,
 } from "./helpers.ts";
 
@@ -95,7 +96,7 @@ function isMarker(event: OperationEvent): boolean {
 // ----- MachineService: machines ------------------------------------------------------------------
 
 Deno.test("RegisterMachine creates, then updates only spec and labels", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   using client = connectClient(MachineService, server.address);
 
   const created = await client.registerMachine({
@@ -127,7 +128,7 @@ Deno.test(
   "RegisterMachine refuses a missing machine and a MAINTENANCE start",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     using client = connectClient(MachineService, server.address);
 
     await rejectsWithCode(
@@ -151,7 +152,7 @@ Deno.test(
 );
 
 Deno.test("GetMachine returns a machine, NOT_FOUND or INVALID_ARGUMENT", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 1);
   using client = connectClient(MachineService, server.address);
 
@@ -171,7 +172,7 @@ Deno.test("GetMachine returns a machine, NOT_FOUND or INVALID_ARGUMENT", SANITIZ
 });
 
 Deno.test("ListMachines keeps registration order, pages and filters", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 5);
   server.engine.registerMachine(
     create(MachineSchema, {
@@ -221,7 +222,7 @@ Deno.test(
   "UpdateMachine replaces labels and spec only and ignores the client status",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 1);
     using client = connectClient(MachineService, server.address);
 
@@ -265,7 +266,7 @@ Deno.test(
   "operation RPCs validate machine_id and request_id, then the machine",
   SANITIZE,
   async (t) => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 1);
     using client = connectClient(MachineService, server.address);
     const calls = {
@@ -308,7 +309,7 @@ Deno.test(
   "the phase gate answers FAILED_PRECONDITION with the exact message",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 2);
     using client = connectClient(MachineService, server.address);
 
@@ -385,7 +386,7 @@ Deno.test("request_id reuse with another image is INVALID_ARGUMENT", SANITIZE, a
 });
 
 Deno.test("a replay after the phase changed returns the original operation", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 1);
   using client = connectClient(MachineService, server.address);
 
@@ -468,7 +469,7 @@ Deno.test(
 // ----- OperationService: reads -------------------------------------------------------------------
 
 Deno.test("GetOperation and ListOperations with filters and paging", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   importMachines(server.engine, 3);
   using machines = connectClient(MachineService, server.address);
   using operations = connectClient(OperationService, server.address);
@@ -616,7 +617,7 @@ Deno.test(
   "StreamOperationLogs delivers NOT_FOUND and INVALID_ARGUMENT on the stream",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     using operations = connectClient(OperationService, server.address);
 
     const missing = await drain(operations.streamOperationLogs({ operationId: "op-missing" }));
@@ -689,7 +690,7 @@ Deno.test(
 );
 
 Deno.test("WatchOperations refuses an invalid filter with INVALID_ARGUMENT", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   using operations = connectClient(OperationService, server.address);
 
   for (const filter of ["machine_id", "phase=NOPE", "label.role=worker"]) {
@@ -772,7 +773,7 @@ Deno.test(
   "invalid requests get defined status codes, never UNKNOWN or INTERNAL",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 1);
     using machines = connectClient(MachineService, server.address);
     using operations = connectClient(OperationService, server.address);

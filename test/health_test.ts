@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { Code, connectClient } from "../lib/client/mod.ts";
-import { startServer } from "../lib/grpc/server.ts";
 import { HealthService, ServingStatus } from "../lib/grpc/health.ts";
-import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
+import { rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
 
 /** The health client, typed for the two methods used here. */
 interface HealthClient {
@@ -18,7 +17,7 @@ function healthClient(address: string): HealthClient {
 const SERVICES = ["", "baremetal.v1.MachineService", "baremetal.v1.OperationService"];
 
 Deno.test("health: SERVING for the server and both services once listening", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const client = healthClient(server.address);
   try {
     for (const service of SERVICES) {
@@ -34,7 +33,7 @@ Deno.test(
   "health: a Watch sees NOT_SERVING when shutdown starts, then ends",
   SANITIZE,
   async () => {
-    const server = await startServer({ port: 0, engine: testEngine() });
+    const server = await testServer();
     const client = healthClient(server.address);
     try {
       const watches = SERVICES.map((service) => client.watch({ service }));

@@ -18,7 +18,7 @@ import {
   Operation_Phase as OperationPhase,
   type OperationEvent,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
+import { type BmdemoServer, type ServerOptions, startServer } from "../lib/grpc/server.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import type { ProviderCall } from "../lib/provider/mod.ts";
 import { validateCreateRequest } from "../lib/store/validation.ts";
@@ -63,6 +63,17 @@ export function testEngine(
     ...options,
     executor: { backoff: () => 0, ...options.executor },
   });
+}
+
+/**
+ * Starts a server on a free loopback port over `options.engine` (default: {@linkcode testEngine}),
+ * for `await using`.
+ *
+ * @param options Server options; `port` defaults to 0.
+ * @returns The running server.
+ */
+export function testServer(options: Partial<ServerOptions> = {}): Promise<BmdemoServer> {
+  return startServer({ port: 0, ...options, engine: options.engine ?? testEngine() });
 }
 
 /** Registers `machine-1 … machine-N` in FACTORY_READY. */
@@ -201,7 +212,7 @@ export async function enterMaintenanceBurst(
 export async function maintenanceServer(
   provider: FakeProviderOptions = {},
 ): Promise<BmdemoServer> {
-  return await startServer({ port: 0, engine: await maintenanceEngine(provider) });
+  return await testServer({ engine: await maintenanceEngine(provider) });
 }
 
 /**

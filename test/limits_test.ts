@@ -22,7 +22,6 @@ import {
   Operation_OperationType as OperationType,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { startServer } from "../lib/grpc/server.ts";
 import { Code, connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
 import { newMachineId } from "../lib/model/ids.ts";
 import { LIMITS } from "../lib/store/limits.ts";
@@ -36,6 +35,7 @@ import {
   runOperation,
   SANITIZE,
   testEngine,
+  testServer,
   untilTerminal,
 } from "./helpers.ts";
 
@@ -450,7 +450,7 @@ Deno.test(
   "10,000 labels in one RegisterMachine are refused cleanly and the server still answers",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     importMachines(server.engine, 1);
     using machines = connectClient(MachineService, server.address);
     let caught: unknown;
@@ -578,7 +578,7 @@ Deno.test(
     const dir = await Deno.makeTempDir({ prefix: "bmdemo-limits-" });
     try {
       using store = createSqliteStore(oldDatabase(dir, 5, ["machine-2", "machine-3"]));
-      await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
+      await using server = await testServer({ engine: testEngine({}, { store }) });
       using machines = connectClient(MachineService, server.address);
       const pages: string[][] = [];
       let pageToken = "";
@@ -611,7 +611,7 @@ Deno.test(
   "ListMachines and ListOperations replies over gRPC are cut by bytes, every item once",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     // 64 labels of 256 three-byte characters: ~52 KB a machine, 1,000 would be ~52 MB.
     const wide = Object.fromEntries(
       Array.from({ length: 64 }, (_, i) => [`k${i}`, "€".repeat(256)]),

@@ -11,9 +11,8 @@ import {
 import { getCondition } from "../lib/model/lifecycle.ts";
 import { INTERRUPTED_MESSAGE } from "../lib/engine/recovery.ts";
 import { createSqliteStore } from "../lib/store/sqlite.ts";
-import { startServer } from "../lib/grpc/server.ts";
 import type { Store } from "../lib/store/mod.ts";
-import { nextEvent, runOperation, SANITIZE, testEngine } from "./helpers.ts";
+import { nextEvent, runOperation, SANITIZE, testEngine, testServer } from "./helpers.ts";
 import { validateCreateRequest } from "../lib/store/validation.ts";
 
 function readyMachine(engine: Engine, machineId = "machine-1"): void {
@@ -145,7 +144,7 @@ Deno.test("recovery: the server runs it before accepting calls", SANITIZE, async
       type: OperationType.ENTER_MAINTENANCE,
     }));
     store.markRunning(operation.operationId);
-    await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
+    await using server = await testServer({ engine: testEngine({}, { store }) });
     assert.deepEqual(server.recovery.operationIds, [operation.operationId]);
     assert.equal(store.getOperation(operation.operationId).error?.code, "INTERRUPTED");
   } finally {

@@ -2,9 +2,8 @@ import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { create, type DescService, fromBinary, type Message } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { startServer } from "../lib/grpc/server.ts";
 import { REFLECTION_SERVICES, reflectionServiceDefinition } from "../lib/grpc/reflection.ts";
-import { SANITIZE, testEngine } from "./helpers.ts";
+import { SANITIZE, testServer } from "./helpers.ts";
 
 interface Response {
   messageResponse:
@@ -45,7 +44,7 @@ async function reflect(
 }
 
 Deno.test("reflection lists every service, over v1 and v1alpha", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   for (const service of REFLECTION_SERVICES) {
     const [response] = await reflect(server.address, service, [
       { case: "listServices", value: "*" },
@@ -66,7 +65,7 @@ Deno.test(
   "reflection describes baremetal.v1.Machine from the generated descriptors",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     const [bySymbol, byMethod, byFile, missing] = await reflect(
       server.address,
       REFLECTION_SERVICES[0],
@@ -95,7 +94,7 @@ Deno.test(
 );
 
 Deno.test("reflection describes the generated health and reflection files", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   const responses = await reflect(server.address, REFLECTION_SERVICES[1], [
     { case: "fileContainingSymbol", value: "grpc.health.v1.Health" },
     { case: "fileByFilename", value: "grpc/reflection/v1/reflection.proto" },

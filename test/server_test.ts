@@ -9,8 +9,8 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { Code, connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
-import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
-import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
+import { denoVersionWarning } from "../lib/grpc/server.ts";
+import { rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
 import { TIMINGS } from "../lib/provider/fake.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
@@ -206,7 +206,7 @@ Deno.test(
   "connectClient() starts a stream when it is called, before it is read",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     using machines = connectClient(MachineService, server.address);
     using operations = connectClient(OperationService, server.address);
     await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
@@ -227,7 +227,7 @@ Deno.test(
   "connectClient() stream return() ends a stream that was never read",
   SANITIZE,
   async () => {
-    await using server = await startServer({ port: 0, engine: testEngine() });
+    await using server = await testServer();
     using operations = connectClient(OperationService, server.address);
     await operations.listOperations({}); // connected, so closing leaves no connection timers
     const events = operations.watchOperations({});

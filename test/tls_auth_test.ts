@@ -4,7 +4,7 @@ import { Code, connectClient, errorInfo } from "../lib/client/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
-import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
+import { rejectsWithCode, SANITIZE, testEngine, testServer } from "./helpers.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
 
 async function openssl(dir: string, ...args: string[]): Promise<void> {
@@ -190,7 +190,7 @@ Deno.test("mutual TLS: a client certificate signed by the CA is required", SANIT
 });
 
 Deno.test("an oversized request fails with RESOURCE_EXHAUSTED", SANITIZE, async () => {
-  await using server = await startServer({ port: 0, engine: testEngine() });
+  await using server = await testServer();
   using client = connectClient(MachineService, server.address);
   await rejectsWithCode(
     client.getMachine({ machineId: "x".repeat(5 * 1024 * 1024) }),
