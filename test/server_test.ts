@@ -12,7 +12,7 @@ import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
-import { TIMINGS } from "../lib/provider/fake.ts";
+import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 /** The status name, ErrorInfo reason and details `run` fails with. */
