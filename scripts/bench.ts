@@ -26,7 +26,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient } from "../lib/client/mod.ts";
 import { MachineService, OperationService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, renderTable, textFigure } from "./bench/stats.ts";
 import { memoryFigures, readRss, type Rss } from "./bench/memory.ts";
@@ -118,8 +118,8 @@ log(
     ? `started server.ts (pid ${server.pid}) on ${address}`
     : `measuring the server at ${address}`,
 );
-const machines = createClient(MachineService, address);
-const operations = createClient(OperationService, address);
+const machines = connectClient(MachineService, address);
+const operations = connectClient(OperationService, address);
 
 const memory: Record<string, Rss | null> = {};
 function sampleMemory(label: string): void {

@@ -27,8 +27,14 @@ import {
   OperationEvent_Kind as EventKind,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { errorInfoOf } from "../lib/grpc/error_details.ts";
-import { type Client, createClient, RpcError, statusName } from "../lib/grpc/client.ts";
+
+import {
+  type Client,
+  connectClient,
+  ConnectError,
+  errorInfo,
+  statusName,
+} from "../lib/client/mod.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import { BUILTIN_PLANS } from "../lib/engine/plans.ts";
 
@@ -126,10 +132,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const machinesPerClient = options.machinesPerClient ?? 2;
   const prefix = options.prefix ?? "load";
   const channels = Array.from({ length: channelCount }, () => ({
-    machines: createClient(MachineService, options.address),
-    operations: createClient(OperationService, options.address),
+    machines: connectClient(MachineService, options.address),
+    operations: connectClient(OperationService, options.address),
   }));
-  const watchChannel = createClient(OperationService, options.address);
+  const watchChannel = connectClient(OperationService, options.address);
   const errors: Record<string, number> = {};
   const unexpected: string[] = [];
   let rpcs = 0;
@@ -139,12 +145,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     try {
       return await call();
     } catch (error) {
-      if (!(error instanceof RpcError)) throw error;
-      const reason = errorInfoOf(error)?.reason ?? "-";
+      if (!(error instanceof ConnectError)) throw error;
+      const reason = errorInfo(error)?.reason ?? "-";
       const key = `${statusName(error.code)}/${reason}`;
       errors[key] = (errors[key] ?? 0) + 1;
       if (!EXPECTED_REASONS.includes(reason) && unexpected.length < 50) {
-        unexpected.push(`${key}: ${error.details}`);
+        unexpected.push(`${key}: ${error.rawMessage}`);
       }
       return undefined;
     } finally {
@@ -173,8 +179,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         }
       } catch (error) {
         if (!stopWatching.signal.aborted) {
-          result.error = error instanceof RpcError
-            ? `${statusName(error.code)}: ${error.details}`
+          result.error = error instanceof ConnectError
+            ? `${statusName(error.code)}: ${error.rawMessage}`
             : String(error);
         }
       }

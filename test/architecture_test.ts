@@ -31,7 +31,9 @@ const LAYERS: Record<string, Layer> = {
     mayImport: ["engine", "store", "model", "gen"],
     forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
   },
-  cli: { mayImport: ["grpc", "model", "gen"] },
+  // The client side of the wire: connect-es over the generated descriptors, never grpc-js.
+  client: { mayImport: ["gen"], forbiddenPackages: /^(npm:)?@grpc\// },
+  cli: { mayImport: ["client", "model", "gen"] },
 };
 
 const LIB = new URL("../lib/", import.meta.url);
@@ -182,7 +184,8 @@ Deno.test("every folder of lib/ opens its mod.ts with a @module comment", SANITI
 
 Deno.test("the CLI never loads grpc-js, not even through a dynamic import", SANITIZE, async () => {
   // The CLI's start-up time is a product figure (issue 6): grpc-js costs ~35 ms to load, so the
-  // CLI talks through lib/grpc/client.ts. Type-only imports are fine; code edges are not.
+  // CLI talks through lib/client/mod.ts (connect-es). Type-only imports are fine; code edges are
+  // not.
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", new URL("../cli.ts", import.meta.url).pathname],
     stdout: "piped",
@@ -206,7 +209,7 @@ Deno.test("the CLI never loads grpc-js, not even through a dynamic import", SANI
       if (dep.code) pending.push(resolve(dep.code.specifier));
     }
   }
-  assert.ok([...seen].some((s) => s.endsWith("/lib/grpc/client.ts")), "graph walk failed");
+  assert.ok([...seen].some((s) => s.endsWith("/lib/client/mod.ts")), "graph walk failed");
   const grpcJs = [...seen].filter((s) => s.includes("@grpc/grpc-js"));
   assert.deepEqual(grpcJs, [], "the CLI's module graph reaches grpc-js");
 });

@@ -27,7 +27,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { type BmdemoServer, startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient, ConnectError, errorInfo } from "../lib/client/mod.ts";
 import { enterMaintenance, importMachines, runOperation, SANITIZE, testEngine } from "./helpers.ts";
 
 const { INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, FAILED_PRECONDITION } = grpc.status;
@@ -62,9 +62,12 @@ async function outcomeOf(call: () => Promise<unknown>): Promise<Outcome> {
     await call();
     return { code: grpc.status.OK };
   } catch (error) {
-    const err = error as grpc.ServiceError;
-    if (typeof err?.code !== "number") throw error;
-    return { code: err.code, reason: errorInfoOf(err)?.reason, details: err.details };
+    if (!(error instanceof ConnectError)) throw error;
+    return {
+      code: error.code as number,
+      reason: errorInfo(error)?.reason,
+      details: error.rawMessage,
+    };
   }
 }
 
@@ -180,8 +183,8 @@ Deno.test(
   async (t) => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     const { finished } = await setUp(server);
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
     const before = snapshot(server.engine);
     assert.equal(before.machines.length, 4);
     assert.equal(before.operations.length, 3);

@@ -10,7 +10,6 @@
  */
 
 import assert from "node:assert/strict";
-import * as grpc from "@grpc/grpc-js";
 import type { Engine } from "../lib/engine/mod.ts";
 import type { EventSubscription, SubscribeOptions } from "../lib/engine/event_subscription.ts";
 import {
@@ -22,9 +21,15 @@ import {
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { Code, connectClient } from "../lib/client/mod.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
-import { enterMaintenance, importMachines, SANITIZE, testEngine } from "./helpers.ts";
+import {
+  enterMaintenance,
+  importMachines,
+  rejectsWithCode,
+  SANITIZE,
+  testEngine,
+} from "./helpers.ts";
 import { succeededEventCount } from "../scripts/load.ts";
 
 /** Records every subscription the server's engine opens, and when each one closes. */
@@ -80,8 +85,8 @@ Deno.test(
     const engine = server.engine;
     const count = 100;
     importMachines(engine, count);
-    using operations = createClient(OperationService, server.address);
-    using stalledChannel = createClient(OperationService, server.address);
+    using operations = connectClient(OperationService, server.address);
+    using stalledChannel = connectClient(OperationService, server.address);
     const baseline = engine.events.subscriberCount;
     const subscriptions = spySubscriptions(engine);
     // Every event in publication order, and each operation's terminal event, from the feed.
@@ -167,20 +172,19 @@ Deno.test(
     // stalled), then RESOURCE_EXHAUSTED. Deno 2.9.3's node:http2 may send the trailers ahead of
     // the last data frames, so only a prefix holds over the wire.
     const got: OperationEvent[] = [];
-    let error: grpc.ServiceError | undefined;
-    try {
-      for await (const event of stalled) got.push(event);
-    } catch (e) {
-      error = e as grpc.ServiceError;
-    }
-    assert.equal(error?.code, grpc.status.RESOURCE_EXHAUSTED, `${error?.code} ${error?.details}`);
-    assert.match(error!.details, new RegExp(`fell more than ${capacity} events behind`));
+    await rejectsWithCode(
+      (async () => {
+        for await (const event of stalled) got.push(event);
+      })(),
+      Code.ResourceExhausted,
+      new RegExp(`fell more than ${capacity} events behind`),
+    );
     assert.ok(got.length < published.length - capacity, `stalled got ${got.length}`);
     const key = (e: OperationEvent) => `${e.snapshot!.operationId} ${e.message}`;
     assert.deepEqual(got.map(key), published.slice(0, got.length).map(key));
 
     // The server still serves.
-    using machines = createClient(MachineService, server.address);
+    using machines = connectClient(MachineService, server.address);
     assert.equal((await machines.listMachines({ pageSize: 1000 })).machines.length, count);
   },
 );
@@ -207,8 +211,8 @@ Deno.test(
     await enterMaintenance(engine, "machine-1");
     const subscriptions = spySubscriptions(engine);
     const logReaders = spyLogReaders(engine);
-    using operations = createClient(OperationService, server.address);
-    using machines = createClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
     const baseline = engine.events.subscriberCount;
 
     // A reimage held inside its repave step, so its log and its events stay live.
@@ -236,7 +240,7 @@ Deno.test(
     assert.equal(engine.events.subscriberCount, baseline + 1);
     const pending = watch.next();
     controller.abort();
-    await assert.rejects(pending, (e: grpc.ServiceError) => e.code === grpc.status.CANCELLED);
+    await rejectsWithCode(pending, Code.Canceled);
     await subscriptions.opened[0].closed;
     assert.equal(engine.events.subscriberCount, baseline);
 

@@ -8,7 +8,7 @@ import {
   type OperationEvent,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient } from "../lib/client/mod.ts";
 import { getCondition } from "../lib/model/lifecycle.ts";
 import { SANITIZE } from "./helpers.ts";
 import { spawnServer } from "../scripts/server_process.ts";
@@ -36,8 +36,8 @@ Deno.test(
       {
         // --slow: the reimage's steps take seconds, so the kill lands mid-step.
         await using first = await spawnServer(["--db", db, "--slow"]);
-        using machines = createClient(MachineService, first.address);
-        using operations = createClient(OperationService, first.address);
+        using machines = connectClient(MachineService, first.address);
+        using operations = connectClient(OperationService, first.address);
         for (const id of ["machine-1", "machine-2"]) {
           await machines.registerMachine({ machine: create(MachineSchema, { machineId: id }) });
         }
@@ -66,8 +66,8 @@ Deno.test(
       }
 
       await using second = await spawnServer(["--db", db]);
-      using machines = createClient(MachineService, second.address);
-      using operations = createClient(OperationService, second.address);
+      using machines = connectClient(MachineService, second.address);
+      using operations = connectClient(OperationService, second.address);
 
       await t.step("machines and finished operations are all there", async () => {
         const listed = await machines.listMachines({});
@@ -149,8 +149,8 @@ Deno.test(
           let id: string;
           {
             await using server = await spawnServer(args);
-            using machines = createClient(MachineService, server.address);
-            using operations = createClient(OperationService, server.address);
+            using machines = connectClient(MachineService, server.address);
+            using operations = connectClient(OperationService, server.address);
             await machines.registerMachine({
               machine: create(MachineSchema, { machineId: "machine-1", status: { phase: 2 } }),
             });
@@ -168,7 +168,7 @@ Deno.test(
           }
           if (store === "sqlite") {
             await using again = await spawnServer(["--db", db]);
-            using operations = createClient(OperationService, again.address);
+            using operations = connectClient(OperationService, again.address);
             const op = await operations.getOperation({ operationId: id });
             assert.equal(op.phase, OperationPhase.CANCELED);
             assert.equal((await again.stop()).code, 0);

@@ -16,9 +16,9 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { ERROR_DOMAIN, errorInfoOf } from "../lib/grpc/error_details.ts";
+import { ERROR_DOMAIN } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
 import type { EventFeedOptions } from "../lib/engine/events.ts";
 import {
   enterMaintenanceBurst,
@@ -47,12 +47,12 @@ async function failure(promise: Promise<unknown>): Promise<Failure> {
     caught = error;
   }
   assert.ok(caught, "expected the call to fail");
-  const error = caught as grpc.ServiceError;
-  const info = errorInfoOf(error);
-  assert.ok(info, `no ErrorInfo on ${grpc.status[error.code]}: ${error.details}`);
+  const error = caught as ConnectError;
+  const info = errorInfo(error);
+  assert.ok(info, `no ErrorInfo on ${grpc.status[error.code]}: ${error.rawMessage}`);
   return {
-    code: error.code,
-    details: error.details,
+    code: error.code as number,
+    details: error.rawMessage,
     reason: info.reason,
     domain: info.domain,
     metadata: { ...info.metadata },
@@ -100,8 +100,8 @@ Deno.test("every unary error carries ErrorInfo with its reason and ids", SANITIZ
     type: OperationType.ENTER_MAINTENANCE,
     requestId: "same",
   });
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
   const busy = await machines.rebootMachine({ machineId: "machine-1", requestId: "held" });
   await hold.entered;
 
@@ -285,8 +285,8 @@ async function heldRebootWatch(events: EventFeedOptions = {}) {
     machineId: "machine-1",
     type: OperationType.ENTER_MAINTENANCE,
   });
-  const machines = createClient(MachineService, server.address);
-  const operations = createClient(OperationService, server.address);
+  const machines = connectClient(MachineService, server.address);
+  const operations = connectClient(OperationService, server.address);
   const held = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-1" });
   await hold.entered;
   const watch = operations.watchOperations({ sendInitialSnapshot: true })
@@ -327,7 +327,7 @@ Deno.test("a lagged watcher's status carries SUBSCRIBER_LAGGED", SANITIZE, async
 Deno.test("an operation started during shutdown gets SHUTTING_DOWN", SANITIZE, async () => {
   await using server = await startServer({ port: 0, engine: testEngine() });
   importMachines(server.engine, 1);
-  using machines = createClient(MachineService, server.address);
+  using machines = connectClient(MachineService, server.address);
   await server.engine.shutdown();
   const result = await failure(
     machines.enterMaintenance({ machineId: "machine-1", requestId: "late" }),
@@ -376,7 +376,7 @@ Deno.test(
       machineId: "machine-1",
       type: OperationType.ENTER_MAINTENANCE,
     });
-    using operations = createClient(OperationService, server.address);
+    using operations = connectClient(OperationService, server.address);
     const stop = new AbortController();
     const open = [
       operations.watchOperations({ sendInitialSnapshot: true }, { signal: stop.signal }),
@@ -408,7 +408,7 @@ Deno.test("an unexpected exception is INTERNAL with reason INTERNAL", SANITIZE, 
     throw new TypeError("boom");
   };
   await using server = await startServer({ port: 0, engine });
-  using machines = createClient(MachineService, server.address);
+  using machines = connectClient(MachineService, server.address);
   const result = await failure(machines.getMachine({ machineId: "machine-1" }));
   assertFailure(result, { code: grpc.status.INTERNAL, reason: "INTERNAL", metadata: {} }, "boom");
   assert.match(result.details, /boom/);

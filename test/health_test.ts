@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { createClient } from "../lib/grpc/client.ts";
+import { Code, connectClient } from "../lib/client/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { HealthService, ServingStatus } from "../lib/grpc/health.ts";
-import { SANITIZE, testEngine } from "./helpers.ts";
+import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
 
 /** The health client, typed for the two methods used here. */
 interface HealthClient {
@@ -12,7 +12,7 @@ interface HealthClient {
 }
 
 function healthClient(address: string): HealthClient {
-  return createClient(HealthService, address) as unknown as HealthClient;
+  return connectClient(HealthService, address) as unknown as HealthClient;
 }
 
 const SERVICES = ["", "baremetal.v1.MachineService", "baremetal.v1.OperationService"];
@@ -24,7 +24,7 @@ Deno.test("health: SERVING for the server and both services once listening", SAN
     for (const service of SERVICES) {
       assert.equal((await client.check({ service })).status, ServingStatus.SERVING, service);
     }
-    await assert.rejects(client.check({ service: "nope.Service" }), { code: 5 });
+    await rejectsWithCode(client.check({ service: "nope.Service" }), Code.NotFound);
   } finally {
     client.close();
   }

@@ -4,7 +4,9 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "../lib/client/mod.ts";
 import { createEngine, type Engine, type EngineOptions } from "../lib/engine/mod.ts";
 import { createFakeProvider, type FakeProviderOptions } from "../lib/provider/fake.ts";
 import type { EventSubscription } from "../lib/engine/event_subscription.ts";
@@ -23,6 +25,33 @@ import { validateCreateRequest } from "../lib/store/validation.ts";
 
 /** Test options that turn every Deno sanitizer on (2.9.3 leaves the op sanitizer off). */
 export const SANITIZE = { sanitizeOps: true, sanitizeResources: true } as const;
+
+/**
+ * Asserts that `promise` (a call) rejects with a `ConnectError` of `code` and, when given, a
+ * status message equal to (string) or matching (RegExp) `message`.
+ *
+ * @returns The error, for further assertions (metadata, details).
+ */
+export async function rejectsWithCode(
+  promise: Promise<unknown>,
+  code: Code,
+  message?: string | RegExp,
+): Promise<ConnectError> {
+  let caught: unknown;
+  await assert.rejects(promise, (error) => {
+    caught = error;
+    return true;
+  });
+  assert.ok(caught instanceof ConnectError, `expected a ConnectError, got ${String(caught)}`);
+  assert.equal(
+    Code[caught.code],
+    Code[code],
+    `expected ${Code[code]}, got ${Code[caught.code]}: ${caught.rawMessage}`,
+  );
+  if (typeof message === "string") assert.equal(caught.rawMessage, message);
+  else if (message) assert.match(caught.rawMessage, message);
+  return caught;
+}
 
 /** Creates an engine with the zero-delay fake provider and no backoff. */
 export function testEngine(

@@ -23,7 +23,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { GetMachineRequestSchema, MachineService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { createServiceDefinition } from "../lib/grpc/service_definition.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { connectClient } from "../lib/client/mod.ts";
 import { SANITIZE } from "./helpers.ts";
 
 const PROJECT_ROOT = new URL("..", import.meta.url);
@@ -180,7 +180,7 @@ Deno.test(
 
     try {
       {
-        using client = createClient(MachineService, server.address);
+        using client = connectClient(MachineService, server.address);
         await runConcurrently(CALLS, IN_FLIGHT, async (index) => {
           const machine = await client.getMachine({ machineId: `m-${index}` });
           assert.equal(machine.machineId, `m-${index}`);
@@ -188,7 +188,7 @@ Deno.test(
       } // The client closes its channel here, sending the server a GOAWAY.
 
       {
-        using client = createClient(MachineService, server.address);
+        using client = connectClient(MachineService, server.address);
         const machine = await client.getMachine({ machineId: "after-close" });
         assert.equal(machine.machineId, "after-close");
       } // Closed before the server stops, so this process never receives the server's GOAWAY.

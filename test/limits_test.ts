@@ -22,9 +22,8 @@ import {
   Operation_OperationType as OperationType,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { errorInfoOf } from "../lib/grpc/error_details.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { createClient } from "../lib/grpc/client.ts";
+import { Code, connectClient, type ConnectError, errorInfo } from "../lib/client/mod.ts";
 import { newMachineId } from "../lib/model/ids.ts";
 import { LIMITS } from "../lib/store/limits.ts";
 import { MAX_PAGE_SIZE } from "../lib/store/query.ts";
@@ -33,6 +32,7 @@ import {
   importMachines,
   maintenanceEngine,
   maintenanceServer,
+  rejectsWithCode,
   runOperation,
   SANITIZE,
   testEngine,
@@ -292,8 +292,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await maintenanceServer();
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
 
     const cases: {
       field: string;
@@ -426,22 +426,18 @@ Deno.test(
       try {
         await c.call(c.limit);
       } catch (error) {
-        assert.notEqual(errorInfoOf(error)?.reason, "LIMIT_EXCEEDED", `${c.field} at the limit`);
+        assert.notEqual(errorInfo(error)?.reason, "LIMIT_EXCEEDED", `${c.field} at the limit`);
       }
-      let caught: unknown;
-      try {
-        await c.call(c.limit + 1);
-      } catch (error) {
-        caught = error;
-      }
-      const error = caught as grpc.ServiceError;
-      assert.equal(error?.code, grpc.status.INVALID_ARGUMENT, `${c.field}: ${error?.details}`);
-      const info = errorInfoOf(error);
+      const error = await rejectsWithCode(
+        c.call(c.limit + 1),
+        Code.InvalidArgument,
+        new RegExp(`the limit is ${c.limit}:`),
+      );
+      const info = errorInfo(error);
       assert.equal(info?.reason, "LIMIT_EXCEEDED", c.field);
       assert.equal(info?.metadata.field, c.field);
       assert.equal(info?.metadata.limit, String(c.limit));
       assert.ok(Number(info?.metadata.actual) > c.limit, `${c.field}: ${info?.metadata.actual}`);
-      assert.match(error.details, new RegExp(`the limit is ${c.limit}:`));
     }
     // The calls at the limit started operations: let them end before the server stops.
     for (const op of server.engine.store.activeOperations()) {
@@ -456,7 +452,7 @@ Deno.test(
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
     importMachines(server.engine, 1);
-    using machines = createClient(MachineService, server.address);
+    using machines = connectClient(MachineService, server.address);
     let caught: unknown;
     try {
       await machines.registerMachine({
@@ -465,14 +461,14 @@ Deno.test(
     } catch (error) {
       caught = error;
     }
-    const error = caught as grpc.ServiceError;
+    const error = caught as ConnectError;
     assert.ok(
-      [grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED].includes(error?.code),
-      `got ${grpc.status[error?.code]}: ${error?.details}`,
+      [Code.InvalidArgument, Code.ResourceExhausted].includes(error?.code),
+      `got ${grpc.status[error?.code]}: ${error?.rawMessage}`,
     );
-    if (error.code === grpc.status.INVALID_ARGUMENT) {
-      assert.equal(errorInfoOf(error)?.reason, "LIMIT_EXCEEDED");
-      assert.match(error.details, /has 10000 labels; the limit is 64/);
+    if (error.code === Code.InvalidArgument) {
+      assert.equal(errorInfo(error)?.reason, "LIMIT_EXCEEDED");
+      assert.match(error.rawMessage, /has 10000 labels; the limit is 64/);
     }
     const after = await machines.listMachines({});
     assert.deepEqual(after.machines.map((m) => m.machineId), ["machine-1"]);
@@ -583,7 +579,7 @@ Deno.test(
     try {
       using store = createSqliteStore(oldDatabase(dir, 5, ["machine-2", "machine-3"]));
       await using server = await startServer({ port: 0, engine: testEngine({}, { store }) });
-      using machines = createClient(MachineService, server.address);
+      using machines = connectClient(MachineService, server.address);
       const pages: string[][] = [];
       let pageToken = "";
       do {
@@ -596,14 +592,12 @@ Deno.test(
         "machine-4",
         "machine-5",
       ]]);
-      let caught: unknown;
-      try {
-        await machines.updateMachine({ machine: { machineId: "machine-2", labels: { a: "b" } } });
-      } catch (error) {
-        caught = error;
-      }
-      const info = errorInfoOf(caught);
-      assert.equal((caught as grpc.ServiceError).code, grpc.status.INVALID_ARGUMENT);
+      const info = errorInfo(
+        await rejectsWithCode(
+          machines.updateMachine({ machine: { machineId: "machine-2", labels: { a: "b" } } }),
+          Code.InvalidArgument,
+        ),
+      );
       assert.equal(info?.reason, "LIMIT_EXCEEDED");
       assert.equal(info?.metadata.field, "spec.serial");
       assert.equal(info?.metadata.machineId, "machine-2");
@@ -624,7 +618,7 @@ Deno.test(
     );
     const ids = Array.from({ length: 100 }, (_, i) => `machine-${i + 1}`);
     for (const id of ids) server.engine.registerMachine(machine(id, wide));
-    using machines = createClient(MachineService, server.address);
+    using machines = connectClient(MachineService, server.address);
     const seen: string[] = [];
     let pages = 0;
     let pageToken = "";

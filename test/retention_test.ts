@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { createClient } from "../lib/grpc/client.ts";
+import { Code, connectClient } from "../lib/client/mod.ts";
 import { NotFoundError } from "../lib/model/errors.ts";
 import { createMemoryStore } from "../lib/store/memory.ts";
 import {
@@ -16,6 +16,7 @@ import { runServer, spawnServer } from "../scripts/server_process.ts";
 import {
   enterMaintenance,
   importMachines,
+  rejectsWithCode,
   runOperation,
   SANITIZE,
   testEngine,
@@ -205,8 +206,8 @@ Deno.test(
       const ids: string[] = [];
       {
         await using server = await spawnServer(["--db", db, "--retain-operations", "2"]);
-        using machines = createClient(MachineService, server.address);
-        using operations = createClient(OperationService, server.address);
+        using machines = connectClient(MachineService, server.address);
+        using operations = connectClient(OperationService, server.address);
         await machines.registerMachine({ machine: create(MachineSchema, { machineId: "m-1" }) });
         const events = operations.watchOperations({ sendInitialSnapshot: true });
         // Enter and exit maintenance (no steps) six times, each once the previous one ended.
@@ -226,13 +227,13 @@ Deno.test(
         }
         const listed = await operations.listOperations({});
         assert.deepEqual(listed.operations.map((op) => op.operationId), ids.slice(4));
-        await assert.rejects(operations.getOperation({ operationId: ids[0] }), /NOT_FOUND/);
+        await rejectsWithCode(operations.getOperation({ operationId: ids[0] }), Code.NotFound);
         // r-0's operation was pruned: the same request id starts a new operation.
         const again = await machines.enterMaintenance({ machineId: "m-1", requestId: "r-0" });
         assert.notEqual(again.operationId, ids[0]);
       }
       await using restarted = await spawnServer(["--db", db, "--retain-operations", "1"]);
-      using operations = createClient(OperationService, restarted.address);
+      using operations = connectClient(OperationService, restarted.address);
       const listed = await operations.listOperations({});
       assert.equal(listed.operations.length, 1);
       assert.match(

@@ -7,11 +7,10 @@ import {
   Operation_Phase as OperationPhase,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { createClient, RpcError, statusName } from "../lib/grpc/client.ts";
-import { errorInfoOf } from "../lib/grpc/error_details.ts";
+import { Code, connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "../lib/grpc/server.ts";
-import { SANITIZE, testEngine } from "./helpers.ts";
+import { rejectsWithCode, SANITIZE, testEngine } from "./helpers.ts";
 import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
@@ -22,11 +21,11 @@ async function failure(
   try {
     await run();
   } catch (error) {
-    assert.ok(error instanceof RpcError, String(error));
+    assert.ok(error instanceof ConnectError, String(error));
     return {
       code: statusName(error.code),
-      reason: errorInfoOf(error)?.reason,
-      details: error.details,
+      reason: errorInfo(error)?.reason,
+      details: error.rawMessage,
     };
   }
   throw new Error("expected the call to fail");
@@ -64,8 +63,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await spawnServer(["--timing", "zero"]);
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
     await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
     const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
     for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
@@ -98,9 +97,9 @@ Deno.test(
 
 Deno.test("server.ts logs every RPC at debug level", SANITIZE, async () => {
   await using server = await spawnServer(["--log-level", "debug"]);
-  using client = createClient(MachineService, server.address);
+  using client = connectClient(MachineService, server.address);
   await client.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
-  await assert.rejects(client.getMachine({ machineId: "nope" }));
+  await rejectsWithCode(client.getMachine({ machineId: "nope" }), Code.NotFound);
   const status = await server.stop();
   assert.equal(status.code, 0);
   assert.match(server.stderr(), /RegisterMachine OK in/);
@@ -112,8 +111,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await spawnServer(["--slow"]);
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
     await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
     const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
     // Wait for the enter-maintenance to finish, through the watch stream.
@@ -151,8 +150,8 @@ Deno.test(
   SANITIZE,
   async () => {
     await using server = await spawnServer(["--max-watchers", "1", "--log-level", "warn"]);
-    using first = createClient(OperationService, server.address);
-    using second = createClient(OperationService, server.address);
+    using first = connectClient(OperationService, server.address);
+    using second = connectClient(OperationService, server.address);
     const open = first.watchOperations({ sendInitialSnapshot: true });
     assert.equal((await open.next()).value.message, SNAPSHOT_COMPLETE);
     const refused = await failure(() => second.watchOperations({}).next());
@@ -169,8 +168,8 @@ Deno.test(
     // Deno 2.9.3's node:http2 takes every write whatever HTTP/2 flow control allows: without the
     // server's own stall detection a watcher that stops reading pins all it is sent.
     await using server = await spawnServer(["--log-level", "debug"]);
-    using machines = createClient(MachineService, server.address);
-    using stalledClient = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using stalledClient = connectClient(OperationService, server.address);
     const count = 100;
     for (let i = 1; i <= count; i++) {
       await machines.registerMachine({
@@ -191,7 +190,7 @@ Deno.test(
             return await machines.exitMaintenance({ machineId, requestId: `exit-${round}` });
           } catch (error) {
             // The enter-maintenance may still run (zero work, but asynchronous): try again.
-            if (!(error instanceof RpcError) || errorInfoOf(error)?.reason !== "MACHINE_BUSY") {
+            if (!(error instanceof ConnectError) || errorInfo(error)?.reason !== "MACHINE_BUSY") {
               throw error;
             }
           }
@@ -204,12 +203,12 @@ Deno.test(
 );
 
 Deno.test(
-  "createClient() starts a stream when it is called, before it is read",
+  "connectClient() starts a stream when it is called, before it is read",
   SANITIZE,
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
     await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
     const events = operations.watchOperations({ sendInitialSnapshot: true });
     // Reading the marker proves the server registered the watch; only then act.
@@ -225,11 +224,11 @@ Deno.test(
 );
 
 Deno.test(
-  "createClient() stream return() ends a stream that was never read",
+  "connectClient() stream return() ends a stream that was never read",
   SANITIZE,
   async () => {
     await using server = await startServer({ port: 0, engine: testEngine() });
-    using operations = createClient(OperationService, server.address);
+    using operations = connectClient(OperationService, server.address);
     await operations.listOperations({}); // connected, so closing leaves no connection timers
     const events = operations.watchOperations({});
     await events.return?.();

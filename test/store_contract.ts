@@ -1086,6 +1086,32 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.ok(empty.indexEntries < 300, JSON.stringify(empty));
   });
 
+  Deno.test(
+    `${name}: pruned operations leave at most as many index entries as kept ones, over many machines`,
+    opts,
+    async () => {
+      // The soak's shape: operations spread over many machines, each keeping a few under the
+      // cap, so every per-machine index keeps live entries and is never deleted.
+      const { store } = await fresh();
+      const machines = 100;
+      for (let m = 1; m <= machines; m++) {
+        store.registerMachine(machine(`machine-${m}`, { status: { phase: MachinePhase.READY } }));
+      }
+      const policy = { maxOperations: machines, maxAgeMs: 1000 * HOUR };
+      for (let round = 0; round < 20; round++) {
+        for (let m = 1; m <= machines; m++) reboots(store, 1, `machine-${m}`);
+        while (store.pruneOperations(policy, 64).length > 0) { /* drain in batches */ }
+      }
+      const sizes = store.sizes();
+      assert.equal(sizes.operations, machines);
+      assert.equal(sizes.indexedMachines, machines);
+      // Every kept (finished) operation is in five indexes: all, finished, its machine's, its
+      // phase's and its type's. Each index may hold as many pruned entries as live ones, and
+      // no more: a pruned entry pins the whole pruned operation.
+      assert.ok(sizes.indexEntries <= 2 * 5 * sizes.operations, JSON.stringify(sizes));
+    },
+  );
+
   Deno.test(`${name}: page tokens survive pruning between pages`, opts, async (t) => {
     for (const filter of ["", "phase=SUCCEEDED", "machine_id=machine-1", "type=REBOOT"]) {
       await t.step(filter || "no filter", async () => {

@@ -7,7 +7,7 @@
  */
 
 import { createSecureContext } from "node:tls";
-import type { CreateClientOptions } from "../grpc/client.ts";
+import type { ClientOptions as CreateClientOptions } from "../client/mod.ts";
 import { UsageError } from "./session.ts";
 
 /** The connection options of a command line. */

@@ -23,7 +23,7 @@ import {
 } from "./format.ts";
 import { followOperation, openMachineWatch } from "./follow.ts";
 import { exitCodeOf, type OperationCommand, startOperation } from "./operations.ts";
-import { deadlineIn, EXIT, isServiceError, type Session } from "./session.ts";
+import { EXIT, isServiceError, type Session } from "./session.ts";
 
 const DEMO_MACHINES = ["demo-1", "demo-2", "demo-3"];
 const FENCE = "```";
@@ -41,7 +41,7 @@ function machineStateBlock(machines: readonly Machine[]): string {
 async function showState(session: Session): Promise<void> {
   const machines = await Promise.all(
     DEMO_MACHINES.map((machineId) =>
-      session.machines.getMachine({ machineId }, { deadline: deadlineIn(10_000) })
+      session.machines.getMachine({ machineId }, { timeoutMs: 10_000 })
     ),
   );
   await prepareWidths(machines);
@@ -108,7 +108,7 @@ export async function demoCommand(session: Session): Promise<number> {
         status: { phase: MachinePhase.FACTORY_READY },
         labels: { role: "worker", demo: "true" },
       },
-    }, { deadline: deadlineIn(10_000) });
+    }, { timeoutMs: 10_000 });
     rows.push([machineId, machine.spec?.macAddresses[0] ?? "-", phaseLabel(machine)]);
   }
   await prepareWidths(rows);
@@ -135,11 +135,11 @@ export async function demoCommand(session: Session): Promise<number> {
       await session.machines.reimageMachine({
         machineId: "demo-2",
         requestId: crypto.randomUUID(),
-      }, { deadline: deadlineIn(10_000) });
+      }, { timeoutMs: 10_000 });
       io.out("Unexpected: the reimage was accepted\n");
     } catch (error) {
       if (!isServiceError(error)) throw error;
-      io.out(`Expected error: ${formatRpcError(error.code, error.details)}\n`);
+      io.out(`Expected error: ${formatRpcError(error.code, error.rawMessage)}\n`);
     }
   }
   io.out(`${FENCE}\n\n## Final State\n\n`);

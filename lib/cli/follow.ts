@@ -15,7 +15,7 @@ import {
   OperationEvent_Kind as EventKind,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
-import { deadlineIn, type Session } from "./session.ts";
+import type { Session } from "./session.ts";
 
 /** What {@linkcode followOperation} reports while an operation runs. */
 export interface FollowHandlers {
@@ -92,7 +92,7 @@ export async function followOperation(
       if (session.interrupt.aborted) return "interrupted";
       // The stream failed (e.g. RESOURCE_EXHAUSTED): fall back to one read of the operation.
       const op = await session.operations.getOperation({ operationId: id }, {
-        deadline: deadlineIn(10_000),
+        timeoutMs: 10_000,
       });
       if (isTerminalPhase(op.phase)) return op;
       throw error;
@@ -100,7 +100,7 @@ export async function followOperation(
     if (next === "interrupted") return next;
     if (next.done) {
       const op = await session.operations.getOperation({ operationId: id }, {
-        deadline: deadlineIn(10_000),
+        timeoutMs: 10_000,
       });
       if (isTerminalPhase(op.phase)) return op;
       return "interrupted";
@@ -246,6 +246,6 @@ export async function followLogs(
   }
   if (session.interrupt.aborted) return "interrupted";
   return await session.operations.getOperation({ operationId: op.operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
 }

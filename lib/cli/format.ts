@@ -13,6 +13,7 @@ import {
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { displayWidth } from "./width.ts";
+import { codeName } from "../client/code.ts";
 
 // Measured here without loading string-width for ASCII and the CLI's own symbols; callers
 // `await prepareWidths(...)` of what they render first.
@@ -237,27 +238,6 @@ export function formatTime(ts: { seconds: bigint; nanos: number } | undefined): 
   return new Date(Number(ts.seconds) * 1000).toISOString().slice(11, 19);
 }
 
-/** The grpc-js status code names, by number. */
-const CODE_NAMES = [
-  "OK",
-  "Canceled",
-  "Unknown",
-  "InvalidArgument",
-  "DeadlineExceeded",
-  "NotFound",
-  "AlreadyExists",
-  "PermissionDenied",
-  "ResourceExhausted",
-  "FailedPrecondition",
-  "Aborted",
-  "OutOfRange",
-  "Unimplemented",
-  "Internal",
-  "Unavailable",
-  "DataLoss",
-  "Unauthenticated",
-];
-
 /**
  * A gRPC error as Go prints it: `rpc error: code = FailedPrecondition desc = ...`.
  *
@@ -266,7 +246,7 @@ const CODE_NAMES = [
  * @returns The line, without a newline.
  */
 export function formatRpcError(code: number, details: string): string {
-  return `rpc error: code = ${CODE_NAMES[code] ?? `Code(${code})`} desc = ${details}`;
+  return `rpc error: code = ${codeName(code)} desc = ${details}`;
 }
 
 /**

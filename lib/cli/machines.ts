@@ -17,7 +17,7 @@ import {
   type OutputFormat,
   renderStructured,
 } from "./output.ts";
-import { deadlineIn, EXIT, type Session, UsageError } from "./session.ts";
+import { EXIT, type Session, UsageError } from "./session.ts";
 
 /** Options of the list commands (`list`, `ops`). */
 export interface ListOptions {
@@ -100,13 +100,13 @@ export function importedMachine(i: number): MessageInitShape<typeof MachineSchem
  * @returns The exit code.
  */
 export async function importCommand(session: Session, count: number): Promise<number> {
-  const deadline = deadlineIn(30_000);
+  const deadline = Date.now() + 30_000;
   const rows: string[][] = [];
   for (let i = 0; i < count; i++) {
     const machine = importedMachine(i);
     const registered = await session.machines.registerMachine({
       machine,
-    }, { deadline });
+    }, { timeoutMs: deadline - Date.now() });
     rows.push([
       registered.machineId,
       MachinePhase[registered.status?.phase ?? MachinePhase.PHASE_UNSPECIFIED],
@@ -129,12 +129,12 @@ export async function listAllMachines(
   options: ListOptions = {},
 ): Promise<Machine[]> {
   const { filter = "", pageSize = 0 } = options;
-  const deadline = deadlineIn(30_000);
+  const deadline = Date.now() + 30_000;
   const machines: Machine[] = [];
   let pageToken = "";
   do {
     const page = await session.machines.listMachines({ pageToken, filter, pageSize }, {
-      deadline,
+      timeoutMs: deadline - Date.now(),
     });
     machines.push(...page.machines);
     pageToken = page.nextPageToken;
@@ -183,7 +183,7 @@ export async function getCommand(
   format: OutputFormat = "table",
 ): Promise<number> {
   const machine = await session.machines.getMachine({ machineId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
   if (format === "json" || format === "yaml") {
     session.io.out(await renderStructured(MachineSchema, machine, format));

@@ -9,7 +9,8 @@
 // The transport (node:http2, node:tls) costs ~40 ms to load: commands that never talk to the
 // server (--help, --version, completion, which shells run at every start) must not pay for it,
 // so the modules that need it are imported on first use.
-import type { CreateClientOptions } from "../grpc/client.ts";
+import type { ClientOptions as CreateClientOptions } from "../client/mod.ts";
+import { Code } from "../client/code.ts";
 import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { formatRpcError, formatUnreachable, palette } from "./format.ts";
 import { getCommand, importCommand, listCommand, parseCount, parsePageSize } from "./machines.ts";
@@ -28,14 +29,7 @@ import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
 import { demoCommand } from "./demo.ts";
 import { tourCommand } from "./tour.ts";
-import {
-  type CliIo,
-  EXIT,
-  GRPC_UNAVAILABLE,
-  isServiceError,
-  type Session,
-  UsageError,
-} from "./session.ts";
+import { type CliIo, EXIT, isServiceError, type Session, UsageError } from "./session.ts";
 
 /** The CLI version. */
 export const VERSION = "0.1.0";
@@ -95,9 +89,9 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
   const address = (parsed.values.server as string | undefined) || env.BMDEMO_SERVER ||
     DEFAULT_SERVER;
   const color = !!io.isTerminal && !parsed.values["no-color"] && !env.NO_COLOR;
-  const { createClient } = await import("../grpc/client.ts");
-  const machines = createClient(MachineService, address, clientOptions);
-  const operations = createClient(OperationService, address, clientOptions);
+  const { connectClient } = await import("../client/mod.ts");
+  const machines = connectClient(MachineService, address, clientOptions);
+  const operations = connectClient(OperationService, address, clientOptions);
   const session: Session = {
     io,
     address,
@@ -121,12 +115,12 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
     return await dispatch(session, parsed);
   } catch (error) {
     if (isServiceError(error)) {
-      const { errorInfoOf } = await import("../grpc/error_details.ts");
-      if (error.code === GRPC_UNAVAILABLE && errorInfoOf(error) === undefined) {
+      const { errorInfo: errorInfoOf } = await import("../client/mod.ts");
+      if (error.code === Code.Unavailable && errorInfoOf(error) === undefined) {
         io.err(formatUnreachable(address) + "\n");
         return EXIT.RPC;
       }
-      io.err(formatRpcError(error.code, error.details) + "\n");
+      io.err(formatRpcError(error.code, error.rawMessage) + "\n");
       const hint = hintFor(errorInfoOf(error), parsed.command, parsed.positionals);
       if (hint) io.err(hint + "\n");
       return EXIT.RPC;

@@ -20,7 +20,8 @@ import {
   type OutputFormat,
   renderStructured,
 } from "./output.ts";
-import { deadlineIn, EXIT, GRPC_CANCELLED, isServiceError, type Session } from "./session.ts";
+import { Code } from "../client/code.ts";
+import { EXIT, isServiceError, type Session } from "./session.ts";
 
 /**
  * `ops [-o table|wide|json|yaml] [--filter <expr>] [--page-size <n>]`: every operation (all
@@ -32,12 +33,12 @@ import { deadlineIn, EXIT, GRPC_CANCELLED, isServiceError, type Session } from "
  */
 export async function opsCommand(session: Session, options: ListOptions = {}): Promise<number> {
   const { format = "table", filter = "", pageSize = 0 } = options;
-  const deadline = deadlineIn(30_000);
+  const deadline = Date.now() + 30_000;
   const ops: Operation[] = [];
   let pageToken = "";
   do {
     const page = await session.operations.listOperations({ pageToken, filter, pageSize }, {
-      deadline,
+      timeoutMs: deadline - Date.now(),
     });
     ops.push(...page.operations);
     pageToken = page.nextPageToken;
@@ -67,7 +68,7 @@ export async function opCommand(
   format: OutputFormat = "table",
 ): Promise<number> {
   const op = await session.operations.getOperation({ operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
   session.io.out(
     format === "json" || format === "yaml"
@@ -115,7 +116,7 @@ export async function watchCommand(
       );
     }
   } catch (error) {
-    if (!(session.interrupt.aborted && isServiceError(error) && error.code === GRPC_CANCELLED)) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
       throw error;
     }
     if (json) io.err("Stopped watching.\n");
@@ -144,7 +145,7 @@ export async function logsCommand(session: Session, operationId: string): Promis
       io.out(`[${formatTime(chunk.ts)}] ${chunk.stream || "stdout"}: ${text}\n`);
     }
   } catch (error) {
-    if (!(session.interrupt.aborted && isServiceError(error) && error.code === GRPC_CANCELLED)) {
+    if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
       throw error;
     }
     io.out("\nStopped streaming.\n");

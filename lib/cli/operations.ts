@@ -24,7 +24,7 @@ import {
   StepPrinter,
 } from "./follow.ts";
 import { formatDuration } from "./output.ts";
-import { deadlineIn, EXIT, type Session } from "./session.ts";
+import { EXIT, type Session } from "./session.ts";
 
 /** The operation commands. */
 export type OperationCommand = "reboot" | "reimage" | "enter-maintenance" | "exit-maintenance";
@@ -108,7 +108,7 @@ export function startOperation(
   options: OperationOptions,
 ): Promise<Operation> {
   const { machineId, requestId } = options;
-  const call = { deadline: deadlineIn(10_000) };
+  const call = { timeoutMs: 10_000 };
   switch (command) {
     case "reboot":
       return session.machines.rebootMachine({ machineId, requestId, force: !!options.force }, call);
@@ -238,8 +238,7 @@ export async function waitCommand(
   const { io } = session;
   const stop = new AbortController();
   const timer = startTimer(session, timeoutMs);
-  const read = () =>
-    session.operations.getOperation({ operationId }, { deadline: deadlineIn(10_000) });
+  const read = () => session.operations.getOperation({ operationId }, { timeoutMs: 10_000 });
   try {
     const first = await read();
     io.out(`Operation: ${operationId}\n`);
@@ -319,7 +318,7 @@ function interruptedText(session: Session, operationId: string): string {
  */
 export async function cancelCommand(session: Session, operationId: string): Promise<number> {
   const op = await session.machines.cancelOperation({ operationId }, {
-    deadline: deadlineIn(10_000),
+    timeoutMs: 10_000,
   });
   session.io.out(`✓ Canceled operation ${op.operationId} (phase: ${OperationPhase[op.phase]})\n`);
   return EXIT.OK;

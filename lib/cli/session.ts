@@ -5,7 +5,8 @@
  * @module
  */
 
-import type { Client } from "../grpc/client.ts";
+import { ConnectError } from "@connectrpc/connect";
+import type { Client } from "../client/mod.ts";
 import type { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Palette } from "./format.ts";
 
@@ -72,36 +73,13 @@ export interface Session {
   readonly interrupt: AbortSignal;
 }
 
-/** A failed gRPC call (the client's `RpcError`, or a grpc-js `ServiceError`). */
-export interface ServiceError extends Error {
-  code: number;
-  details: string;
-}
-
 /**
- * Whether a thrown value is a gRPC call error.
+ * Whether a thrown value is a failed call (a connect-es `ConnectError`: `code` is a `Code`,
+ * `rawMessage` the status message).
  *
  * @param error The thrown value.
- * @returns `true` for a gRPC status error.
+ * @returns `true` for a call error.
  */
-export function isServiceError(error: unknown): error is ServiceError {
-  return error instanceof Error && typeof (error as Partial<ServiceError>).code === "number" &&
-    typeof (error as Partial<ServiceError>).details === "string";
-}
-
-/** gRPC status code CANCELLED. */
-export const GRPC_CANCELLED = 1;
-/** gRPC status code FAILED_PRECONDITION (e.g. cancelling a finished operation). */
-export const GRPC_FAILED_PRECONDITION = 9;
-/** gRPC status code UNAVAILABLE. */
-export const GRPC_UNAVAILABLE = 14;
-
-/**
- * A deadline `ms` from now, for unary calls.
- *
- * @param ms Milliseconds.
- * @returns The deadline.
- */
-export function deadlineIn(ms: number): Date {
-  return new Date(Date.now() + ms);
+export function isServiceError(error: unknown): error is ConnectError {
+  return error instanceof ConnectError;
 }

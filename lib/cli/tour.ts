@@ -16,7 +16,8 @@ import {
   type OperationEvent,
   OperationEvent_Kind as EventKind,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { EXIT, GRPC_FAILED_PRECONDITION, isServiceError, type Session } from "./session.ts";
+import { Code } from "../client/code.ts";
+import { EXIT, isServiceError, type Session } from "./session.ts";
 
 /** How the tour runs commands and waits for the presenter. */
 export interface TourOptions {
@@ -168,7 +169,7 @@ async function cancelDemo(
         canceled = true;
       } catch (error) {
         // The operation may finish between its step event and the cancel: that is accepted.
-        if (!(isServiceError(error) && error.code === GRPC_FAILED_PRECONDITION)) {
+        if (!(isServiceError(error) && error.code === Code.FailedPrecondition)) {
           await reimage;
           throw error;
         }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { createClient } from "../../lib/grpc/client.ts";
+import { connectClient } from "../../lib/client/mod.ts";
 import { MachineService } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { figure } from "./stats.ts";
 import type { BenchContext } from "./context.ts";
@@ -54,7 +54,7 @@ export async function runCli(ctx: BenchContext): Promise<void> {
   const cliServer = await spawnServer();
   const tmp = await Deno.makeTempDir({ prefix: "bmdemo-bench-" });
   try {
-    const client = createClient(MachineService, cliServer.address);
+    const client = connectClient(MachineService, cliServer.address);
     for (let i = 1; i <= 3; i++) {
       await client.registerMachine({
         machine: { machineId: `cli-${i}`, spec: { provider: "fake" } },

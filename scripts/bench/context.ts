@@ -6,8 +6,7 @@
  * @module
  */
 
-import type { Client } from "../../lib/grpc/client.ts";
-import { RpcError, statusName } from "../../lib/grpc/client.ts";
+import { type Client, ConnectError, statusName } from "../../lib/client/mod.ts";
 import type { MachineService, OperationService } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import type { Figure } from "./stats.ts";
 
@@ -119,7 +118,7 @@ export function log(message: string): void {
  * @returns A short name for the report.
  */
 export function codeName(error: unknown): string {
-  if (error instanceof RpcError) return statusName(error.code);
+  if (error instanceof ConnectError) return statusName(error.code);
   return error instanceof Error ? error.message.split("\n")[0] : String(error);
 }
 

@@ -13,7 +13,7 @@
  */
 
 import { cpuUsage } from "node:process";
-import { createClient } from "../../lib/grpc/client.ts";
+import { connectClient } from "../../lib/client/mod.ts";
 import {
   MachineService,
   Operation_Phase as OperationPhase,
@@ -87,13 +87,13 @@ function quantileOf(histogram: Uint32Array, total: number, q: number): number | 
  */
 export async function runFanout(options: FanoutOptions): Promise<FanoutResult> {
   const { address, machines: count, watchers: watcherCount, prefix } = options;
-  const machines = createClient(MachineService, address);
+  const machines = connectClient(MachineService, address);
   const ids = Array.from({ length: count }, (_, i) => `${prefix}-${i + 1}`);
   const histogram = new Uint32Array(BUCKETS);
   let samples = 0;
   const clients = Array.from(
     { length: watcherCount },
-    () => createClient(OperationService, address),
+    () => connectClient(OperationService, address),
   );
   const stop = new AbortController();
   const perWatcher = clients.map(() => ({ events: 0, terminal: 0, error: null as string | null }));
@@ -302,7 +302,7 @@ async function untilTerminal(
   address: string,
   started: readonly { operationId: string }[],
 ): Promise<void> {
-  const operations = createClient(OperationService, address);
+  const operations = connectClient(OperationService, address);
   try {
     let pending = started.map((op) => op.operationId);
     while (pending.length > 0) {

@@ -14,7 +14,7 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { createClient } from "../../lib/grpc/client.ts";
+import { connectClient } from "../../lib/client/mod.ts";
 import {
   MachineSchema,
   MachineService,
@@ -125,18 +125,18 @@ async function underLoad(
   scale: ScanScale,
   loop: (
     client: {
-      machines: ReturnType<typeof createClient<typeof MachineService>>;
-      operations: ReturnType<typeof createClient<typeof OperationService>>;
+      machines: ReturnType<typeof connectClient<typeof MachineService>>;
+      operations: ReturnType<typeof connectClient<typeof OperationService>>;
     },
     i: number,
   ) => Promise<void>,
 ): Promise<{ latencies: number[]; loopCalls: number }> {
-  using machines = createClient(MachineService, address);
+  using machines = connectClient(MachineService, address);
   const stop = new AbortController();
   let loopCalls = 0;
   const loopers = Array.from({ length: LOOPERS }, async (_, n) => {
-    using clientMachines = createClient(MachineService, address);
-    using clientOperations = createClient(OperationService, address);
+    using clientMachines = connectClient(MachineService, address);
+    using clientOperations = connectClient(OperationService, address);
     const client = { machines: clientMachines, operations: clientOperations };
     for (let i = n; !stop.signal.aborted; i++) {
       await loop(client, i);
@@ -174,8 +174,8 @@ export async function runScan(
       ["--db", path, "--retain-operations", String(scale.operations * 2)],
       { denoFlags: options.denoFlags },
     );
-    using machines = createClient(MachineService, server.address);
-    using operations = createClient(OperationService, server.address);
+    using machines = connectClient(MachineService, server.address);
+    using operations = connectClient(OperationService, server.address);
     const retained = (await operations.listOperations({ pageSize: 1 })).operations.length;
     if (retained === 0) throw new Error("the seeded operations were not loaded");
 

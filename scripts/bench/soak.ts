@@ -9,7 +9,7 @@
  */
 
 import { create } from "@bufbuild/protobuf";
-import { createClient, RpcError, statusName } from "../../lib/grpc/client.ts";
+import { connectClient, ConnectError, statusName } from "../../lib/client/mod.ts";
 import {
   MachineService,
   MachineStatus_Phase as MachinePhase,
@@ -123,8 +123,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   if (dbPath) serverArgs.push("--db", dbPath);
   await using server = await spawnServer(serverArgs, { denoFlags: options.denoFlags });
   options.log(`soak: server.ts ${serverArgs.join(" ")} (pid ${server.pid}) on ${server.address}`);
-  using machines = createClient(MachineService, server.address);
-  using operations = createClient(OperationService, server.address);
+  using machines = connectClient(MachineService, server.address);
+  using operations = connectClient(OperationService, server.address);
   const run = crypto.randomUUID().slice(0, 8);
   const id = (n: number): string => `soak-${n}`;
 
@@ -154,7 +154,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const watchers = watcherEvents.map(async (_, i) => {
     while (!stopping) {
       // Each watcher on its own connection, as separate clients would be.
-      using client = createClient(OperationService, server.address);
+      using client = connectClient(OperationService, server.address);
       const stream = client.watchOperations({ filter: "" });
       try {
         for await (const _ of stream) {
@@ -307,7 +307,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
 }
 
 function errorName(error: unknown): string {
-  if (error instanceof RpcError) return statusName(error.code);
+  if (error instanceof ConnectError) return statusName(error.code);
   return error instanceof Error ? error.message.split("\n")[0] : String(error);
 }
 

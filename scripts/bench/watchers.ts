@@ -6,7 +6,7 @@
  * @module
  */
 
-import { createClient } from "../../lib/grpc/client.ts";
+import { connectClient } from "../../lib/client/mod.ts";
 import {
   type Operation,
   Operation_Phase as OperationPhase,
@@ -50,7 +50,7 @@ export interface Sightings {
  */
 export function openWatcher(address: string, sightings: Sightings, index: number): Watcher {
   // Each subscriber on its own connection, as separate clients would be.
-  const client = createClient(OperationService, address);
+  const client = connectClient(OperationService, address);
   const stream = client.watchOperations({ filter: "" });
   let stopping = false;
   const watcher: Watcher = {
