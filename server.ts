@@ -23,7 +23,7 @@ import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/store/sqlite.ts";
 import { parseCount, parseDuration } from "./lib/engine/retention.ts";
-import { type TimingProfile, TIMINGS } from "./lib/provider/fake.ts";
+import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)

@@ -11,7 +11,8 @@
 import { parseArgs } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { createEngine } from "../lib/engine/mod.ts";
-import { createFakeProvider, type TimingProfile, TIMINGS } from "../lib/provider/fake.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
+import { type TimingProfile, TIMINGS } from "../lib/provider/fake_timing.ts";
 import {
   MachineSchema,
   Operation_OperationType as OperationType,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { type BmdemoServer } from "../lib/grpc/server.ts";
 import { displayWidth, formatTable } from "../lib/cli/format.ts";
-import { main, parseCommandLine } from "../lib/cli/main.ts";
+import { main } from "../lib/cli/main.ts";
+import { parseCommandLine } from "../lib/cli/command_line.ts";
 import { type CliIo, UsageError } from "../lib/cli/session.ts";
 import { create } from "@bufbuild/protobuf";
 import {

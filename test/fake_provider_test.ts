@@ -10,8 +10,8 @@ import {
   createFakeProvider,
   type FakeProvider,
   type FakeProviderOptions,
-  TIMINGS,
 } from "../lib/provider/fake.ts";
+import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import type { JoinMaterial, LogStream, ProviderCall, ProviderVerb } from "../lib/provider/mod.ts";
 import { SANITIZE } from "./helpers.ts";
 

@@ -11,7 +11,7 @@ import { Code, connectClient, ConnectError, errorInfo, statusName } from "../lib
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning } from "../lib/grpc/server.ts";
 import { rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
-import { TIMINGS } from "../lib/provider/fake.ts";
+import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 
 /** The status name, ErrorInfo reason and details `run` fails with. */

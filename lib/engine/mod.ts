@@ -18,7 +18,8 @@
 
 import { getLogger } from "@logtape/logtape";
 import { InvalidArgumentError, ShuttingDownError } from "../model/errors.ts";
-import { createFakeProvider, type TimingProfile } from "../provider/fake.ts";
+import { createFakeProvider } from "../provider/fake.ts";
+import type { TimingProfile } from "../provider/fake_timing.ts";
 import { EventFeed, type EventFeedOptions } from "./events.ts";
 import { LogJournal, type LogJournalOptions } from "./log_journal.ts";
 import { type LogJournalBacking } from "../store/mod.ts";

@@ -27,126 +27,19 @@
  * @module
  */
 
-import { abortableDelay, untilAborted } from "../model/abort.ts";
 import type { TargetClusterRef } from "../gen/baremetal/v1/baremetal_pb.ts";
-import type { JoinMaterial, LogStream, Provider, ProviderCall, ProviderVerb } from "./mod.ts";
-
-/** Durations of the simulated verbs, in milliseconds. Each verb's total is split as in reference §5.3. */
-export interface Timings {
-  /** Total of `setNetboot`, split in halves. */
-  netbootMs: number;
-  /** Total of `reboot`, split in thirds. */
-  rebootMs: number;
-  /** Total of `repave`, split in six sub-steps. */
-  repaveMs: number;
-  /** Total of `mintJoinMaterial`, one wait. */
-  mintJoinMs: number;
-  /** Total of `joinNode`, split in five sub-steps. */
-  joinNodeMs: number;
-  /** Total of `verifyInCluster`, split in thirds. */
-  verifyMs: number;
-  /** Total of `rma`, split in halves. */
-  rmaMs: number;
-  /** Total of `executeSshCommand`, split 20/30/20/30 % (200+300+200+300 ms in the original). */
-  sshMs: number;
-}
-
-/** Named timing profiles: `normal` (the original's default), `slow` (its `--slow`), `zero` (tests). */
-export type TimingProfile = "normal" | "slow" | "zero";
-
-/**
- * Durations of each {@linkcode TimingProfile}, as in reference §5.1. The original's SSH command is
- * a fixed second in both of its profiles.
- *
- * @example Total simulated time of a reimage
- * ```ts
- * import assert from "node:assert/strict";
- * import { TIMINGS } from "./fake.ts";
- *
- * const { netbootMs, rebootMs, repaveMs, mintJoinMs, joinNodeMs, verifyMs } = TIMINGS.normal;
- * assert.equal(netbootMs + rebootMs + repaveMs + mintJoinMs + joinNodeMs + verifyMs, 3350);
- * ```
- */
-export const TIMINGS: Readonly<Record<TimingProfile, Readonly<Timings>>> = Object.freeze({
-  normal: Object.freeze({
-    netbootMs: 250,
-    rebootMs: 500,
-    repaveMs: 1000,
-    mintJoinMs: 100,
-    joinNodeMs: 1000,
-    verifyMs: 500,
-    rmaMs: 250,
-    sshMs: 1000,
-  }),
-  slow: Object.freeze({
-    netbootMs: 2000,
-    rebootMs: 5000,
-    repaveMs: 10000,
-    mintJoinMs: 500,
-    joinNodeMs: 8000,
-    verifyMs: 3000,
-    rmaMs: 2000,
-    sshMs: 1000,
-  }),
-  zero: Object.freeze({
-    netbootMs: 0,
-    rebootMs: 0,
-    repaveMs: 0,
-    mintJoinMs: 0,
-    joinNodeMs: 0,
-    verifyMs: 0,
-    rmaMs: 0,
-    sshMs: 0,
-  }),
-});
-
-/**
- * A simulated fault of one verb.
- *
- * - `fail`: the verb logs its `ERROR` line on stderr and rejects with an `Error`, at the point the
- *   reference fails it; every attempt when `times` is unset, else only the first `times` calls.
- * - `hang`: the verb logs its first lines, then waits until `call.signal` aborts (a stuck BMC),
- *   which is how step timeouts are tested.
- */
-export type Fault =
-  | {
-    kind: "fail";
-    /** How many calls fail before the verb succeeds; every call fails when unset. */
-    times?: number;
-    /** Error message instead of the reference's, e.g. `simulated repave failure`. */
-    message?: string;
-  }
-  | { kind: "hang" };
+import { createVerbCalls, type FaultOptions } from "./fake_faults.ts";
+import { resolveTimings, type TimingProfile, type Timings } from "./fake_timing.ts";
+import type { JoinMaterial, Provider, ProviderVerb } from "./mod.ts";
 
 /** Options of {@linkcode createFakeProvider}. */
-export interface FakeProviderOptions {
+export interface FakeProviderOptions extends FaultOptions {
   /**
    * How long each verb takes: a profile name or explicit durations.
    *
    * @default {"normal"}
    */
   timing?: TimingProfile | Timings;
-  /**
-   * Faults to inject, per verb.
-   *
-   * @default {{}}
-   */
-  faults?: Partial<Record<ProviderVerb, Fault>>;
-  /**
-   * Awaited at the start of a verb, before its first log line, so a test can hold the verb open
-   * (e.g. with `Promise.withResolvers`). The verb rejects with the signal's reason if the signal
-   * aborts first.
-   *
-   * @default {{}}
-   */
-  hooks?: Partial<Record<ProviderVerb, (call: ProviderCall) => Promise<void>>>;
-  /**
-   * Waits `ms` (always > 0) milliseconds; tests pass a recorder to check how a verb splits its
-   * time without waiting for it. It is raced against `signal`, so it need not watch it.
-   *
-   * @default {an abortable `setTimeout`}
-   */
-  delay?: (ms: number, signal: AbortSignal) => Promise<void>;
   /**
    * Clock for the join material's expiry.
    *
@@ -171,30 +64,6 @@ const JOIN_TOKEN_TTL_MS = 24 * 60 * 60 * 1000;
 const API_ENDPOINT = "https://k8s-api.example.com:6443";
 /** Cluster the plans target when a machine names none (reference §4.2). */
 const DEFAULT_CLUSTER_ID = "default-cluster";
-
-/** Default error message of each verb's `fail` fault; the reference has none for mint-join and ssh. */
-const FAILURE_MESSAGES: Readonly<Record<ProviderVerb, string>> = {
-  setNetboot: "simulated netboot failure",
-  reboot: "simulated reboot failure",
-  repave: "simulated repave failure",
-  mintJoinMaterial: "simulated mint-join failure",
-  joinNode: "simulated join failure",
-  verifyInCluster: "simulated verify failure: node not in cluster",
-  rma: "simulated RMA failure",
-  executeSshCommand: "simulated ssh failure",
-};
-
-const VERBS: readonly ProviderVerb[] = Object.keys(FAILURE_MESSAGES) as ProviderVerb[];
-
-/** One verb's call in progress: logging, abortable waits and its fault. */
-interface Session {
-  /** Logs a line on stdout. */
-  out(line: string): void;
-  /** Waits `ms`, or forever when the verb hangs; rejects with the signal's reason on abort. */
-  wait(ms: number): Promise<void>;
-  /** When this attempt must fail: logs `line` on stderr and throws the fault's error. */
-  failHere(line: string): void;
-}
 
 /**
  * Creates a provider that simulates hardware: it logs the reference's lines through `call.log`,
@@ -226,54 +95,10 @@ interface Session {
  */
 export function createFakeProvider(options: FakeProviderOptions = {}): FakeProvider {
   const timings = resolveTimings(options.timing ?? "normal");
-  const faults = options.faults ?? {};
-  validateFaults(faults);
-  const hooks = options.hooks ?? {};
-  const customDelay = options.delay;
-  const delay = customDelay === undefined
-    ? abortableDelay
-    : (ms: number, signal: AbortSignal) => untilAborted(customDelay(ms, signal), signal);
+  const { begin, attempts } = createVerbCalls(options);
   const now = options.now ?? (() => new Date());
-  const counts = new Map<ProviderVerb, number>(VERBS.map((verb) => [verb, 0]));
-
-  /** Counts the call, runs its hook, and returns the helpers the verb's script uses. */
-  async function begin(verb: ProviderVerb, call: ProviderCall): Promise<Session> {
-    const attempt = (counts.get(verb) ?? 0) + 1;
-    counts.set(verb, attempt);
-    const { signal } = call;
-    signal.throwIfAborted();
-    const hook = hooks[verb];
-    if (hook !== undefined) await untilAborted(hook(call), signal);
-    signal.throwIfAborted();
-
-    const fault = faults[verb];
-    const hangs = fault?.kind === "hang";
-    const fails = fault?.kind === "fail" && (fault.times === undefined || attempt <= fault.times);
-    const log = (line: string, stream: LogStream): void => call.log(line, stream);
-    return {
-      out: (line) => log(line, "stdout"),
-      async wait(ms) {
-        signal.throwIfAborted();
-        if (hangs) return await waitForAbort(signal);
-        // No timer for a zero wait, so the zero profile leaves nothing for test sanitizers to find.
-        if (ms > 0) await delay(ms, signal);
-      },
-      failHere(line) {
-        if (!fails) return;
-        log(line, "stderr");
-        throw new Error(
-          fault?.kind === "fail" && fault.message !== undefined
-            ? fault.message
-            : FAILURE_MESSAGES[verb],
-        );
-      },
-    };
-  }
-
   return {
-    attempts(verb) {
-      return counts.get(verb) ?? 0;
-    },
+    attempts,
 
     async setNetboot(call, machine, profile) {
       const run = await begin("setNetboot", call);
@@ -428,52 +253,8 @@ const JOIN_STEPS: readonly string[] = [
 /** Shares of `sshMs` for connect, run, `apt-get update` and `apt-get install` (200/300/200/300 ms). */
 const SSH_SPLIT: readonly number[] = [0.2, 0.3, 0.2, 0.3];
 
-/** Resolves a profile name to its durations and checks explicit ones. */
-function resolveTimings(timing: TimingProfile | Timings): Readonly<Timings> {
-  if (typeof timing === "string") {
-    if (!Object.hasOwn(TIMINGS, timing)) {
-      throw new RangeError(
-        `Cannot create fake provider as "timing" is not a profile (normal, slow, zero): current value is "${timing}"`,
-      );
-    }
-    return TIMINGS[timing];
-  }
-  // Every field is checked, so a missing one fails here instead of becoming a zero-length wait.
-  for (const name of Object.keys(TIMINGS.normal) as (keyof Timings)[]) {
-    const ms: unknown = timing[name];
-    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0) {
-      throw new RangeError(
-        `Cannot create fake provider as "timing.${name}" must be a non-negative number of milliseconds: current value is ${ms}`,
-      );
-    }
-  }
-  return { ...timing };
-}
-
-function validateFaults(faults: Partial<Record<ProviderVerb, Fault>>): void {
-  for (const [verb, fault] of Object.entries(faults)) {
-    if (fault?.kind !== "fail" || fault.times === undefined) continue;
-    if (!Number.isSafeInteger(fault.times) || fault.times < 0) {
-      throw new RangeError(
-        `Cannot create fake provider as "faults.${verb}.times" must be a non-negative integer: current value is ${fault.times}`,
-      );
-    }
-  }
-}
-
 function clusterIdOf(cluster: TargetClusterRef): string {
   return cluster.clusterId || DEFAULT_CLUSTER_ID;
-}
-
-/** Rejects with `signal.reason` once it aborts; never resolves. */
-function waitForAbort(signal: AbortSignal): Promise<never> {
-  return new Promise((_resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
 }
 
 /** `count` uniformly random decimal digits. */

@@ -5,8 +5,9 @@
  * call's `signal` aborts (user cancel, step timeout or shutdown), rejecting with the signal's
  * reason.
  *
- * The folder owns the Provider contract (this module), the fake provider (`fake.ts`), and is the
- * place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
+ * The folder owns the Provider contract (this module), the fake provider (`fake.ts`: the verbs'
+ * scripts; `fake_timing.ts`: its timing profiles; `fake_faults.ts`: fault injection and hooks), and
+ * is the place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
  * packages. Never `lib/store/` or `lib/engine/` (checked by `test/architecture_test.ts`).
  *
  * @module
