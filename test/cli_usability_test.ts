@@ -104,7 +104,11 @@ Deno.test("one hint per error, naming the program as invoked", SANITIZE, async (
     "hint: run deno task cli enter-maintenance machine-1 first",
   ]);
   const missing = await run(["get", "machine-9"], { server, env });
-  assert.match(missing.err, /\nhint: deno task cli list shows the registered machines\n$/);
+  assert.deepEqual(
+    missing.err,
+    'rpc error: code = NotFound desc = machine "machine-9" not found\n' +
+      "hint: deno task cli list shows the registered machines\n",
+  );
   const usage = await run(["reimage", "--help"], { env });
   assert.match(usage.out, /^Usage: deno task cli reimage <machine-id>/);
 });
@@ -179,3 +183,30 @@ Deno.test("--token-file sends the token and never prints it", SANITIZE, async ()
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "deno task cli: --token-file keeps the token out of what the task prints; hints say deno task cli",
+  SANITIZE,
+  async () => {
+    await using server = await startServer({ port: 0, engine: testEngine(), authToken: "s3cret" });
+    importMachines(server.engine, 1);
+    const file = await Deno.makeTempFile();
+    try {
+      await Deno.writeTextFile(file, "s3cret\n");
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "cli", "get", "machine-9", "--server", server.address, "--token-file", file],
+        cwd: new URL("..", import.meta.url).pathname,
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(output.stdout) +
+        new TextDecoder().decode(output.stderr);
+      assert.deepEqual(output.code, 3, text);
+      assert.ok(!text.includes("s3cret"), text);
+      assert.match(text, /\nhint: deno task cli list shows the registered machines\n$/);
+    } finally {
+      await Deno.remove(file);
+    }
+  },
+);
