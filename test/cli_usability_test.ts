@@ -145,7 +145,10 @@ Deno.test("command help: its own flags, examples, global flags in one line", asy
   assert.match(help.out, /^Usage: bmdemo-cli reimage <machine-id>\n/);
   assert.ok(help.out.includes("\n  --image <ref> "));
   assert.ok(help.out.includes("\nExamples:\n  bmdemo-cli enter-maintenance machine-1\n"));
-  assert.match(help.out, /\nGlobal options: --server, .*--token-file.*\n$/);
+  assert.match(
+    help.out,
+    /\nGlobal options \(see 'bmdemo-cli --help'\):\n {2}--server .*--token-file.*\n$/,
+  );
   assert.doesNotMatch(help.out, /Exit codes:|--ca <file>/);
   assert.ok(help.out.split("\n").length < 25, help.out);
   const general = await run(["--help"]);

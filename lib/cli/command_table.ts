@@ -141,7 +141,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: OUTPUT_OPTION,
     optionHelp: [OUTPUT_HELP],
-    examples: ["op op-b2f7e1a3   (any unique prefix of the id)", "op op-b2f7e1a3 -o json"],
+    examples: ["op op-b2f7e1a3", "op b2f7 -o json  # any unique prefix of the id"],
   },
   wait: {
     args: "<operation-id>",

@@ -81,8 +81,8 @@ export function commandUsage(name: string, program: string = PROGRAM): string {
   const examples = spec.examples.map((e) => `  ${program} ${e}`).join("\n");
   return `Usage: ${program} ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
     `Examples:\n${examples}\n\n` +
-    `Global options: --server, --tls, --ca, --cert, --key, --token-file, --token, --no-color ` +
-    `(see '${program} --help')\n`;
+    `Global options (see '${program} --help'):\n` +
+    "  --server --tls --ca --cert --key --token-file --token --no-color\n";
 }
 
 /**
