@@ -16,7 +16,9 @@ import type { CliIo } from "../lib/cli/session.ts";
 import { Operation_OperationType as OperationType } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import {
   enterMaintenance,
+  holdVerb,
   importMachines,
+  maintenanceServer,
   runOperation,
   SANITIZE,
   testEngine,
@@ -111,6 +113,23 @@ Deno.test("one hint per error, naming the program as invoked", SANITIZE, async (
   );
   const usage = await run(["reimage", "--help"], { env });
   assert.match(usage.out, /^Usage: deno task cli reimage <machine-id>/);
+});
+
+Deno.test("the timeout advice names the program and the whole id", SANITIZE, async () => {
+  const repave = holdVerb();
+  await using server = await maintenanceServer({ hooks: { repave: repave.hook } });
+  const started = await run(["reimage", "machine-1", "--no-wait"], { server });
+  const id = /^Operation: (op-\S+)$/m.exec(started.out)?.[1] ?? "";
+  await repave.entered;
+  const env = { BMDEMO_CLI_PROGRAM: "deno task cli" };
+  const timed = await run(["wait", shortId(id), "--timeout", "50ms"], { server, env });
+  assert.deepEqual(timed.code, 6);
+  assert.ok(
+    timed.err.includes(`  wait for it: deno task cli --server ${server.address} wait ${id}\n`),
+    timed.err,
+  );
+  repave.release();
+  await server.engine.executor.idle();
 });
 
 Deno.test("programName: the task's variable, a compiled binary's name, or bmdemo-cli", () => {
