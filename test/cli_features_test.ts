@@ -363,7 +363,7 @@ Deno.test("--token and BMDEMO_TOKEN send authorization: Bearer", SANITIZE, async
   const none = await runCli(server, ["list"]);
   assert.deepEqual(none.code, 3);
   assert.match(none.err, /^rpc error: code = Unauthenticated/);
-  assert.match(none.err, /\nhint: pass --token or set BMDEMO_TOKEN\n$/);
+  assert.match(none.err, /\nhint: pass --token-file <file> or set BMDEMO_TOKEN\n$/);
   const flag = await runCli(server, ["list", "--token", "s3cret"]);
   assert.deepEqual([flag.code, flag.err], [0, ""]);
   const env = await runCli(server, ["ops"], { env: { BMDEMO_TOKEN: "s3cret" } });

@@ -443,9 +443,9 @@ Deno.test("main: unknown command and missing machine id exit 2 with usage", SANI
   const unknown = captureIo();
   assert.deepEqual(await main(["frobnicate"], unknown.io), 2);
   assert.deepEqual(unknown.out(), "");
-  assert.match(unknown.err(), /^error: unknown command: frobnicate\n\n/);
-  assert.ok(unknown.err().includes("Usage: bmdemo-cli [--server host:port] <command>"));
-  assert.ok(unknown.err().includes("Commands:"));
+  assert.match(unknown.err(), /^error: unknown command: frobnicate\n/);
+  assert.ok(unknown.err().includes("Usage: bmdemo-cli <command> [args] [options]"));
+  assert.ok(!unknown.err().includes("Commands:"));
 
   const missing = captureIo();
   assert.deepEqual(await main(["reimage"], missing.io), 2);

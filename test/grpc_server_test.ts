@@ -316,7 +316,7 @@ Deno.test(
     await rejectsWithCode(
       client.reimageMachine({ machineId: "machine-2", requestId: "r-1" }),
       Code.FailedPrecondition,
-      'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)',
+      'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE',
     );
     await rejectsWithCode(
       client.rebootMachine({ machineId: "machine-2", requestId: "r-2" }),

@@ -368,9 +368,9 @@ Deno.test("gateRefusal() allows each operation type only in its phases", SANITIZ
   await t.step("REBOOT in READY and MAINTENANCE", () => {
     assert.deepStrictEqual(refusals(OperationType.REBOOT), {
       PHASE_UNSPECIFIED:
-        'machine "m-1" is in phase PHASE_UNSPECIFIED; reboot requires READY or MAINTENANCE (run enter-maintenance first)',
+        'machine "m-1" is in phase PHASE_UNSPECIFIED; reboot requires READY or MAINTENANCE',
       FACTORY_READY:
-        'machine "m-1" is in phase FACTORY_READY; reboot requires READY or MAINTENANCE (run enter-maintenance first)',
+        'machine "m-1" is in phase FACTORY_READY; reboot requires READY or MAINTENANCE',
       READY: undefined,
       MAINTENANCE: undefined,
     });
@@ -379,11 +379,9 @@ Deno.test("gateRefusal() allows each operation type only in its phases", SANITIZ
   await t.step("REIMAGE in MAINTENANCE only", () => {
     assert.deepStrictEqual(refusals(OperationType.REIMAGE), {
       PHASE_UNSPECIFIED:
-        'machine "m-1" is in phase PHASE_UNSPECIFIED; reimage requires MAINTENANCE (run enter-maintenance first)',
-      FACTORY_READY:
-        'machine "m-1" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)',
-      READY:
-        'machine "m-1" is in phase READY; reimage requires MAINTENANCE (run enter-maintenance first)',
+        'machine "m-1" is in phase PHASE_UNSPECIFIED; reimage requires MAINTENANCE',
+      FACTORY_READY: 'machine "m-1" is in phase FACTORY_READY; reimage requires MAINTENANCE',
+      READY: 'machine "m-1" is in phase READY; reimage requires MAINTENANCE',
       MAINTENANCE: undefined,
     });
   });
@@ -391,11 +389,10 @@ Deno.test("gateRefusal() allows each operation type only in its phases", SANITIZ
   await t.step("EXIT_MAINTENANCE in MAINTENANCE only", () => {
     assert.deepStrictEqual(refusals(OperationType.EXIT_MAINTENANCE), {
       PHASE_UNSPECIFIED:
-        'machine "m-1" is in phase PHASE_UNSPECIFIED; exit-maintenance requires MAINTENANCE (run enter-maintenance first)',
+        'machine "m-1" is in phase PHASE_UNSPECIFIED; exit-maintenance requires MAINTENANCE',
       FACTORY_READY:
-        'machine "m-1" is in phase FACTORY_READY; exit-maintenance requires MAINTENANCE (run enter-maintenance first)',
-      READY:
-        'machine "m-1" is in phase READY; exit-maintenance requires MAINTENANCE (run enter-maintenance first)',
+        'machine "m-1" is in phase FACTORY_READY; exit-maintenance requires MAINTENANCE',
+      READY: 'machine "m-1" is in phase READY; exit-maintenance requires MAINTENANCE',
       MAINTENANCE: undefined,
     });
   });
@@ -410,7 +407,7 @@ Deno.test(
         machineId: "machine-2",
         phase: MachinePhase.FACTORY_READY,
       }),
-      'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)',
+      'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE',
     );
   },
 );

@@ -211,7 +211,7 @@ Deno.test(
       const missing = await rejectsWithCode(
         client.listMachines({}),
         Code.Unauthenticated,
-        /--token|BMDEMO_TOKEN/,
+        /authorization: Bearer <token>/,
       );
       assert.equal(errorInfo(missing)?.reason, "UNAUTHENTICATED");
       await rejectsWithCode(

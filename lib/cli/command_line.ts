@@ -22,6 +22,19 @@ const STRING_OPTIONS = new Set(
   ),
 );
 
+/** A command that is not in the command table; `main` suggests the nearest one. */
+export class UnknownCommandError extends UsageError {
+  /** The command as typed. */
+  readonly typo: string;
+
+  /** @param typo The command as typed. */
+  constructor(typo: string) {
+    super(`unknown command: ${typo}`);
+    this.name = "UnknownCommandError";
+    this.typo = typo;
+  }
+}
+
 /** A parsed command line. */
 export interface ParsedArgs {
   /** The command, or `undefined` for `--help` / `--version` alone. */
@@ -35,7 +48,8 @@ export interface ParsedArgs {
  *
  * @param args The arguments after the program name.
  * @returns The command, its positionals and option values.
- * @throws {UsageError} For an unknown command or option, or a wrong argument count.
+ * @throws {UsageError} For an unknown command ({@linkcode UnknownCommandError}) or option, or a
+ * wrong argument count.
  */
 export function parseCommandLine(args: readonly string[]): ParsedArgs {
   let command: string | undefined;
@@ -53,7 +67,7 @@ export function parseCommandLine(args: readonly string[]): ParsedArgs {
     break;
   }
   if (command !== undefined && !(command in COMMANDS)) {
-    throw new UsageError(`unknown command: ${command}`);
+    throw new UnknownCommandError(command);
   }
   const spec = command === undefined ? undefined : COMMANDS[command];
   let parsed;

@@ -24,6 +24,8 @@ export interface CommandSpec {
   options: ParseArgsOptionsConfig;
   /** One help line per option. */
   optionHelp: string[];
+  /** Example command lines (after the program name), shown under `<command> --help`. */
+  examples: string[];
 }
 
 const OPERATION_OPTIONS: ParseArgsOptionsConfig = {
@@ -62,6 +64,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["import 3"],
   },
   list: {
     args: "",
@@ -70,6 +73,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: LIST_OPTIONS,
     optionHelp: LIST_HELP("phase=, effective_state=, label.<key>="),
+    examples: ["list", "list --filter phase=MAINTENANCE -o wide", "list -o json"],
   },
   get: {
     args: "<machine-id>",
@@ -78,6 +82,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: OUTPUT_OPTION,
     optionHelp: [OUTPUT_HELP],
+    examples: ["get machine-1", "get machine-1 -o yaml"],
   },
   reboot: {
     args: "<machine-id>",
@@ -86,6 +91,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: { ...OPERATION_OPTIONS, force: { type: "boolean" } },
     optionHelp: [...OPERATION_HELP, "--force            Power-cycle instead of a graceful reboot"],
+    examples: ["reboot machine-1", "reboot machine-1 --force --logs"],
   },
   reimage: {
     args: "<machine-id>",
@@ -94,6 +100,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: { ...OPERATION_OPTIONS, image: { type: "string" } },
     optionHelp: [...OPERATION_HELP, "--image <ref>      Image to write (default: the server's)"],
+    examples: [
+      "enter-maintenance machine-1",
+      "reimage machine-1",
+      "reimage machine-1 --image ubuntu-24.04 --logs",
+      "reimage machine-1 --no-wait",
+    ],
   },
   "enter-maintenance": {
     args: "<machine-id>",
@@ -102,6 +114,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: OPERATION_OPTIONS,
     optionHelp: OPERATION_HELP,
+    examples: ["enter-maintenance machine-1"],
   },
   "exit-maintenance": {
     args: "<machine-id>",
@@ -110,6 +123,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: OPERATION_OPTIONS,
     optionHelp: OPERATION_HELP,
+    examples: ["exit-maintenance machine-1"],
   },
   ops: {
     args: "",
@@ -118,6 +132,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: LIST_OPTIONS,
     optionHelp: LIST_HELP("machine_id=, phase=, type="),
+    examples: ["ops", "ops --filter machine_id=machine-1 -o wide"],
   },
   op: {
     args: "<operation-id>",
@@ -126,6 +141,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: OUTPUT_OPTION,
     optionHelp: [OUTPUT_HELP],
+    examples: ["op op-b2f7e1a3", "op b2f7 -o json  # any unique prefix of the id"],
   },
   wait: {
     args: "<operation-id>",
@@ -134,6 +150,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: { timeout: { type: "string" } },
     optionHelp: ["--timeout <dur>    Give up after <dur> (90s, 5m, 1h, 500ms); exit 6"],
+    examples: ["wait op-b2f7e1a3 --timeout 5m"],
   },
   watch: {
     args: "[machine-id]",
@@ -142,6 +159,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 1,
     options: OUTPUT_OPTION,
     optionHelp: ["-o, --output json   One JSON event (OperationEvent) per line"],
+    examples: ["watch", "watch machine-1 -o json"],
   },
   logs: {
     args: "<operation-id>",
@@ -150,6 +168,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["logs op-b2f7e1a3"],
   },
   cancel: {
     args: "<operation-id>",
@@ -158,6 +177,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["cancel op-b2f7e1a3"],
   },
   tour: {
     args: "",
@@ -166,6 +186,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["tour"],
   },
   demo: {
     args: "",
@@ -174,6 +195,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["demo > demo.md"],
   },
   completion: {
     args: "<bash|zsh|fish>",
@@ -182,6 +204,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     optional: 0,
     options: {},
     optionHelp: [],
+    examples: ["completion bash > ~/.local/share/bash-completion/completions/bmdemo-cli"],
   },
 };
 
@@ -196,4 +219,5 @@ export const GLOBAL_OPTIONS: ParseArgsOptionsConfig = {
   cert: { type: "string" },
   key: { type: "string" },
   token: { type: "string" },
+  "token-file": { type: "string" },
 };

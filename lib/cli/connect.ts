@@ -1,7 +1,8 @@
 /**
  * How the CLI reaches the server: plaintext, TLS with the system roots (`--tls`), TLS with a
- * given CA (`--ca`), mutual TLS (`--cert` + `--key`), and a bearer token (`--token`), each with
- * its environment variable (BMDEMO_TLS=1, BMDEMO_CA, BMDEMO_TOKEN).
+ * given CA (`--ca`), mutual TLS (`--cert` + `--key`), and a bearer token (`--token-file`, or
+ * `--token`, which shows in the process list and in what `deno task` prints), each with its
+ * environment variable (BMDEMO_TLS=1, BMDEMO_CA, BMDEMO_TOKEN).
  *
  * @module
  */
@@ -17,6 +18,21 @@ export interface ConnectionFlags {
   cert?: string;
   key?: string;
   token?: string;
+  /** A file holding the token (surrounding whitespace and a final newline are ignored). */
+  tokenFile?: string;
+}
+
+function tokenFromFile(
+  flags: ConnectionFlags,
+  read: (path: string, what: string) => Uint8Array,
+): string {
+  if (flags.token !== undefined) {
+    throw new UsageError("--token and --token-file cannot be combined; keep --token-file");
+  }
+  const path = flags.tokenFile as string;
+  const token = new TextDecoder().decode(read(path, "token")).trim();
+  if (token === "") throw new UsageError(`the token file ${path} is empty`);
+  return token;
 }
 
 function truthy(value: string | undefined): boolean {
@@ -30,8 +46,9 @@ function truthy(value: string | undefined): boolean {
  * @param env The environment.
  * @param readFile Reads a file (certificates and keys).
  * @returns Credentials (insecure unless TLS is asked for) and the token, if any.
- * @throws {UsageError} For `--cert` without `--key` (or the reverse), or a file that cannot be
- * read (naming it).
+ * @throws {UsageError} For `--cert` without `--key` (or the reverse), `--token` with
+ * `--token-file`, an empty token file, or a file that cannot be read (naming it, never showing
+ * its content).
  */
 export function connectionOptions(
   flags: ConnectionFlags,
@@ -52,7 +69,9 @@ export function connectionOptions(
       throw new UsageError(`cannot read ${what} file ${path}: ${reason}`);
     }
   };
-  const token = flags.token || env.BMDEMO_TOKEN || undefined;
+  const token = flags.tokenFile === undefined
+    ? flags.token || env.BMDEMO_TOKEN || undefined
+    : tokenFromFile(flags, read);
   if (!tls) return { token };
   const files = {
     ca: ca === undefined ? undefined : read(ca, "CA"),

@@ -116,13 +116,15 @@ export function conditionMark(machine: Machine, type: string): string {
 }
 
 /**
- * An id shortened to its first 8 characters; `-` when empty.
+ * An id shortened to its first 11 characters (`op-` and 8 hex digits, unique among a few
+ * thousand operations); `-` when empty. Every command that takes an operation id accepts it, as
+ * any unique prefix (`operation_ids.ts`).
  *
  * @param id The id.
  * @returns The short id.
  */
 export function shortId(id: string): string {
-  return id === "" ? "-" : id.slice(0, 8);
+  return id === "" ? "-" : id.slice(0, 11);
 }
 
 /**

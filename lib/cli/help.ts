@@ -9,6 +9,9 @@ import type { ParseArgsOptionsConfig } from "node:util";
 import { COMMANDS, DEFAULT_SERVER, GLOBAL_OPTIONS } from "./command_table.ts";
 import { type CompletionOption, completionScript, type Shell } from "./completion.ts";
 
+/** The program name when the caller does not say how the user invoked it. */
+const PROGRAM = "bmdemo-cli";
+
 const EXIT_HELP = `Exit codes:
   0    success (operation SUCCEEDED; --no-wait: the operation was accepted)
   1    internal error
@@ -26,7 +29,10 @@ const GLOBAL_HELP = `Global options:
   --ca <file>           Trust this CA certificate (PEM); implies --tls (env BMDEMO_CA)
   --cert <file>         Client certificate (PEM) for mutual TLS; needs --key
   --key <file>          Client private key (PEM) for mutual TLS; needs --cert
-  --token <token>       Send 'authorization: Bearer <token>' on every call (env BMDEMO_TOKEN)
+  --token-file <file>   Send 'authorization: Bearer <token>' with the token read from <file>
+                        (or set BMDEMO_TOKEN); prefer either to --token, which the shell
+                        history, the process list and 'deno task' (it prints its command) show
+  --token <token>       The token on the command line (see --token-file)
   --no-color            No colours (also NO_COLOR; colour is only used on a terminal)
   -h, --help            Show help
   --version             Show the version
@@ -37,14 +43,14 @@ const GLOBAL_HELP = `Global options:
  *
  * @returns The text.
  */
-export function usageText(): string {
+export function usageText(program: string = PROGRAM): string {
   const width = Math.max(...Object.entries(COMMANDS).map(([n, s]) => `${n} ${s.args}`.length));
   const lines = Object.entries(COMMANDS).map(([name, spec]) =>
     `  ${`${name} ${spec.args}`.trimEnd().padEnd(width)}  ${spec.summary}`
   );
   return `bmdemo-cli - Baremetal Demo CLI
 
-Usage: bmdemo-cli [--server host:port] <command> [args] [options]
+Usage: ${program} [--server host:port] <command> [args] [options]
 
 Commands:
 ${lines.join("\n")}
@@ -53,25 +59,97 @@ Columns of list:
   PHASE      - Imperative intent (FACTORY, READY, MAINT)
   EFFECTIVE  - Observed state (NEW, IDLE, BUSY, MAINT, ⚠ATTN, ⛔BLOCK)
 
-Options may come before or after the arguments. Run 'bmdemo-cli <command> --help' for details.
+Options may come before or after the arguments. Run '${program} <command> --help' for details.
 
 ${GLOBAL_HELP}
 ${EXIT_HELP}`;
 }
 
 /**
- * The usage text of one command.
+ * The usage text of one command: its usage line, summary, own options, examples, and the global
+ * options in one line (`--help` without a command describes them and the exit codes).
  *
  * @param name The command.
+ * @param program The program as the user invoked it.
  * @returns The text.
  */
-export function commandUsage(name: string): string {
+export function commandUsage(name: string, program: string = PROGRAM): string {
   const spec = COMMANDS[name];
   const options = spec.optionHelp.length > 0
     ? `\nOptions:\n${spec.optionHelp.map((l) => `  ${l}`).join("\n")}\n`
     : "";
-  return `Usage: bmdemo-cli ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
-    `${GLOBAL_HELP}\n${EXIT_HELP}`;
+  const examples = spec.examples.map((e) => `  ${program} ${e}`).join("\n");
+  return `Usage: ${program} ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
+    `Examples:\n${examples}\n\n` +
+    `Global options (see '${program} --help'):\n` +
+    "  --server --tls --ca --cert --key --token-file --token --no-color\n";
+}
+
+/**
+ * The short usage shown after an unknown or missing command: one usage line, a suggestion
+ * when the command looks like a typo of a known one, and where to find the full help.
+ *
+ * @param program The program as the user invoked it.
+ * @param typo The unknown command, if one was given.
+ * @returns The text.
+ */
+export function shortUsage(program: string, typo?: string): string {
+  const suggestion = typo === undefined ? undefined : closestCommand(typo);
+  return (suggestion ? `Did you mean '${program} ${suggestion}'?\n` : "") +
+    `Usage: ${program} <command> [args] [options]; '${program} --help' lists the commands\n`;
+}
+
+/**
+ * The known command nearest to a typo, when it is near enough to be what was meant: at most
+ * a third of its length in edits, or a prefix of exactly one command.
+ *
+ * @param typo The unknown command.
+ * @returns The command, or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { closestCommand } from "./help.ts";
+ * closestCommand("reimag"); // "reimage"
+ * closestCommand("frobnicate"); // undefined
+ * ```
+ */
+export function closestCommand(typo: string): string | undefined {
+  const names = Object.keys(COMMANDS);
+  const prefixed = names.filter((n) => n.startsWith(typo));
+  if (typo.length >= 2 && prefixed.length === 1) return prefixed[0];
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(typo, name);
+    if (best === undefined || distance < best.distance) best = { name, distance };
+  }
+  return best && best.distance <= Math.max(1, Math.floor(best.name.length / 3))
+    ? best.name
+    : undefined;
+}
+
+/**
+ * Edit distance counting an insertion, deletion, substitution or swap of two neighbours as one
+ * edit (so `lsit` is one edit from `list`), one row at a time.
+ */
+function editDistance(a: string, b: string): number {
+  let before: number[] = [];
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(
+        previous[j] + 1,
+        row[j - 1] + 1,
+        previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        row[j] = Math.min(row[j], before[j - 2] + 1);
+      }
+    }
+    before = previous;
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 function completionOptions(options: ParseArgsOptionsConfig): CompletionOption[] {

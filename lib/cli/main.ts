@@ -23,8 +23,15 @@ import {
 import { logsCommand, opCommand, opsCommand, watchCommand } from "./operation_queries.ts";
 import type { Shell } from "./completion.ts";
 import { DEFAULT_SERVER } from "./command_table.ts";
-import { parseCommandLine, type ParsedArgs, validateOptions } from "./command_line.ts";
-import { commandUsage, completionText, usageText } from "./help.ts";
+import {
+  parseCommandLine,
+  type ParsedArgs,
+  UnknownCommandError,
+  validateOptions,
+} from "./command_line.ts";
+import { commandUsage, completionText, shortUsage, usageText } from "./help.ts";
+import { currentExecPath, programName } from "./program.ts";
+import { resolveOperationId } from "./operation_ids.ts";
 import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
 import { demoCommand } from "./demo.ts";
@@ -44,6 +51,7 @@ export const VERSION = "0.1.0";
 export async function main(args: readonly string[], io: CliIo): Promise<number> {
   let parsed: ParsedArgs;
   let clientOptions: CreateClientOptions;
+  const program = programName(io.env ?? {}, currentExecPath());
   try {
     parsed = parseCommandLine(args);
     if (parsed.values.version) {
@@ -52,13 +60,13 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     }
     if (parsed.command === undefined) {
       if (parsed.values.help) {
-        io.out(usageText());
+        io.out(usageText(program));
         return EXIT.OK;
       }
       throw new UsageError("missing command");
     }
     if (parsed.values.help) {
-      io.out(commandUsage(parsed.command));
+      io.out(commandUsage(parsed.command, program));
       return EXIT.OK;
     }
     validateOptions(parsed);
@@ -74,14 +82,19 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
         cert: parsed.values.cert as string | undefined,
         key: parsed.values.key as string | undefined,
         token: parsed.values.token as string | undefined,
+        tokenFile: parsed.values["token-file"] as string | undefined,
       },
       io.env ?? {},
       io.readFile ?? Deno.readFileSync,
     );
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    io.err(`error: ${error.message}\n\n`);
-    io.err(error.command ? commandUsage(error.command) : usageText());
+    if (error.command) {
+      io.err(`error: ${error.message}\n\n${commandUsage(error.command, program)}`);
+    } else {
+      const typo = error instanceof UnknownCommandError ? error.typo : undefined;
+      io.err(`error: ${error.message}\n${shortUsage(program, typo)}`);
+    }
     return EXIT.USAGE;
   }
 
@@ -99,6 +112,8 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     operations,
     colors: palette(color),
     interrupt: io.interrupt ?? new AbortController().signal,
+    program,
+    tokenSent: clientOptions.token !== undefined,
   };
   try {
     return await runCommand(session, parsed);
@@ -107,6 +122,9 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     operations.close();
   }
 }
+
+/** The commands whose first argument is an operation id (any unique prefix of one is taken). */
+const OPERATION_ID_COMMANDS = new Set(["op", "wait", "logs", "cancel"]);
 
 /** Runs a parsed command and turns any failure into its exit code and an error message. */
 async function runCommand(session: Session, parsed: ParsedArgs): Promise<number> {
@@ -121,7 +139,11 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
         return EXIT.RPC;
       }
       io.err(formatRpcError(error.code, error.rawMessage) + "\n");
-      const hint = hintFor(errorInfoOf(error), parsed.command, parsed.positionals);
+      const hint = hintFor(errorInfoOf(error), parsed.command, {
+        positionals: parsed.positionals,
+        program: session.program,
+        tokenSent: session.tokenSent,
+      });
       if (hint) io.err(hint + "\n");
       return EXIT.RPC;
     }
@@ -134,8 +156,13 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
   }
 }
 
-function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
-  const { command, positionals: [first], values } = parsed;
+async function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
+  const { command, values } = parsed;
+  let [first] = parsed.positionals;
+  if (command !== undefined && OPERATION_ID_COMMANDS.has(command)) {
+    first = await resolveOperationId(session, first);
+    parsed.positionals[0] = first;
+  }
   const format = parseOutputFormat(values.output as string | undefined, command);
   const timeoutMs = values.timeout === undefined
     ? undefined

@@ -69,17 +69,19 @@ function startTimer(session: Session, ms: number | undefined): Timer {
   };
 }
 
+/** The program and, unless it is the default, the server: the start of a pasteable command. */
 function serverFlag(session: Session): string {
-  return session.address === "localhost:50051" ? "" : ` --server ${session.address}`;
+  const program = session.program ?? "bmdemo-cli";
+  return session.address === "localhost:50051" ? program : `${program} --server ${session.address}`;
 }
 
 function timedOutText(session: Session, operationId: string, ms: number): string {
   const server = serverFlag(session);
   return `\n⚠ Timed out after ${formatDuration(ms)}: operation ${operationId} continues on the ` +
     `server.\n` +
-    `  wait for it: bmdemo-cli${server} wait ${operationId}\n` +
-    `  follow it:   bmdemo-cli${server} logs ${operationId}\n` +
-    `  cancel it:   bmdemo-cli${server} cancel ${operationId}\n`;
+    `  wait for it: ${server} wait ${operationId}\n` +
+    `  follow it:   ${server} logs ${operationId}\n` +
+    `  cancel it:   ${server} cancel ${operationId}\n`;
 }
 
 /**
@@ -305,8 +307,8 @@ function reportOutcome(
 function interruptedText(session: Session, operationId: string): string {
   const server = serverFlag(session);
   return `\n⚠ Interrupted: operation ${operationId} continues on the server.\n` +
-    `  follow it:  bmdemo-cli${server} logs ${operationId}\n` +
-    `  cancel it:  bmdemo-cli${server} cancel ${operationId}\n`;
+    `  follow it:  ${server} logs ${operationId}\n` +
+    `  cancel it:  ${server} cancel ${operationId}\n`;
 }
 
 /**

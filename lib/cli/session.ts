@@ -71,6 +71,10 @@ export interface Session {
   readonly colors: Palette;
   /** Aborted on Ctrl+C; never aborted when the io has no interrupt. */
   readonly interrupt: AbortSignal;
+  /** The program as the user invoked it (`program.ts`), for pasteable hints. @default "bmdemo-cli" */
+  readonly program?: string;
+  /** Whether calls carry a token, so an UNAUTHENTICATED hint can tell missing from refused. */
+  readonly tokenSent?: boolean;
 }
 
 /**

@@ -52,6 +52,7 @@ export function terminalIo(interrupt: AbortSignal): CliIo {
       BMDEMO_TOKEN: readEnv("BMDEMO_TOKEN"),
       BMDEMO_TLS: readEnv("BMDEMO_TLS"),
       BMDEMO_CA: readEnv("BMDEMO_CA"),
+      BMDEMO_CLI_PROGRAM: readEnv("BMDEMO_CLI_PROGRAM"),
     },
     isTerminal: Deno.stdout.isTerminal(),
     interrupt,

@@ -24,8 +24,9 @@ export const UNAUTHENTICATED_REASON = "UNAUTHENTICATED";
 export const AUTHORIZATION_KEY = "authorization";
 
 /** How a client passes the token; part of every {@linkcode UnauthenticatedError} message. */
-export const TOKEN_HINT = "pass it as metadata `authorization: Bearer <token>` " +
-  "(bmdemo-cli: --token <token> or BMDEMO_TOKEN)";
+// The CLI adds its own hint (its flags, under the name it was invoked by), so this names the
+// protocol only.
+export const TOKEN_HINT = "pass it as metadata `authorization: Bearer <token>`";
 
 /** A call without the right bearer token; mapped to `UNAUTHENTICATED` by `status.ts`. */
 export class UnauthenticatedError extends Error {

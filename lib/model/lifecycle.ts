@@ -203,7 +203,8 @@ const ALLOWED_PHASES: ReadonlyMap<OperationType, readonly MachinePhase[]> = new 
 
 /**
  * Returns why an operation of `type` may not start on a machine in `phase`, or `undefined` when
- * it may. The message states the current phase, the requirement and the command to run first.
+ * it may. The message states the current phase and the requirement, as the original's does;
+ * what to run instead is the client's hint (the `ErrorInfo` carries the phase).
  *
  * @param type Operation type.
  * @param machine The machine's id and phase.
@@ -213,7 +214,7 @@ const ALLOWED_PHASES: ReadonlyMap<OperationType, readonly MachinePhase[]> = new 
  * ```ts
  * import { MachineStatus_Phase, Operation_OperationType } from "../gen/baremetal/v1/baremetal_pb.ts";
  * gateRefusal(Operation_OperationType.REIMAGE, { machineId: "machine-2", phase: MachineStatus_Phase.FACTORY_READY });
- * // 'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE (run enter-maintenance first)'
+ * // 'machine "machine-2" is in phase FACTORY_READY; reimage requires MAINTENANCE'
  * ```
  */
 export function gateRefusal(
@@ -223,10 +224,9 @@ export function gateRefusal(
   const allowed = ALLOWED_PHASES.get(type);
   if (allowed === undefined || allowed.includes(machine.phase)) return undefined;
   const required = allowed.map((p) => MachinePhase[p]).join(" or ");
-  const hint = allowed.includes(MachinePhase.MAINTENANCE) ? " (run enter-maintenance first)" : "";
   return `machine "${machine.machineId}" is in phase ${MachinePhase[machine.phase]}; ${
     operationVerb(type)
-  } requires ${required}${hint}`;
+  } requires ${required}`;
 }
 
 /** Why an operation was canceled. */

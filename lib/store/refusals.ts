@@ -59,7 +59,7 @@ export function phasePrecondition(
  */
 export function machineNotFound(machineId: string): NotFoundError {
   return new NotFoundError(
-    `machine "${machineId}" not found; list machines with bmdemo-cli list or register it first`,
+    `machine "${machineId}" not found`,
     { reason: "MACHINE_NOT_FOUND", metadata: { machineId } },
   );
 }
@@ -72,7 +72,7 @@ export function machineNotFound(machineId: string): NotFoundError {
  */
 export function operationNotFound(operationId: string): NotFoundError {
   return new NotFoundError(
-    `operation "${operationId}" not found; list operations with bmdemo-cli ops`,
+    `operation "${operationId}" not found`,
     { reason: "OPERATION_NOT_FOUND", metadata: { operationId } },
   );
 }
@@ -87,9 +87,7 @@ export function machineBusy(active: Operation): FailedPreconditionError {
   return new FailedPreconditionError(
     `machine "${active.machineId}" is busy with operation ${active.operationId} (${
       OperationType[active.type]
-    }, ${
-      OperationPhase[active.phase]
-    }); wait for it to finish or cancel it (bmdemo-cli cancel ${active.operationId})`,
+    }, ${OperationPhase[active.phase]})`,
     {
       reason: "MACHINE_BUSY",
       metadata: { machineId: active.machineId, activeOperationId: active.operationId },
