@@ -200,8 +200,9 @@ Deno.test(
 );
 
 /**
- * Runs `deno task demo` in a pseudo-terminal (`script` from util-linux), so it pauses for Enter
- * and Ctrl+C is a real SIGINT from the terminal to its process group.
+ * Runs a demo command line (default `deno task demo`) in a pseudo-terminal (`script` from
+ * util-linux), so it pauses for Enter and Ctrl+C is a real SIGINT from the terminal to its
+ * process group.
  */
 class TerminalDemo {
   #child: Deno.ChildProcess;
@@ -210,9 +211,9 @@ class TerminalDemo {
   #reading: Promise<void>;
   #changed = Promise.withResolvers<void>();
 
-  constructor() {
+  constructor(command = `"${Deno.execPath()}" task --quiet demo`) {
     this.#child = new Deno.Command("script", {
-      args: ["-qefc", `"${Deno.execPath()}" task --quiet demo`, "/dev/null"],
+      args: ["-qefc", command, "/dev/null"],
       cwd: ROOT,
       stdin: "piped",
       stdout: "piped",
@@ -303,6 +304,21 @@ Deno.test(
     assert.match(demo.output, /Interrupted: the tour stopped and canceled the operation/);
     assert.doesNotMatch(demo.output, /Step 4|continues on the server/);
     await assertPortClosed(port);
+  },
+);
+
+Deno.test(
+  "Ctrl+C at the pause ends scripts/run-bmdemo.sh with 130 and stops its server",
+  SANITIZE,
+  async () => {
+    const demo = new TerminalDemo("bash scripts/run-bmdemo.sh");
+    await demo.until(/Press Enter to continue/);
+    const pid = Number(/Server \(pid (\d+)\)/.exec(demo.output)?.[1]);
+    await demo.type("\x03");
+    assert.equal(await demo.exit(), 130, demo.output);
+    assert.match(demo.output, /Interrupted: the tour stopped\./);
+    assert.ok(demo.output.includes(`Stopping the server (pid ${pid})...`), demo.output);
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
   },
 );
 
