@@ -4,6 +4,11 @@
  * server. Pauses for Enter between sections only when stdin is a terminal, so it also runs
  * straight through in CI.
  *
+ * Ctrl+C ends it at once, at any point (exit 130): the tour cancels the operations it started
+ * and this script stops its server (each bounded: a cancel waits at most 2 s, the server's
+ * shutdown 5 s). It stops at the first command that fails, with that command's error (an
+ * unreachable server: one error, before any narration).
+ *
  *   deno task demo            normal timings (a reimage takes ~3.4 s)
  *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
  *   deno task demo --server host:port   run the tour against an external server instead
@@ -31,6 +36,8 @@ if (values.help) {
 }
 
 const interrupt = new AbortController();
+// Under `deno task`, one Ctrl+C arrives twice (from the terminal and forwarded by the task
+// runner), so a second signal cannot mean "exit now": every cleanup step is bounded instead.
 Deno.addSignalListener("SIGINT", () => interrupt.abort());
 
 const server = values.server ? undefined : await startServer({

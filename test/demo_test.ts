@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { SANITIZE } from "./helpers.ts";
+import {
+  Operation_OperationType as OperationType,
+  Operation_Phase as OperationPhase,
+} from "../lib/gen/baremetal/v1/baremetal_pb.ts";
+import { main } from "../lib/cli/main.ts";
+import type { CliIo } from "../lib/cli/session.ts";
+import { SANITIZE, testEngine, testServer } from "./helpers.ts";
 
 Deno.test(
   "deno task demo runs the whole tour without a terminal and exits 0",
@@ -74,3 +80,255 @@ Deno.test(
     assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
   },
 );
+
+// --- Stopping: failures and Ctrl+C ------------------------------------------------------------
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** A bound on waits that must end, so that a regression (the tour hanging) fails, not hangs. */
+const HANG_MS = 30_000;
+
+async function beforeDeadline<T>(promise: Promise<T>, ms: number): Promise<T | "deadline"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"deadline">((resolve) => {
+    timer = setTimeout(() => resolve("deadline"), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Captured CLI io with an interrupt, and a way to wait for stdout to match. */
+function tourIo(interrupt: AbortSignal): {
+  io: CliIo;
+  out(): string;
+  err(): string;
+  waitFor(pattern: RegExp): Promise<void>;
+} {
+  let out = "";
+  let err = "";
+  let waiter: { pattern: RegExp; resolve: () => void } | undefined;
+  return {
+    io: {
+      out: (text) => {
+        out += text;
+        if (waiter?.pattern.test(out)) waiter.resolve();
+      },
+      err: (text) => void (err += text),
+      env: {},
+      interrupt,
+    },
+    out: () => out,
+    err: () => err,
+    waitFor: (pattern) => {
+      if (pattern.test(out)) return Promise.resolve();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiter = { pattern, resolve };
+      return promise;
+    },
+  };
+}
+
+Deno.test(
+  "the tour stops at the first command that fails, with one message",
+  SANITIZE,
+  async () => {
+    await using server = await testServer({
+      engine: testEngine({ faults: { repave: { kind: "fail" } } }),
+    });
+    const capture = tourIo(new AbortController().signal);
+    const code = await main(["tour", "--server", server.address], capture.io);
+    assert.equal(code, 4);
+    assert.match(capture.out(), /Step 3: Reimage/);
+    assert.doesNotMatch(capture.out(), /Step 4|Demo Complete/);
+    assert.equal(capture.err().match(/The tour stopped/g)?.length, 1, capture.err());
+  },
+);
+
+Deno.test(
+  "Ctrl+C during a tour operation cancels it and ends the tour with 130",
+  SANITIZE,
+  async () => {
+    const hold = Promise.withResolvers<void>();
+    const reached = Promise.withResolvers<void>();
+    await using server = await testServer({
+      engine: testEngine({
+        hooks: {
+          repave: () => {
+            reached.resolve();
+            return hold.promise;
+          },
+        },
+      }),
+    });
+    const interrupt = new AbortController();
+    const capture = tourIo(interrupt.signal);
+    const tour = main(["tour", "--server", server.address], capture.io);
+    await reached.promise;
+    interrupt.abort();
+    const code = await beforeDeadline(tour, HANG_MS);
+    hold.resolve();
+    assert.equal(code, 130, capture.err());
+    assert.doesNotMatch(capture.out(), /Step 4|Demo Complete/);
+    assert.match(capture.err(), /Interrupted: the tour stopped and canceled the operation/);
+    assert.doesNotMatch(capture.err(), /continues on the server/);
+    const reimages = server.engine.listOperations({ filter: "machine_id=machine-1" }).items
+      .filter((op) => op.type === OperationType.REIMAGE);
+    assert.deepEqual(reimages.map((op) => OperationPhase[op.phase]), ["CANCELED"]);
+  },
+);
+
+Deno.test(
+  "deno task demo against an unreachable server prints one error before any narration",
+  SANITIZE,
+  async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "--quiet", "demo", "--server", "127.0.0.1:1"],
+      cwd: ROOT,
+      stdin: "null",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 3, stderr);
+    assert.equal(stdout, "");
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(stderr, /127\.0\.0\.1:1/);
+  },
+);
+
+/**
+ * Runs a demo command line (default `deno task demo`) in a pseudo-terminal (`script` from
+ * util-linux), so it pauses for Enter and Ctrl+C is a real SIGINT from the terminal to its
+ * process group.
+ */
+class TerminalDemo {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #output = "";
+  #reading: Promise<void>;
+  #changed = Promise.withResolvers<void>();
+
+  constructor(command = `"${Deno.execPath()}" task --quiet demo`) {
+    this.#child = new Deno.Command("script", {
+      args: ["-qefc", command, "/dev/null"],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    const stdout = this.#child.stdout;
+    this.#reading = (async () => {
+      for await (const chunk of stdout.pipeThrough(new TextDecoderStream())) {
+        this.#output += chunk;
+        this.#changed.resolve();
+        this.#changed = Promise.withResolvers<void>();
+      }
+      this.#changed.resolve();
+    })();
+  }
+
+  get output(): string {
+    return this.#output;
+  }
+
+  /** Waits until the output matches; presses Enter at every pause on the way. */
+  async until(pattern: RegExp): Promise<void> {
+    let pauses = 0;
+    for (;;) {
+      if (pattern.test(this.#output)) return;
+      const seen = this.#output.match(/Press Enter to continue/g)?.length ?? 0;
+      for (; pauses < seen; pauses++) await this.type("\r");
+      const changed = this.#changed.promise;
+      if (pattern.test(this.#output)) return;
+      await changed;
+      const status = await Promise.race([this.#child.status, Promise.resolve(undefined)]);
+      if (status && !pattern.test(this.#output)) {
+        throw new Error(`exited before ${pattern}: ${this.#output}`);
+      }
+    }
+  }
+
+  async type(text: string): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(text));
+  }
+
+  /** The exit code; fails (and kills the demo) if it does not exit within `deadlineMs`. */
+  async exit(deadlineMs = HANG_MS): Promise<number> {
+    const status = await beforeDeadline(this.#child.status, deadlineMs);
+    if (status === "deadline") {
+      this.#child.kill("SIGKILL");
+      await this.#child.status;
+      await this.#reading;
+      throw new Error(`still running ${deadlineMs} ms after Ctrl+C:\n${this.#output}`);
+    }
+    const { code } = status;
+    await this.#reading;
+    await this.#writer.close().catch(() => {});
+    return code;
+  }
+}
+
+async function assertPortClosed(port: number): Promise<void> {
+  await assert.rejects(
+    () => Deno.connect({ hostname: "127.0.0.1", port }),
+    Deno.errors.ConnectionRefused,
+  );
+}
+
+Deno.test("Ctrl+C at the pause ends deno task demo at once with 130", SANITIZE, async () => {
+  const demo = new TerminalDemo();
+  await demo.until(/Press Enter to continue/);
+  const port = Number(/server on 127\.0\.0\.1:(\d+)/.exec(demo.output)?.[1]);
+  await demo.type("\x03");
+  assert.equal(await demo.exit(), 130, demo.output);
+  assert.match(demo.output, /Interrupted: the tour stopped\./);
+  assert.doesNotMatch(demo.output, /Phase vs Effective State/);
+  await assertPortClosed(port);
+});
+
+Deno.test(
+  "Ctrl+C during an operation ends deno task demo with 130 and cancels it",
+  SANITIZE,
+  async () => {
+    const demo = new TerminalDemo();
+    await demo.until(/reimage machine-1 -v[^]*→ set-netboot/);
+    const port = Number(/server on 127\.0\.0\.1:(\d+)/.exec(demo.output)?.[1]);
+    await demo.type("\x03");
+    assert.equal(await demo.exit(), 130, demo.output);
+    assert.match(demo.output, /○ CANCELED/);
+    assert.match(demo.output, /Interrupted: the tour stopped and canceled the operation/);
+    assert.doesNotMatch(demo.output, /Step 4|continues on the server/);
+    await assertPortClosed(port);
+  },
+);
+
+Deno.test(
+  "Ctrl+C at the pause ends scripts/run-bmdemo.sh with 130 and stops its server",
+  SANITIZE,
+  async () => {
+    const demo = new TerminalDemo("bash scripts/run-bmdemo.sh");
+    await demo.until(/Press Enter to continue/);
+    const pid = Number(/Server \(pid (\d+)\)/.exec(demo.output)?.[1]);
+    await demo.type("\x03");
+    assert.equal(await demo.exit(), 130, demo.output);
+    assert.match(demo.output, /Interrupted: the tour stopped\./);
+    assert.ok(demo.output.includes(`Stopping the server (pid ${pid})...`), demo.output);
+    assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+  },
+);
+
+Deno.test("deno.json denies the lifecycle scripts of every locked npm package", async () => {
+  // Without the denial, a cold cache prints an "Ignored build scripts" box over the demo.
+  const lock = JSON.parse(await Deno.readTextFile(`${ROOT}deno.lock`));
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const withScripts = Object.entries(lock.npm as Record<string, { scripts?: boolean }>)
+    .filter(([, entry]) => entry.scripts)
+    .map(([key]) => `npm:${key.replace(/^(@?[^@]+)@.*$/, "$1")}`);
+  assert.ok(withScripts.length > 0);
+  assert.deepEqual(config.allowScripts?.deny?.toSorted(), [...new Set(withScripts)].toSorted());
+});

@@ -12,11 +12,13 @@
  */
 
 import {
+  type Operation,
   Operation_Phase as OperationPhase,
   type OperationEvent,
   OperationEvent_Kind as EventKind,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { Code } from "../client/code.ts";
+import { isTerminalPhase } from "../model/lifecycle.ts";
 import { EXIT, isServiceError, type Session } from "./session.ts";
 
 /** How the tour runs commands and waits for the presenter. */
@@ -29,30 +31,161 @@ export interface TourOptions {
 
 const RULE = "═".repeat(63);
 
+/** Ends the tour early with an exit code: Ctrl+C, or a command that did not do what it shows. */
+class TourStopped extends Error {
+  readonly code: number;
+
+  constructor(code: number) {
+    super(`the tour stopped with exit code ${code}`);
+    this.code = code;
+  }
+}
+
+/** How long the tour's cleanup may take per call on Ctrl+C (the server may be the problem). */
+const CLEANUP_TIMEOUT_MS = 2000;
+
 /**
- * Runs the tour.
+ * Runs the tour. It stops at the first command that does not behave as the narration says
+ * (everything after it would be false), and at once on Ctrl+C, canceling the operations it
+ * started that are still running.
  *
  * @param session The session.
  * @param options How to run commands and pause.
- * @returns 0 when every step behaved as the tour expects, else the first unexpected exit code.
+ * @returns 0 when every step behaved as the tour expects, 130 on Ctrl+C, else the exit code of
+ *   the first command that did not.
  */
 export async function tourCommand(session: Session, options: TourOptions): Promise<number> {
+  const { io } = session;
+  // Unreachable server, bad token...: one error from main, before any narration.
+  await session.machines.listMachines({ pageSize: 1 }, { timeoutMs: 10_000 });
+  const cleanup = stopOnInterrupt(session);
+  try {
+    await tourSections(cleanup.session, options, session.interrupt);
+    return EXIT.OK;
+  } catch (error) {
+    if (!(error instanceof TourStopped) && !session.interrupt.aborted) throw error;
+    if (session.interrupt.aborted) {
+      const canceled = await cleanup.done;
+      io.err(
+        `\n⚠ Interrupted: the tour stopped` +
+          (canceled > 0 ? ` and canceled the operation it had started.\n` : `.\n`),
+      );
+      return EXIT.INTERRUPTED;
+    }
+    const { code } = error as TourStopped;
+    io.err(
+      `\n✗ The tour stopped: that command did not do what the tour shows (exit code ${code}), ` +
+        `and the steps after it depend on it.\n`,
+    );
+    return code;
+  } finally {
+    cleanup.dispose();
+  }
+}
+
+/**
+ * The session the tour's commands run with: it records every operation they start, and on
+ * Ctrl+C cancels those still running before it interrupts the command, so the command reports
+ * the operation CANCELED (not "continues on the server") and nothing the tour started is left
+ * running. `done` resolves to how many operations it canceled.
+ */
+function stopOnInterrupt(
+  session: Session,
+): { session: Session; done: Promise<number>; dispose(): void } {
+  const started = new Map<string, Operation>();
+  const starting = new Set<Promise<unknown>>();
+  const interrupt = new AbortController();
+  const cancel = async (op: Operation): Promise<number> => {
+    if (isTerminalPhase(op.phase)) return 0;
+    try {
+      await session.machines.cancelOperation(
+        { operationId: op.operationId },
+        { timeoutMs: CLEANUP_TIMEOUT_MS },
+      );
+      return 1;
+    } catch {
+      return 0; // Already finished, or the server is gone (and its operations with it).
+    }
+  };
+  let resolveDone: (canceled: number) => void = () => {};
+  const done = new Promise<number>((resolve) => resolveDone = resolve);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const onInterrupt = async (): Promise<void> => {
+    await Promise.allSettled(starting);
+    const counts = await Promise.all([...started.values()].map(cancel));
+    const canceled = counts.reduce((a, b) => a + b, 0);
+    // A command following a canceled operation ends by itself, reporting it CANCELED; it is only
+    // interrupted if that does not come in time. Any other command is interrupted at once.
+    if (canceled === 0) interrupt.abort();
+    else timer = setTimeout(() => interrupt.abort(), CLEANUP_TIMEOUT_MS);
+    resolveDone(canceled);
+  };
+  session.interrupt.addEventListener("abort", onInterrupt, { once: true });
+  const starts = new Set([
+    "rebootMachine",
+    "reimageMachine",
+    "enterMaintenance",
+    "exitMaintenance",
+  ]);
+  const machines = new Proxy(session.machines, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof key !== "string" || !starts.has(key) || typeof value !== "function") return value;
+      return async (...args: unknown[]): Promise<Operation> => {
+        // Ctrl+C may come before the start call answers: the cleanup waits for it.
+        const start: Promise<Operation> = value.apply(target, args);
+        starting.add(start);
+        try {
+          const op = await start;
+          started.set(op.operationId, op);
+          return op;
+        } finally {
+          starting.delete(start);
+        }
+      };
+    },
+  });
+  return {
+    session: { ...session, machines, interrupt: interrupt.signal },
+    done,
+    dispose: () => {
+      clearTimeout(timer);
+      session.interrupt.removeEventListener("abort", onInterrupt);
+    },
+  };
+}
+
+async function tourSections(
+  session: Session,
+  options: TourOptions,
+  interrupt: AbortSignal,
+): Promise<void> {
   const { io, colors: c } = session;
   const stamp = Date.now().toString(36);
-  let failure = 0;
+  const interrupted = new Promise<void>((resolve) => {
+    if (interrupt.aborted) resolve();
+    interrupt.addEventListener("abort", () => resolve(), { once: true });
+  });
+  const checkInterrupt = (): void => {
+    if (interrupt.aborted) throw new TourStopped(EXIT.INTERRUPTED);
+  };
 
   const section = async (title: string, ...points: string[]): Promise<void> => {
+    checkInterrupt();
     if (options.pause) {
       io.out(c.dim("\nPress Enter to continue...") + "\n");
-      await options.pause();
+      await Promise.race([options.pause(), interrupted]);
+      checkInterrupt();
     }
     io.out(`\n${c.dim(RULE)}\n${c.bold(title)}\n${c.dim(RULE)}\n`);
     for (const point of points) io.out(`  ℹ ${point}\n`);
   };
   const run = async (args: string[], expected: number[] = [EXIT.OK]): Promise<number> => {
+    checkInterrupt();
     io.out(`\n${c.bold(`$ bmdemo-cli ${args.join(" ")}`)}\n`);
     const code = await options.run(args, session);
-    if (!expected.includes(code) && failure === 0) failure = code === 0 ? EXIT.INTERNAL : code;
+    checkInterrupt();
+    if (!expected.includes(code)) throw new TourStopped(code === 0 ? EXIT.INTERNAL : code);
     return code;
   };
 
@@ -135,7 +268,6 @@ export async function tourCommand(session: Session, options: TourOptions): Promi
     "Operations are idempotent, cancellable, and stream their progress and logs.",
     "Plans and steps stay internal, so the workflow engine can change without breaking clients.",
   );
-  return failure;
 }
 
 /** Starts a reimage of machine-3 and cancels it once its second step runs. */
@@ -149,7 +281,7 @@ async function cancelDemo(
   try {
     const events = session.operations.watchOperations(
       { filter: "machine_id=machine-3", sendInitialSnapshot: true },
-      { signal: stop.signal },
+      { signal: AbortSignal.any([stop.signal, session.interrupt]) },
     );
     await nextMatching(events, (e) => e.kind === EventKind.SNAPSHOT_COMPLETE);
     const reimage = run(
@@ -157,6 +289,8 @@ async function cancelDemo(
       // CANCELED, or SUCCEEDED when the server is so fast that it finished first.
       [EXIT.CANCELED, EXIT.OK],
     );
+    // Awaited below, after the events; until then a stop (Ctrl+C) must not be unhandled.
+    reimage.catch(() => {});
     const running = await nextMatching(
       events,
       (e) => (e.kind === EventKind.STEP_STARTED && e.step === "reboot-to-netboot") || isFinished(e),
