@@ -8,8 +8,9 @@
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
  *     [--max-watchers <n>]
  *
- * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
- * stop that takes longer than 15 s, forces the exit.
+ * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
+ * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
+ * `lib/runtime/stop_signals.ts`), or a stop that takes longer than 15 s, forces the exit.
  *
  * @module
  */
@@ -25,6 +26,7 @@ import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib
 import { parseCount, parseDuration } from "./lib/engine/retention.ts";
 import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
+import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -236,10 +238,17 @@ async function main(): Promise<void> {
       : "Heap collector off: V8's gc() is not exposed (--v8-flags=--expose-gc)",
   );
   const stopped = Promise.withResolvers<void>();
-  let signals = 0;
+  const classify = stopSignalPolicy();
   const onSignal = (signal: Deno.Signal) => {
-    signals++;
-    if (signals > 1) {
+    const action = classify();
+    if (action === "echo") {
+      logger.debug("{signal} again within {ms} ms of the first: the same stop request", {
+        signal,
+        ms: SIGNAL_ECHO_MS,
+      });
+      return;
+    }
+    if (action === "force") {
       logger.warn("Second {signal}: exiting now", { signal });
       Deno.exit(1);
     }
