@@ -17,6 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { getLogger } from "@logtape/logtape";
+import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
 import { createEngine } from "./lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
@@ -70,7 +71,8 @@ with a token, reflection needs it too, health does not.
 
 Logs go to stderr; the line "listening on <host>:<port>" goes to stdout once it accepts calls.
 SIGINT/SIGTERM stop it: new calls are refused, open streams end, running operations are
-CANCELED (reason ServerShutdown), exit code 0.`;
+CANCELED (reason ServerShutdown), exit code 0. A second signal 1 s or more after the first
+exits at once (exit 1); an earlier one is the same Ctrl+C delivered twice (deno task forwards it).`;
 
 /** Period of the retention sweep (the age limit when nothing finishes). */
 const RETENTION_SWEEP_MS = 60_000;
@@ -159,6 +161,7 @@ async function main(): Promise<void> {
   }
   configureLogging(level);
   const logger = getLogger(["bmdemo", "server"]);
+  routeGrpcJsLog();
   const warning = denoVersionWarning(Deno.version.deno);
   if (warning) logger.warn(warning);
   if (timing !== "normal") logger.info("Using {timing} simulated hardware timing", { timing });
@@ -212,11 +215,7 @@ async function main(): Promise<void> {
       maxWatchers,
     });
   } catch (error) {
-    logger.error("Cannot listen on {host}:{port}: {error}", {
-      host: values.host,
-      port,
-      error: error instanceof Error ? error.message : String(error),
-    });
+    logger.error("{message}", { message: listenError(values.host, port, error) });
     store?.close();
     Deno.exit(1);
   }
@@ -272,6 +271,36 @@ async function main(): Promise<void> {
   console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
+}
+
+/**
+ * grpc-js writes its own errors to stderr ("E No address added out of total 1 resolved"), beside
+ * the server's log and in another format. Every failure that matters to an operator reaches the
+ * server as an error it reports itself (a bind failure, a call's status), so grpc-js's messages
+ * go to the server's log at debug level (`--log-level debug`, category grpc-js).
+ */
+function routeGrpcJsLog(): void {
+  const grpcLogger = getLogger(["bmdemo", "grpc-js"]);
+  const log = (...args: unknown[]) => grpcLogger.debug("{message}", { message: args.join(" ") });
+  setGrpcJsLogger({ error: log, info: log, debug: log });
+}
+
+/**
+ * The one line a failed bind becomes: grpc-js wraps the socket error ("No address added out of
+ * total 1 resolved errors: [listen EADDRINUSE: ...]"); a port in use names `--port`.
+ */
+function listenError(host: string, port: number, error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const cause = /errors: \[(.*)\]$/s.exec(text)?.[1] ?? text;
+  if (cause.includes("EADDRINUSE")) {
+    return `Cannot listen on ${host}:${port}: port ${port} is in use (another bmdemo-server?); ` +
+      `stop that one or pass another --port (--port 0 picks a free one)`;
+  }
+  if (cause.includes("EACCES")) {
+    return `Cannot listen on ${host}:${port}: not allowed to bind port ${port} (ports below 1024 ` +
+      `need privileges); pass another --port`;
+  }
+  return `Cannot listen on ${host}:${port}: ${cause}`;
 }
 
 /** The timing profile from `--timing`, or `--slow` (its alias); exits 2 when they disagree. */

@@ -288,3 +288,19 @@ Deno.test(
     assert.equal(next(), "force");
   },
 );
+
+Deno.test(
+  "a second server on a used port says so in one line naming --port, exit 1",
+  SANITIZE,
+  async () => {
+    await using first = await spawnServer();
+    const port = first.address.slice(first.address.lastIndexOf(":") + 1);
+    const second = await runServer(["--port", port]);
+    assert.equal(second.code, 1);
+    const lines = second.stderr.trim().split("\n");
+    const error = lines.filter((line) => !line.includes("[INF]"));
+    assert.equal(error.length, 1, second.stderr);
+    assert.match(error[0], new RegExp(`port ${port} is in use.*--port`));
+    assert.doesNotMatch(second.stderr, /No address added|EADDRINUSE/);
+  },
+);
