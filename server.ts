@@ -6,7 +6,7 @@
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
- *     [--max-watchers <n>]
+ *     [--max-watchers <n>] [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import denoConfig from "./deno.json" with { type: "json" };
 import { getLogger } from "@logtape/logtape";
 import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
@@ -64,6 +65,7 @@ Flags:
                       (default 168h). A request_id whose operation was pruned starts a new one
   --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
                       (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
+  --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -103,6 +105,7 @@ async function main(): Promise<void> {
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
         help: { type: "boolean", short: "h", default: false },
+        version: { type: "boolean", default: false },
       },
       strict: true,
       allowPositionals: false,
@@ -112,6 +115,10 @@ async function main(): Promise<void> {
   }
   if (values.help) {
     console.log(HELP);
+    return;
+  }
+  if (values.version) {
+    console.log(`bmdemo-server ${denoConfig.version}`);
     return;
   }
   const port = Number(values.port);

@@ -304,3 +304,17 @@ Deno.test(
     assert.doesNotMatch(second.stderr, /No address added|EADDRINUSE/);
   },
 );
+
+Deno.test(
+  "server.ts --version and cli.ts --version print deno.json's version",
+  SANITIZE,
+  async () => {
+    const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+    assert.match(config.version, /^\d+\.\d+\.\d+/);
+    const server = await runServer(["--version"]);
+    assert.equal(server.code, 0, server.stderr);
+    assert.equal(server.stdout, `bmdemo-server ${config.version}\n`);
+    const { VERSION } = await import("../lib/cli/main.ts");
+    assert.equal(VERSION, config.version);
+  },
+);
