@@ -6,16 +6,19 @@
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
- *     [--max-watchers <n>]
+ *     [--max-watchers <n>] [--version]
  *
- * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal, or a
- * stop that takes longer than 15 s, forces the exit.
+ * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
+ * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
+ * `lib/runtime/stop_signals.ts`), or a stop that takes longer than 15 s, forces the exit.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import denoConfig from "./deno.json" with { type: "json" };
 import { getLogger } from "@logtape/logtape";
+import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
 import { createEngine } from "./lib/engine/mod.ts";
 import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
@@ -25,6 +28,7 @@ import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib
 import { parseCount, parseDuration } from "./lib/engine/retention.ts";
 import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
+import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
 
@@ -61,6 +65,7 @@ Flags:
                       (default 168h). A request_id whose operation was pruned starts a new one
   --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
                       (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
+  --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
 Health (grpc.health.v1.Health) and server reflection (grpcurl list/describe) are always on;
@@ -68,7 +73,8 @@ with a token, reflection needs it too, health does not.
 
 Logs go to stderr; the line "listening on <host>:<port>" goes to stdout once it accepts calls.
 SIGINT/SIGTERM stop it: new calls are refused, open streams end, running operations are
-CANCELED (reason ServerShutdown), exit code 0.`;
+CANCELED (reason ServerShutdown), exit code 0. A second signal 1 s or more after the first
+exits at once (exit 1); an earlier one is the same Ctrl+C delivered twice (deno task forwards it).`;
 
 /** Period of the retention sweep (the age limit when nothing finishes). */
 const RETENTION_SWEEP_MS = 60_000;
@@ -99,6 +105,7 @@ async function main(): Promise<void> {
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
         help: { type: "boolean", short: "h", default: false },
+        version: { type: "boolean", default: false },
       },
       strict: true,
       allowPositionals: false,
@@ -108,6 +115,10 @@ async function main(): Promise<void> {
   }
   if (values.help) {
     console.log(HELP);
+    return;
+  }
+  if (values.version) {
+    console.log(`bmdemo-server ${denoConfig.version}`);
     return;
   }
   const port = Number(values.port);
@@ -157,6 +168,7 @@ async function main(): Promise<void> {
   }
   configureLogging(level);
   const logger = getLogger(["bmdemo", "server"]);
+  routeGrpcJsLog();
   const warning = denoVersionWarning(Deno.version.deno);
   if (warning) logger.warn(warning);
   if (timing !== "normal") logger.info("Using {timing} simulated hardware timing", { timing });
@@ -210,11 +222,7 @@ async function main(): Promise<void> {
       maxWatchers,
     });
   } catch (error) {
-    logger.error("Cannot listen on {host}:{port}: {error}", {
-      host: values.host,
-      port,
-      error: error instanceof Error ? error.message : String(error),
-    });
+    logger.error("{message}", { message: listenError(values.host, port, error) });
     store?.close();
     Deno.exit(1);
   }
@@ -236,10 +244,17 @@ async function main(): Promise<void> {
       : "Heap collector off: V8's gc() is not exposed (--v8-flags=--expose-gc)",
   );
   const stopped = Promise.withResolvers<void>();
-  let signals = 0;
+  const classify = stopSignalPolicy();
   const onSignal = (signal: Deno.Signal) => {
-    signals++;
-    if (signals > 1) {
+    const action = classify();
+    if (action === "echo") {
+      logger.debug("{signal} again within {ms} ms of the first: the same stop request", {
+        signal,
+        ms: SIGNAL_ECHO_MS,
+      });
+      return;
+    }
+    if (action === "force") {
       logger.warn("Second {signal}: exiting now", { signal });
       Deno.exit(1);
     }
@@ -263,6 +278,36 @@ async function main(): Promise<void> {
   console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
+}
+
+/**
+ * grpc-js writes its own errors to stderr ("E No address added out of total 1 resolved"), beside
+ * the server's log and in another format. Every failure that matters to an operator reaches the
+ * server as an error it reports itself (a bind failure, a call's status), so grpc-js's messages
+ * go to the server's log at debug level (`--log-level debug`, category grpc-js).
+ */
+function routeGrpcJsLog(): void {
+  const grpcLogger = getLogger(["bmdemo", "grpc-js"]);
+  const log = (...args: unknown[]) => grpcLogger.debug("{message}", { message: args.join(" ") });
+  setGrpcJsLogger({ error: log, info: log, debug: log });
+}
+
+/**
+ * The one line a failed bind becomes: grpc-js wraps the socket error ("No address added out of
+ * total 1 resolved errors: [listen EADDRINUSE: ...]"); a port in use names `--port`.
+ */
+function listenError(host: string, port: number, error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const cause = /errors: \[(.*)\]$/s.exec(text)?.[1] ?? text;
+  if (cause.includes("EADDRINUSE")) {
+    return `Cannot listen on ${host}:${port}: port ${port} is in use (another bmdemo-server?); ` +
+      `stop that one or pass another --port (--port 0 picks a free one)`;
+  }
+  if (cause.includes("EACCES")) {
+    return `Cannot listen on ${host}:${port}: not allowed to bind port ${port} (ports below 1024 ` +
+      `need privileges); pass another --port`;
+  }
+  return `Cannot listen on ${host}:${port}: ${cause}`;
 }
 
 /** The timing profile from `--timing`, or `--slow` (its alias); exits 2 when they disagree. */

@@ -9,7 +9,12 @@
  *
  * Binaries get the minimal permissions the programs need: network (gRPC) and environment
  * (grpc-js reads its settings from the environment). `deno compile` downloads the `denort`
- * runtime of each target from Deno's download server the first time.
+ * runtime of each target from Deno's download server the first time; offline that fails with
+ * one line naming `deno task bundle`, which needs no download.
+ *
+ * A binary is compiled from the program's bundle, not from its source: compiling `server.ts`
+ * embeds every npm package of deno.json's imports (205 MB: the buf binary, google-proto-files,
+ * typescript, which only codegen needs), its bundle embeds ~1.4 MB.
  *
  * @module
  */
@@ -60,21 +65,55 @@ async function bundle(outDir: string): Promise<void> {
   }
 }
 
+/** A failure already explained in one line: printed as is, without a backtrace. */
+class BuildError extends Error {}
+
+/**
+ * `deno compile` of one bundle. Its output passes through on success (the embedded-files
+ * report); on failure a download error becomes one line naming the bundle alternative.
+ */
+async function compileOne(args: string[]): Promise<void> {
+  console.error(`$ deno ${args.join(" ")}`);
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), { args }).output();
+  await Deno.stdout.write(stdout);
+  if (code === 0) {
+    await Deno.stderr.write(stderr);
+    return;
+  }
+  const text = new TextDecoder().decode(stderr);
+  if (/dns error|error sending request|failed to lookup|download/i.test(text)) {
+    throw new BuildError(
+      "deno compile cannot download the Deno runtime it embeds (offline?); run `deno task " +
+        "bundle` instead (one JS file per program, run with `deno run`), or retry online",
+    );
+  }
+  await Deno.stderr.write(stderr);
+  throw new BuildError(`deno compile failed with exit code ${code}`);
+}
+
 async function compile(outDir: string, targets: readonly (string | undefined)[]): Promise<void> {
-  for (const target of targets) {
-    for (const { name, entry, flags } of PROGRAMS) {
-      const suffix = target ? `-${target}` : "";
-      const exe = target?.includes("windows") ? ".exe" : "";
-      await deno([
-        "compile",
-        ...PERMISSIONS,
-        ...flags,
-        ...(target ? ["--target", target] : []),
-        "--output",
-        `${outDir}/${name}${suffix}${exe}`,
-        entry,
-      ]);
+  const bundles = await Deno.makeTempDir({ prefix: "bmdemo-compile-" });
+  try {
+    await bundle(bundles);
+    for (const target of targets) {
+      for (const { name, flags } of PROGRAMS) {
+        const suffix = target ? `-${target}` : "";
+        const exe = target?.includes("windows") ? ".exe" : "";
+        await compileOne([
+          "compile",
+          // The bundle needs nothing of deno.json: without it, no npm package is embedded.
+          "--no-config",
+          ...PERMISSIONS,
+          ...flags,
+          ...(target ? ["--target", target] : []),
+          "--output",
+          `${outDir}/${name}${suffix}${exe}`,
+          `${bundles}/${name}.js`,
+        ]);
+      }
     }
+  } finally {
+    await Deno.remove(bundles, { recursive: true });
   }
 }
 
@@ -111,6 +150,7 @@ if (import.meta.main) {
     Deno.exit(await main(Deno.args));
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
+    if (error instanceof Error && !(error instanceof BuildError)) console.error(error.stack);
     Deno.exit(1);
   }
 }

@@ -31,9 +31,16 @@ export interface SpawnServerOptions {
    * here is merged after {@linkcode SERVER_V8_FLAGS}.
    */
   denoFlags?: string[];
+  /**
+   * Run `deno task server` (not `deno run`) as the leader of its own process group, as a shell
+   * runs it in a terminal; `stop()` then signals the whole group, as Ctrl+C does. Needs `setsid`
+   * (util-linux). `script` and `denoFlags` do not apply.
+   */
+  task?: boolean;
 }
 
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
+const ROOT = new URL("..", import.meta.url).pathname;
 
 /**
  * V8 flags the server runs with; the `server` task in deno.json passes the same list (keep the
@@ -112,8 +119,8 @@ export async function spawnServer(
   options: SpawnServerOptions = {},
 ): Promise<ServerProcess> {
   const flags = args.includes("--port") ? args : ["--port", "0", ...args];
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
+  const child = new Deno.Command(options.task ? "setsid" : Deno.execPath(), {
+    args: options.task ? [Deno.execPath(), "task", "--quiet", "server", ...flags] : [
       "run",
       "--no-prompt",
       "--allow-net",
@@ -124,6 +131,7 @@ export async function spawnServer(
       options.script ?? SERVER,
       ...flags,
     ],
+    cwd: options.task ? ROOT : undefined,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -158,7 +166,9 @@ export async function spawnServer(
   async function stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
     if (!status) {
       try {
-        child.kill(signal);
+        // setsid made the child the leader of a new process group: its id is the group's.
+        if (options.task) Deno.kill(-child.pid, signal);
+        else child.kill(signal);
       } catch {
         // Already exited.
       }

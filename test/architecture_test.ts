@@ -69,8 +69,11 @@ function parseImports(path: string, source: string): { local: string[]; packages
     ...[...source.matchAll(DYNAMIC)].map((m) => m[1]),
   ];
   for (const specifier of specifiers) {
+    const resolved = new URL(specifier, new URL(path, LIB)).href;
+    // The project's manifest (its version) is the one file outside lib/ a module may import.
+    if (resolved === new URL("../deno.json", LIB).href) continue;
     if (specifier.startsWith(".")) {
-      local.push(new URL(specifier, new URL(path, LIB)).href.slice(LIB.href.length));
+      local.push(resolved.slice(LIB.href.length));
     } else {
       packages.push(specifier);
     }

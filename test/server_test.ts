@@ -13,6 +13,7 @@ import { denoVersionWarning } from "../lib/grpc/server.ts";
 import { rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
 import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
+import { SIGNAL_ECHO_MS, stopSignalPolicy } from "../lib/runtime/stop_signals.ts";
 
 /** The status name, ErrorInfo reason and details `run` fails with. */
 async function failure(
@@ -255,3 +256,65 @@ Deno.test("the server runs with the same V8 flags however it is started", SANITI
   const build = await Deno.readTextFile(new URL("scripts/build.ts", root));
   assert.match(build, /--v8-flags=\$\{SERVER_V8_FLAGS\.join\(","\)\}/);
 });
+
+Deno.test(
+  "one Ctrl+C on `deno task server` stops it gracefully with exit 0",
+  SANITIZE,
+  async () => {
+    // The terminal signals the whole process group (deno task and the server) and deno task
+    // forwards its copy too: the server gets SIGINT twice, microseconds apart. Whether the two
+    // copies are read as one depends on timing, so a few runs make the double delivery sure.
+    for (let run = 0; run < 5; run++) {
+      await using server = await spawnServer([], { task: true });
+      const status = await server.stop("SIGINT");
+      assert.equal(status.code, 0, `run ${run}: ${server.stderr()}`);
+      assert.match(server.stderr(), /Received SIGINT; shutting down/);
+      assert.doesNotMatch(server.stderr(), /Second SIGINT/);
+    }
+  },
+);
+
+Deno.test(
+  "stopSignalPolicy: the first signal stops, a repeat within 1 s is an echo, a later one forces",
+  SANITIZE,
+  () => {
+    let now = 100;
+    const next = stopSignalPolicy({ now: () => now });
+    assert.equal(next(), "stop");
+    assert.equal(next(), "echo");
+    now += SIGNAL_ECHO_MS - 1;
+    assert.equal(next(), "echo");
+    now += 1;
+    assert.equal(next(), "force");
+  },
+);
+
+Deno.test(
+  "a second server on a used port says so in one line naming --port, exit 1",
+  SANITIZE,
+  async () => {
+    await using first = await spawnServer();
+    const port = first.address.slice(first.address.lastIndexOf(":") + 1);
+    const second = await runServer(["--port", port]);
+    assert.equal(second.code, 1);
+    const lines = second.stderr.trim().split("\n");
+    const error = lines.filter((line) => !line.includes("[INF]"));
+    assert.equal(error.length, 1, second.stderr);
+    assert.match(error[0], new RegExp(`port ${port} is in use.*--port`));
+    assert.doesNotMatch(second.stderr, /No address added|EADDRINUSE/);
+  },
+);
+
+Deno.test(
+  "server.ts --version and cli.ts --version print deno.json's version",
+  SANITIZE,
+  async () => {
+    const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+    assert.match(config.version, /^\d+\.\d+\.\d+/);
+    const server = await runServer(["--version"]);
+    assert.equal(server.code, 0, server.stderr);
+    assert.equal(server.stdout, `bmdemo-server ${config.version}\n`);
+    const { VERSION } = await import("../lib/cli/main.ts");
+    assert.equal(VERSION, config.version);
+  },
+);

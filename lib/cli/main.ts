@@ -10,6 +10,7 @@
 // server (--help, --version, completion, which shells run at every start) must not pay for it,
 // so the modules that need it are imported on first use.
 import type { ClientOptions as CreateClientOptions } from "../client/mod.ts";
+import denoConfig from "../../deno.json" with { type: "json" };
 import { Code } from "../client/code.ts";
 import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { formatRpcError, formatUnreachable, palette } from "./format.ts";
@@ -38,8 +39,8 @@ import { demoCommand } from "./demo.ts";
 import { tourCommand } from "./tour.ts";
 import { type CliIo, EXIT, isServiceError, type Session, UsageError } from "./session.ts";
 
-/** The CLI version. */
-export const VERSION = "0.1.0";
+/** The CLI version: deno.json's, which the server prints too. */
+export const VERSION: string = denoConfig.version;
 
 /**
  * Runs the CLI.
