@@ -124,7 +124,8 @@ bundle: writes dist/bmdemo-server.js and dist/bmdemo-cli.js, single files run wi
 compile: builds the server and CLI binaries from those bundles (downloads denort per target).
 
   --out dir            output directory (default dist)
-  --target <triple>    compile for this target (repeatable): ${TARGETS.join(", ")}
+  --target <triple>    compile for this target (repeatable), one of:
+${TARGETS.map((target) => `                         ${target}`).join("\n")}
   --all                compile for every target
   -h, --help           this help`;
 
