@@ -80,7 +80,8 @@ exits at once (exit 1); an earlier one is the same Ctrl+C delivered twice (deno 
 const RETENTION_SWEEP_MS = 60_000;
 
 function usage(message: string): never {
-  console.error(`bmdemo-server: ${message}\n\n${HELP}`);
+  // One line: the full help on stderr buried what was wrong (bmdemo-server --help prints it).
+  console.error(`bmdemo-server: ${message} (see bmdemo-server --help)`);
   Deno.exit(2);
 }
 

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
 import { connectClient } from "../lib/client/mod.ts";
 import { MachineService, OperationService } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, renderTable, textFigure } from "./bench/stats.ts";
@@ -57,11 +57,23 @@ const DEFAULT_SCENARIOS = SCENARIOS.filter((s) => s !== "soak");
 /** How long the server is left idle after the burst before the memory is sampled again. */
 const IDLE_SAMPLE_MS = 3000;
 
-const USAGE = `usage: deno task bench [--server host:port] [--scenarios ${SCENARIOS.join(",")}] ` +
-  `[--json out.json] [--scale full|small] [--server-flags "<deno run flags>"] ` +
-  `[--seconds 600] [--db]`;
+const PROGRAM = "deno task bench";
+const HELP = `usage: ${PROGRAM} [flags]
 
-const { values } = parseArgs({
+End-to-end benchmark of a bmdemo server over gRPC: runs the scenarios, prints one table and
+writes the figures as JSON. Without --server it starts server.ts of this repository and stops it.
+
+  --server host:port       measure the server there (original-proto RPCs only) instead
+  --scenarios a,b          scenarios to run, of ${SCENARIOS.join(",")}
+                           (default: all but soak)
+  --json out.json          write the figures to this file
+  --scale full|small       full (default) or a small quick run
+  --server-flags "<flags>" deno run flags for the server it starts
+  --seconds N              how long soak runs (default 600)
+  --db                     give soak's server a fresh SQLite file
+  -h, --help               this help`;
+
+const { values } = parseScriptArgs({
   options: {
     server: { type: "string" },
     scenarios: { type: "string", default: DEFAULT_SCENARIOS.join(",") },
@@ -70,31 +82,22 @@ const { values } = parseArgs({
     "server-flags": { type: "string", default: "" },
     seconds: { type: "string", default: "600" },
     db: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
   },
-  strict: true,
   allowPositionals: false,
-});
-if (values.help) {
-  console.log(USAGE);
-  Deno.exit(0);
-}
+}, { program: PROGRAM, help: HELP });
 const selected = new Set<Scenario>();
 for (const name of values.scenarios.split(",").map((s) => s.trim()).filter(Boolean)) {
   if (!(SCENARIOS as readonly string[]).includes(name)) {
-    console.error(`bench: unknown scenario "${name}"\n${USAGE}`);
-    Deno.exit(2);
+    usageError(PROGRAM, `unknown scenario "${name}": use ${SCENARIOS.join(", ")}`);
   }
   selected.add(name as Scenario);
 }
 const soakSeconds = Number(values.seconds);
 if (!(soakSeconds > 0)) {
-  console.error(`bench: --seconds must be a positive number: got "${values.seconds}"\n${USAGE}`);
-  Deno.exit(2);
+  usageError(PROGRAM, `--seconds must be a positive number: got "${values.seconds}"`);
 }
 if (values.scale !== "full" && values.scale !== "small") {
-  console.error(`bench: --scale must be full or small: got "${values.scale}"\n${USAGE}`);
-  Deno.exit(2);
+  usageError(PROGRAM, `--scale must be full or small: got "${values.scale}"`);
 }
 
 const SCALE = BENCH_SCALES[values.scale];

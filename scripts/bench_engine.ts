@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
 import { create } from "@bufbuild/protobuf";
 import { createEngine } from "../lib/engine/mod.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
@@ -19,19 +19,39 @@ import {
   Operation_Phase as OperationPhase,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 
-const { values } = parseArgs({
+const PROGRAM = "deno task bench:engine";
+const HELP = `usage: ${PROGRAM} [flags]
+
+Engine burst benchmark, no gRPC: registers N machines, moves them to MAINTENANCE, starts N
+REIMAGE operations at once and reports the time until all are terminal, the events a subscriber
+received and the peak memory.
+
+  --machines N                 machines in the burst (default 1000)
+  --timing zero|normal|slow    fake provider timings (default zero)
+  --repeats N                  bursts to run (default 3)
+  -h, --help                   this help`;
+
+const { values } = parseScriptArgs({
   options: {
     machines: { type: "string", default: "1000" },
     timing: { type: "string", default: "zero" },
     repeats: { type: "string", default: "3" },
   },
-});
+}, { program: PROGRAM, help: HELP });
 const machines = Number(values.machines);
 const repeats = Number(values.repeats);
 const timing = values.timing as TimingProfile;
-if (!Number.isInteger(machines) || machines < 1 || !(timing in TIMINGS)) {
-  console.error("usage: bench_engine.ts [--machines N] [--timing zero|normal|slow] [--repeats N]");
-  Deno.exit(2);
+if (!Number.isInteger(machines) || machines < 1) {
+  usageError(PROGRAM, `--machines must be a whole number of at least 1: got "${values.machines}"`);
+}
+if (!Number.isInteger(repeats) || repeats < 1) {
+  usageError(PROGRAM, `--repeats must be a whole number of at least 1: got "${values.repeats}"`);
+}
+if (!Object.hasOwn(TIMINGS, timing)) {
+  usageError(
+    PROGRAM,
+    `--timing must be one of ${Object.keys(TIMINGS).join(", ")}: got "${timing}"`,
+  );
 }
 
 interface Result {

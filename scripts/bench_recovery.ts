@@ -10,7 +10,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
 import { create } from "@bufbuild/protobuf";
 import { createEngine } from "../lib/engine/mod.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
@@ -23,22 +23,35 @@ import {
 import { createSqliteStore } from "../lib/store/sqlite.ts";
 import { validateCreateRequest } from "../lib/store/validation.ts";
 
-const { values } = parseArgs({
+const PROGRAM = "deno task bench:recovery";
+const HELP = `usage: ${PROGRAM} [flags]
+
+Restart recovery benchmark: builds a SQLite database (N machines, M operations, A of them left
+RUNNING as a crash leaves them), then times a restart: open (migrate and load every row) and
+recovery (the active operations fail as INTERRUPTED).
+
+  --machines N      machines in the database (default 10000)
+  --operations M    operations in the database (default 100000)
+  --active A        operations left RUNNING (default 1000)
+  --db <file>       database file (default: a temporary file, removed at the end)
+  -h, --help        this help`;
+
+const { values } = parseScriptArgs({
   options: {
     machines: { type: "string", default: "10000" },
     operations: { type: "string", default: "100000" },
     active: { type: "string", default: "1000" },
     db: { type: "string" },
   },
-});
+}, { program: PROGRAM, help: HELP });
 const machines = Number(values.machines);
 const operations = Number(values.operations);
 const active = Number(values.active);
 if (![machines, operations, active].every((n) => Number.isInteger(n) && n >= 0)) {
-  throw new RangeError("--machines, --operations and --active must be whole numbers");
+  usageError(PROGRAM, "--machines, --operations and --active must be whole numbers");
 }
 if (active > machines || active > operations) {
-  throw new RangeError("--active cannot exceed --machines or --operations");
+  usageError(PROGRAM, "--active cannot exceed --machines or --operations");
 }
 const tmp = values.db === undefined ? await Deno.makeTempDir({ prefix: "bmdemo-bench-" }) : "";
 const path = values.db ?? `${tmp}/bench.db`;

@@ -20,7 +20,7 @@
  */
 
 import { SERVER_V8_FLAGS } from "./server_process.ts";
-import { parseArgs } from "node:util";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
 
 /** Release targets: linux x64/arm64, macOS x64/arm64, windows x64. */
 export const TARGETS = [
@@ -117,8 +117,24 @@ async function compile(outDir: string, targets: readonly (string | undefined)[])
   }
 }
 
+const BUILD_HELP = `usage: deno task bundle [--out dir]
+       deno task compile [--target <triple>]... [--all] [--out dir]
+
+bundle: writes dist/bmdemo-server.js and dist/bmdemo-cli.js, single files run with deno run.
+compile: builds the server and CLI binaries from those bundles (downloads denort per target).
+
+  --out dir            output directory (default dist)
+  --target <triple>    compile for this target (repeatable), one of:
+${TARGETS.map((target) => `                         ${target}`).join("\n")}
+  --all                compile for every target
+  -h, --help           this help`;
+
 async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  // The task names the command (`build.ts bundle`), so messages name the task the user ran.
+  const program = args[0] === "bundle" || args[0] === "compile"
+    ? `deno task ${args[0]}`
+    : "build.ts";
+  const { values, positionals } = parseScriptArgs({
     args,
     allowPositionals: true,
     options: {
@@ -126,22 +142,19 @@ async function main(args: string[]): Promise<number> {
       all: { type: "boolean", default: false },
       out: { type: "string", default: "dist" },
     },
-  });
-  const [command] = positionals;
+  }, { program, help: BUILD_HELP });
+  const [command, extra] = positionals;
+  if (extra !== undefined) usageError(program, `unexpected argument "${extra}"`);
   const targets = values.all ? TARGETS : values.target ?? [undefined];
   for (const target of targets) {
     if (target !== undefined && !(TARGETS as readonly string[]).includes(target)) {
-      console.error(`unknown target "${target}": use one of ${TARGETS.join(", ")}`);
-      return 2;
+      usageError(program, `unknown target "${target}": use one of ${TARGETS.join(", ")}`);
     }
   }
   await Deno.mkdir(values.out, { recursive: true });
   if (command === "bundle") await bundle(values.out);
   else if (command === "compile") await compile(values.out, targets);
-  else {
-    console.error("usage: build.ts bundle | compile [--target <triple>]... [--all] [--out dist]");
-    return 2;
-  }
+  else usageError(program, `the first argument is bundle or compile: got "${command ?? ""}"`);
   return 0;
 }
 

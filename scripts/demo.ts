@@ -16,24 +16,27 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { main } from "../lib/cli/main.ts";
 import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
+import { parseScriptArgs } from "./cli_args.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
+const HELP = `usage: deno task demo [flags]
+
+The presenter demo: starts a bmdemo server on a free loopback port and runs the guided tour
+against it, pausing for Enter between sections on a terminal. Ctrl+C ends it at once (exit 130).
+
+  --slow               slow timings for live presentations (~29 s per reimage)
+  --server host:port   run the tour against that server instead of starting one
+  -h, --help           this help`;
+
+const { values } = parseScriptArgs({
   options: {
     slow: { type: "boolean", default: false },
     server: { type: "string" },
-    help: { type: "boolean", short: "h", default: false },
   },
-});
-if (values.help) {
-  console.log("usage: deno task demo [--slow] [--server host:port]");
-  Deno.exit(0);
-}
+}, { program: "deno task demo", help: HELP });
 
 const interrupt = new AbortController();
 // Under `deno task`, one Ctrl+C arrives twice (from the terminal and forwarded by the task

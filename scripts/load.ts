@@ -19,7 +19,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
 import {
   MachineService,
   type Operation,
@@ -299,6 +299,22 @@ export function watcherMismatches(
   return wrong;
 }
 
+const LOAD_PROGRAM = "deno task load";
+const LOAD_HELP = `usage: ${LOAD_PROGRAM} [flags]
+
+Load generator: concurrent gRPC clients mixing reads and operations on their own machines for a
+bounded time, plus watchers that must see every event. Without --server it starts server.ts on a
+free port and reports its peak RSS. Exit 1 on an unexpected error or an unfinished operation.
+
+  --server host:port        load that server instead of starting one
+  --clients N               concurrent clients (default 200)
+  --seconds N               how long the load runs (default 20)
+  --watchers N              WatchOperations subscribers (default 4)
+  --machines N              machines per client (default 2)
+  --channels N              gRPC channels the clients share (default: min(clients, 20))
+  --timing normal|slow|zero timings of the server it starts (default normal)
+  -h, --help                this help`;
+
 /** VmHWM of a process; read with `cat` because Deno refuses /proc to a plain --allow-read. */
 async function peakRss(pid: number): Promise<string> {
   try {
@@ -310,8 +326,7 @@ async function peakRss(pid: number): Promise<string> {
 }
 
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    args: Deno.args,
+  const { values: args } = parseScriptArgs({
     options: {
       server: { type: "string" },
       clients: { type: "string", default: "200" },
@@ -321,15 +336,20 @@ if (import.meta.main) {
       channels: { type: "string" },
       timing: { type: "string", default: "normal" },
     },
-  });
+  }, { program: LOAD_PROGRAM, help: LOAD_HELP });
+  for (const name of ["clients", "seconds", "watchers", "machines", "channels"] as const) {
+    const value = args[name];
+    if (value !== undefined && !(Number.isInteger(Number(value)) && Number(value) >= 0)) {
+      usageError(LOAD_PROGRAM, `--${name} must be a whole number: got "${value}"`);
+    }
+  }
   let address = args.server;
   let stopServer: (() => Promise<unknown>) | undefined;
   let pid: number | undefined;
   if (!address) {
     const { spawnServer } = await import("./server_process.ts");
     if (!["normal", "slow", "zero"].includes(args.timing)) {
-      console.error(`load: --timing must be one of normal, slow, zero: got "${args.timing}"`);
-      Deno.exit(2);
+      usageError(LOAD_PROGRAM, `--timing must be one of normal, slow, zero: got "${args.timing}"`);
     }
     const server = await spawnServer(["--log-level", "warn", "--timing", args.timing]);
     address = server.address;

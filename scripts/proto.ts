@@ -12,6 +12,18 @@
 
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { parseScriptArgs } from "./cli_args.ts";
+
+parseScriptArgs({ options: {} }, {
+  program: "deno task proto",
+  help: `usage: deno task proto
+
+Regenerates lib/gen/ from proto/ and the protos vendored out of npm packages (google/rpc,
+grpc health, grpc reflection), with buf and protoc-gen-es. Takes no flags; CI runs it and fails
+if lib/gen changes.
+
+  -h, --help    this help`,
+});
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const GOOGLE_RPC = ["status.proto", "error_details.proto"];

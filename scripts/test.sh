@@ -2,6 +2,22 @@
 # The test command (`deno task test`): format, lint, type-check, codegen freshness, then every
 # test. Ends with the line "N passed, N failed" and exits non-zero on any failure.
 set -uo pipefail
+case "${1:-}" in
+-h | --help)
+  cat <<'EOF'
+usage: deno task test [deno test flags] [files]
+
+Runs what CI runs: deno install --frozen, deno fmt --check, deno lint, deno check of every
+module, codegen freshness (deno task proto, then git diff lib/gen), then deno test --doc with
+every permission. Ends with "N passed, N failed"; exits non-zero on any failure.
+
+  [deno test flags]   passed to deno test, e.g. --filter "pattern" or --fail-fast
+  [files]             test only these files
+  -h, --help          this help
+EOF
+  exit 0
+  ;;
+esac
 cd "$(dirname "$0")/.."
 export NO_COLOR=1
 
