@@ -179,6 +179,14 @@ const CONNECTION_LOST =
   /^(EPIPE|ECONNRESET|ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|ERR_HTTP2_\w+)$/;
 
 /**
+ * Node's codes for a TLS handshake the peer or we refused (grpc-js reports these UNAVAILABLE).
+ * Deno raises the peer's refusal (e.g. a mutual-TLS server's alert for a client without a
+ * certificate) with no code, only its message, hence {@linkcode TLS_ALERT}.
+ */
+const TLS_HANDSHAKE_FAILED = /^(ERR_SSL_\w+|ERR_TLS_\w+|CERT_\w+|UNABLE_TO_\w+|\w*SELF_SIGNED\w*)$/;
+const TLS_ALERT = /received fatal alert/i;
+
+/**
  * connect-node reports a connection that failed or dropped as Internal (EPIPE) or Aborted
  * (ECONNRESET); gRPC clients, and our CLI's "cannot reach the server" hint, call that
  * Unavailable. Statuses sent by the server carry no Node error as their cause, so stay as is.
@@ -186,8 +194,15 @@ const CONNECTION_LOST =
 function asUnavailable(error: unknown): unknown {
   if (!(error instanceof ConnectError)) return error;
   if (error.code !== Code.Internal && error.code !== Code.Aborted) return error;
+  if (TLS_ALERT.test(error.rawMessage)) {
+    return new ConnectError(error.rawMessage, Code.Unavailable, undefined, undefined, error.cause);
+  }
   for (let cause = error.cause; cause instanceof Error; cause = cause.cause) {
-    if (CONNECTION_LOST.test(String((cause as { code?: unknown }).code))) {
+    if (
+      CONNECTION_LOST.test(String((cause as { code?: unknown }).code)) ||
+      TLS_HANDSHAKE_FAILED.test(String((cause as { code?: unknown }).code)) ||
+      TLS_ALERT.test(cause.message)
+    ) {
       return new ConnectError(error.rawMessage, Code.Unavailable, undefined, undefined, cause);
     }
   }
