@@ -21,6 +21,9 @@ import { main } from "../lib/cli/main.ts";
 import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
+import { FAULT_DEMO } from "../lib/cli/tour.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
+import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -43,7 +46,13 @@ Deno.addSignalListener("SIGINT", () => interrupt.abort());
 const server = values.server ? undefined : await startServer({
   host: "127.0.0.1",
   port: 0,
-  engine: createEngine({ timing: values.slow ? "slow" : "normal" }),
+  // A fault on one machine the tour's "When Hardware Fails" section reimages; the others work.
+  engine: createEngine({
+    provider: withFaults(
+      createFakeProvider({ timing: values.slow ? "slow" : "normal" }),
+      [parseFault(FAULT_DEMO)],
+    ),
+  }),
 });
 const address = values.server ?? server!.address;
 if (server) {
