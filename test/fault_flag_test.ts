@@ -12,7 +12,7 @@ import { BUILTIN_PLANS } from "../lib/engine/plans.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
 import { FAULT_STEPS, parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
-import { SANITIZE } from "./helpers.ts";
+import { maintenanceOverGrpc, SANITIZE } from "./helpers.ts";
 
 Deno.test("--fault names exactly the steps of the built-in plans", () => {
   const steps = new Set([...BUILTIN_PLANS.values()].flatMap((p) => p.steps.map((s) => s.name)));
@@ -69,11 +69,7 @@ async function reimageOn(args: string[]): Promise<{
   await using server = await spawnServer(["--timing", "zero", ...args]);
   using machines = connectClient(MachineService, server.address);
   using operations = connectClient(OperationService, server.address);
-  await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
-  const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
-  for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
-    // The log stream ends when the operation does.
-  }
+  await maintenanceOverGrpc(machines, operations, "machine-1");
   const reimage = await machines.reimageMachine({ machineId: "machine-1", requestId: "r" });
   const lines: string[] = [];
   for await (const chunk of operations.streamOperationLogs({ operationId: reimage.operationId })) {
