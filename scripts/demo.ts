@@ -7,7 +7,8 @@
  * Ctrl+C ends it at once, at any point (exit 130): the tour cancels the operations it started
  * and this script stops its server (each bounded: a cancel waits at most 2 s, the server's
  * shutdown 5 s). It stops at the first command that fails, with that command's error (an
- * unreachable server: one error, before any narration).
+ * unreachable server: one error, before any narration). Its server has the fault
+ * `--fault repave-image:2@machine-4` (FAULT_DEMO), which the tour's "When Hardware Fails" shows.
  *
  *   deno task demo            normal timings (a reimage takes ~3.4 s)
  *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
