@@ -48,8 +48,9 @@ export interface FaultRule {
  *
  * @example
  * ```ts
- * parseFault("repave-image:2@machine-4");
- * // { text: "repave-image:2@machine-4", step: "repave-image", failures: 2, hang: false, machineId: "machine-4" }
+ * const rule = parseFault("repave-image:2@machine-4");
+ * [rule.step, rule.failures, rule.hang, rule.machineId];
+ * // ["repave-image", 2, false, "machine-4"]
  * ```
  */
 export function parseFault(text: string): FaultRule {
