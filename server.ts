@@ -6,7 +6,7 @@
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
- *     [--max-watchers <n>] [--version]
+ *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]... [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -27,6 +27,8 @@ import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/store/sqlite.ts";
 import { parseCount, parseDuration } from "./lib/engine/retention.ts";
 import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
+import { createFakeProvider } from "./lib/provider/fake.ts";
+import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
@@ -65,6 +67,12 @@ Flags:
                       (default 168h). A request_id whose operation was pruned starts a new one
   --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
                       (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
+  --fault <STEP[:MODE][@machine-id]>
+                      make a step fail on stage (repeatable). STEP: set-netboot,
+                      reboot-to-netboot, repave-image, join-cluster, verify-in-cluster, reboot.
+                      MODE: once (default; the retry succeeds), always (the operation FAILS,
+                      the machine needs intervention), hang (until the step's timeout), or N
+                      (the first N attempts fail). @machine-id limits it to one machine
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
@@ -105,6 +113,7 @@ async function main(): Promise<void> {
         "retain-operations": { type: "string", default: "10000" },
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
+        fault: { type: "string", multiple: true, default: [] },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", default: false },
       },
@@ -140,6 +149,12 @@ async function main(): Promise<void> {
     usage(error instanceof Error ? error.message : String(error));
   }
   const timing = parseTiming(values.timing, values.slow);
+  let faults: FaultRule[] = [];
+  try {
+    faults = values.fault.map(parseFault);
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
+  }
   const maxWatchers = Number(values["max-watchers"]);
   if (!Number.isInteger(maxWatchers) || maxWatchers < 1) {
     usage(`--max-watchers must be a whole number of at least 1: got "${values["max-watchers"]}"`);
@@ -215,6 +230,7 @@ async function main(): Promise<void> {
       port,
       engine: createEngine({
         timing,
+        provider: withFaults(createFakeProvider({ timing }), faults),
         store,
         retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
       }),
@@ -231,6 +247,9 @@ async function main(): Promise<void> {
     count: server.recovery.operationIds.length,
     ms: server.recovery.ms.toFixed(1),
   });
+  for (const fault of faults) {
+    logger.warn("Fault injected: {fault} (--fault)", { fault: fault.text });
+  }
   logger.info("TLS {tls}; token {auth}", {
     tls: tls ? (tls.clientCa ? "on (mutual)" : "on") : "off",
     auth: authToken === undefined ? "not required" : "required",

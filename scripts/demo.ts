@@ -7,7 +7,8 @@
  * Ctrl+C ends it at once, at any point (exit 130): the tour cancels the operations it started
  * and this script stops its server (each bounded: a cancel waits at most 2 s, the server's
  * shutdown 5 s). It stops at the first command that fails, with that command's error (an
- * unreachable server: one error, before any narration).
+ * unreachable server: one error, before any narration). Its server has the fault
+ * `--fault repave-image:2@machine-4` (FAULT_DEMO), which the tour's "When Hardware Fails" shows.
  *
  *   deno task demo            normal timings (a reimage takes ~3.4 s)
  *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
@@ -21,6 +22,9 @@ import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { parseScriptArgs } from "./cli_args.ts";
+import { FAULT_DEMO } from "../lib/cli/tour.ts";
+import { createFakeProvider } from "../lib/provider/fake.ts";
+import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 
 const HELP = `usage: deno task demo [flags]
 
@@ -46,7 +50,13 @@ Deno.addSignalListener("SIGINT", () => interrupt.abort());
 const server = values.server ? undefined : await startServer({
   host: "127.0.0.1",
   port: 0,
-  engine: createEngine({ timing: values.slow ? "slow" : "normal" }),
+  // A fault on one machine the tour's "When Hardware Fails" section reimages; the others work.
+  engine: createEngine({
+    provider: withFaults(
+      createFakeProvider({ timing: values.slow ? "slow" : "normal" }),
+      [parseFault(FAULT_DEMO)],
+    ),
+  }),
 });
 const address = values.server ?? server!.address;
 if (server) {

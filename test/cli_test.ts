@@ -401,7 +401,8 @@ Deno.test("tour runs to completion without pauses", SANITIZE, async () => {
       "Step 5: Idempotency",
       "Step 6: A Simple Reboot",
       "Step 7: Cancellation",
-      "Step 8: Operation History",
+      "Step 8: When Hardware Fails",
+      "Step 9: Operation History",
       "Demo Complete",
     ]
   ) {
@@ -409,6 +410,9 @@ Deno.test("tour runs to completion without pauses", SANITIZE, async () => {
     assert.ok(at > cursor, title);
     cursor = at;
   }
+  // A server without --fault: the reimage of machine-4 succeeds, and the tour says so.
+  assert.match(out, /This server has no fault on machine-4, so the reimage succeeded/);
+  assert.doesNotMatch(out, /machine-4 is in ATTENTION/);
   assert.ok(
     out.includes("○ CANCELED") || out.includes("completed before we could cancel"),
     out,

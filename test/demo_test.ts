@@ -29,7 +29,8 @@ Deno.test(
         "Step 5: Idempotency",
         "Step 6: A Simple Reboot",
         "Step 7: Cancellation",
-        "Step 8: Operation History and Audit Trail",
+        "Step 8: When Hardware Fails",
+        "Step 9: Operation History and Audit Trail",
         "Demo Complete",
         "$ bmdemo-cli reimage machine-1 -v",
         "  │ [repave] Writing image to disk...",
@@ -51,6 +52,20 @@ Deno.test(
     ) {
       assert.ok(stdout.includes(`→ ${step}...`), step);
     }
+    // Step 8, on the demo server's --fault repave-image:2@machine-4: both attempts of the step
+    // fail (one retry), the machine is in ATTENTION, and a second reimage recovers it.
+    const fault = stdout.slice(stdout.indexOf("Step 8: When Hardware Fails"));
+    assert.match(
+      fault,
+      /\$ bmdemo-cli reimage machine-4 -v\n[^$]*attempt 1\n[^$]*Retry 1\/1[^$]*attempt 2\n[^$]*✗ FAILED: injected fault: repave-image failed/,
+    );
+    assert.match(fault, /\$ bmdemo-cli list\n[^$]*machine-4 +MAINT +⚠ATTN/);
+    assert.match(fault, /\$ bmdemo-cli reimage machine-4\n[^$]*✓ SUCCEEDED\n/);
+    assert.match(fault, /\$ bmdemo-cli list\n[^$]*machine-4 +MAINT +MAINT +✓ +✓/);
+    assert.match(
+      stdout,
+      /The tour canceled it through the API while it ran; from another terminal:/,
+    );
     // The idempotent replay answers with the same operation.
     const replays = [
       ...stdout.matchAll(/\$ bmdemo-cli reimage machine-2 --request-id \S+\nOperation: (\S+)\n/g),

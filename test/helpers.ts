@@ -6,17 +6,19 @@
 
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "../lib/client/mod.ts";
+import { type Client, Code, ConnectError } from "../lib/client/mod.ts";
 import { createEngine, type Engine, type EngineOptions } from "../lib/engine/mod.ts";
 import { createFakeProvider, type FakeProviderOptions } from "../lib/provider/fake.ts";
 import type { EventSubscription } from "../lib/engine/event_subscription.ts";
 import {
   MachineSchema,
+  type MachineService,
   MachineStatus_Phase,
   type Operation,
   Operation_OperationType as OperationType,
   Operation_Phase as OperationPhase,
   type OperationEvent,
+  type OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type BmdemoServer, type ServerOptions, startServer } from "../lib/grpc/server.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
@@ -271,4 +273,20 @@ export function pendingReboot(engine: Engine, requestId = "r"): Operation {
     type: OperationType.REBOOT,
     params: {},
   })).operation;
+}
+
+/**
+ * Registers `machineId` over gRPC and puts it in maintenance, waiting for that to finish (its
+ * log stream ends with the operation).
+ */
+export async function maintenanceOverGrpc(
+  machines: Client<typeof MachineService>,
+  operations: Client<typeof OperationService>,
+  machineId: string,
+): Promise<void> {
+  await machines.registerMachine({ machine: create(MachineSchema, { machineId }) });
+  const enter = await machines.enterMaintenance({ machineId, requestId: `enter-${machineId}` });
+  for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
+    // The log stream ends when the operation does.
+  }
 }

@@ -10,7 +10,7 @@ import {
 import { Code, connectClient, ConnectError, errorInfo, statusName } from "../lib/client/mod.ts";
 import { SNAPSHOT_COMPLETE } from "../lib/engine/mod.ts";
 import { denoVersionWarning } from "../lib/grpc/server.ts";
-import { rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
+import { maintenanceOverGrpc, rejectsWithCode, SANITIZE, testServer } from "./helpers.ts";
 import { TIMINGS } from "../lib/provider/fake_timing.ts";
 import { runServer, SERVER_V8_FLAGS, spawnServer } from "../scripts/server_process.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "../lib/runtime/stop_signals.ts";
@@ -66,11 +66,7 @@ Deno.test(
     await using server = await spawnServer(["--timing", "zero"]);
     using machines = connectClient(MachineService, server.address);
     using operations = connectClient(OperationService, server.address);
-    await machines.registerMachine({ machine: create(MachineSchema, { machineId: "machine-1" }) });
-    const enter = await machines.enterMaintenance({ machineId: "machine-1", requestId: "e" });
-    for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
-      // The log stream ends when the operation does.
-    }
+    await maintenanceOverGrpc(machines, operations, "machine-1");
     const reimage = await machines.reimageMachine({ machineId: "machine-1", requestId: "r" });
     for await (const _ of operations.streamOperationLogs({ operationId: reimage.operationId })) {
       // Idem.

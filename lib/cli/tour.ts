@@ -259,7 +259,9 @@ async function tourSections(
   await cancelDemo(session, run, stamp);
   await run(["list"]);
 
-  await section("Step 8: Operation History and Audit Trail", "Every operation, oldest first.");
+  await faultDemo(session, run, section);
+
+  await section("Step 9: Operation History and Audit Trail", "Every operation, oldest first.");
   await run(["ops"]);
 
   await section(
@@ -312,7 +314,8 @@ async function cancelDemo(
     await reimage;
     if (target && canceled) {
       io.out(
-        `\n  ℹ Canceled from another terminal with: bmdemo-cli cancel ${target.operationId}\n`,
+        `\n  ℹ The tour canceled it through the API while it ran; from another terminal:\n` +
+          `    bmdemo-cli cancel ${target.operationId}\n`,
       );
     } else {
       io.out("\n  ℹ The operation completed before we could cancel it - that's OK!\n");
@@ -320,6 +323,52 @@ async function cancelDemo(
   } finally {
     stop.abort();
   }
+}
+
+/** The machine `deno task demo` starts its server with a fault on (see {@link FAULT_DEMO}). */
+const FAULT_MACHINE = "machine-4";
+
+/**
+ * The `--fault` value `deno task demo` gives its own server: both attempts of repave-image (one
+ * retry) fail on machine-4 only, so its first reimage FAILS and the second succeeds.
+ */
+export const FAULT_DEMO = `repave-image:2@${FAULT_MACHINE}`;
+
+/**
+ * Shows a step failing, its retry, the machine in ATTENTION and the recovery by a second
+ * reimage, on a server started with `--fault` {@link FAULT_DEMO}; on any other server the first
+ * reimage succeeds, and the tour says so instead of narrating a failure that did not happen.
+ */
+async function faultDemo(
+  session: Session,
+  run: (args: string[], expected?: number[]) => Promise<number>,
+  section: (title: string, ...points: string[]) => Promise<void>,
+): Promise<void> {
+  const { io } = session;
+  await section(
+    "Step 8: When Hardware Fails",
+    `A server started with --fault ${FAULT_DEMO} (deno task demo's is)`,
+    `fails writing the image on ${FAULT_MACHINE}; every other machine works.`,
+    "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the",
+    "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
+  );
+  await run(["import", "4"]);
+  await run(["enter-maintenance", FAULT_MACHINE]);
+  const code = await run(["reimage", FAULT_MACHINE, "-v"], [EXIT.FAILED, EXIT.OK]);
+  if (code === EXIT.OK) {
+    io.out(
+      `  ℹ This server has no fault on ${FAULT_MACHINE}, so the reimage succeeded; to see the\n` +
+        `    failure, start it with: bmdemo-server --fault ${FAULT_DEMO}\n`,
+    );
+    return;
+  }
+  await run(["list"]);
+  io.out(
+    `  ℹ ${FAULT_MACHINE} is in ATTENTION. The operator fixes the hardware and reimages again;\n` +
+      "    a success clears NeedsIntervention (the fault here is spent after 2 attempts).\n",
+  );
+  await run(["reimage", FAULT_MACHINE]);
+  await run(["list"]);
 }
 
 function isFinished(event: OperationEvent | undefined): boolean {

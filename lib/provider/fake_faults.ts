@@ -165,8 +165,13 @@ function validateFaults(faults: Partial<Record<ProviderVerb, Fault>>): void {
   }
 }
 
-/** Rejects with `signal.reason` once it aborts; never resolves. */
-function waitForAbort(signal: AbortSignal): Promise<never> {
+/**
+ * Rejects with `signal.reason` once it aborts; never resolves.
+ *
+ * @param signal The signal to wait for.
+ * @returns A promise that only rejects.
+ */
+export function waitForAbort(signal: AbortSignal): Promise<never> {
   return new Promise((_resolve, reject) => {
     if (signal.aborted) {
       reject(signal.reason);

@@ -6,8 +6,9 @@
  * reason.
  *
  * The folder owns the Provider contract (this module), the fake provider (`fake.ts`: the verbs'
- * scripts; `fake_timing.ts`: its timing profiles; `fake_faults.ts`: fault injection and hooks), and
- * is the place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
+ * scripts; `fake_timing.ts`: its timing profiles; `fake_faults.ts`: fault injection and hooks),
+ * the server's `--fault` flag (`fault_flag.ts`: wraps any provider so a plan step fails on stage),
+ * and is the place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
  * packages. Never `lib/store/` or `lib/engine/` (checked by `test/architecture_test.ts`).
  *
  * @module
