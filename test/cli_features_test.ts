@@ -74,6 +74,14 @@ Deno.test(
     const listYaml = await runCli(server, ["list", "-o", "yaml"]);
     assert.deepEqual(listYaml.code, 0);
     assert.deepEqual(yamlParse(listYaml.out), listJson);
+    // False booleans are written, so `jq '.status'` on a false condition gives false, not null.
+    const reimaged = JSON.parse((await runCli(server, ["get", "machine-2", "-o", "json"])).out);
+    const needs = reimaged.status.conditions.find((c: { type: string }) =>
+      c.type === "NeedsIntervention"
+    );
+    assert.deepEqual(needs.status, false, JSON.stringify(needs));
+    const reimagedYaml = yamlParse((await runCli(server, ["get", "machine-2", "-o", "yaml"])).out);
+    assert.deepEqual(reimagedYaml, reimaged);
 
     const ops = await runCli(server, ["ops", "-o", "json"]);
     assert.deepEqual(ops.code, 0);
@@ -139,6 +147,9 @@ Deno.test("watch -o json prints one parseable event per line", SANITIZE, async (
   assert.deepEqual(events[0].message, "Snapshot complete");
   assert.ok(events.some((e) => e.snapshot?.machineId === "machine-1"));
   for (const line of lines) assert.doesNotMatch(line, /\n/);
+  // Default values are written, so a field a script reads is never missing.
+  const created = events.find((e) => e.kind === "CREATED");
+  assert.deepEqual([created.stepIndex, created.snapshot.currentStage], [0, ""]);
 });
 
 Deno.test("wait exits 0, 4, 5 and 6 (timeout) like an operation command", SANITIZE, async () => {
