@@ -365,6 +365,62 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "__complete lists ids by prefix for the scripts and prints nothing on failure",
+  SANITIZE,
+  async () => {
+    await using server = await testServer();
+    importMachines(server.engine, 12);
+    const operation = await runOperation(server.engine, {
+      machineId: "machine-1",
+      type: OperationType.ENTER_MAINTENANCE,
+    });
+    const complete = async (...args: string[]) => {
+      let out = "", err = "";
+      const code = await main(["__complete", ...args], {
+        out: (t) => void (out += t),
+        err: (t) => void (err += t),
+      });
+      return { code, out, err };
+    };
+    const on = ["--server", server.address];
+    assert.deepEqual(await complete("machines", "machine-1", ...on), {
+      code: 0,
+      out: "machine-1\nmachine-10\nmachine-11\nmachine-12\n",
+      err: "",
+    });
+    assert.deepEqual(await complete("operations", "op-", ...on), {
+      code: 0,
+      out: `${operation.operationId}\n`,
+      err: "",
+    });
+    assert.deepEqual((await complete("machines", "nope", ...on)).out, "");
+    // Failures are silent: a shell shows whatever this prints at the prompt.
+    for (
+      const args of [
+        ["machines", "", "--server", "127.0.0.1:1"],
+        ["machines", "", "--token-file", "/nonexistent/token", ...on],
+        ["hosts", ""],
+        [],
+      ]
+    ) {
+      const result = await complete(...args);
+      assert.notDeepEqual(result.code, 0, args.join(" "));
+      assert.deepEqual([result.out, result.err], ["", ""], args.join(" "));
+    }
+    // The scripts call it for the commands that take an id, and only those.
+    for (const shell of ["bash", "zsh", "fish"]) {
+      let out = "";
+      await main(["completion", shell], { out: (t) => void (out += t), err: () => {} });
+      assert.ok(out.includes("__complete"), shell);
+    }
+    let bash = "";
+    await main(["completion", "bash"], { out: (t) => void (bash += t), err: () => {} });
+    assert.ok(bash.includes("get|reboot|reimage|enter-maintenance|exit-maintenance|watch)"), bash);
+    assert.ok(bash.includes("op|wait|logs|cancel) ids=operations"), bash);
+  },
+);
+
 Deno.test("--token and BMDEMO_TOKEN send authorization: Bearer", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,
