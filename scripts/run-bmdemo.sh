@@ -6,7 +6,8 @@
 #   scripts/run-bmdemo.sh [--slow] [--port N]
 #
 # --slow uses the slow hardware timings (for live presentations); --port picks the server port
-# (default: a free one). The tour pauses for Enter only when stdin is a terminal.
+# (default: a free one). The tour pauses for Enter only when stdin is a terminal. The server's
+# output is kept in a log file after the script exits; its path is the last line printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +22,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log=$(mktemp)
-out=$(mktemp)
+# Kept after exit (the path is printed last), so what the server said can be read afterwards.
+log=$(mktemp "${TMPDIR:-/tmp}/bmdemo-server.XXXXXX")
 server_pid=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
@@ -30,19 +31,19 @@ cleanup() {
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
-  rm -f "$log" "$out"
+  echo "The server's log is kept at $log"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Started directly (no wrapper process), so $! is the server itself and cleanup stops exactly it.
 # Same V8 flags as `deno task server` (see SERVER_V8_FLAGS in scripts/server_process.ts).
-deno run --allow-net --allow-env --v8-flags=--max-semi-space-size=2,--expose-gc server.ts --port "$port" "${slow[@]}" >"$out" 2>"$log" &
+deno run --allow-net --allow-env --v8-flags=--max-semi-space-size=2,--expose-gc server.ts --port "$port" "${slow[@]}" >"$log" 2>&1 &
 server_pid=$!
 
 address=""
 for _ in $(seq 1 100); do
-  address=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$out")
+  address=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n 1)
   [ -n "$address" ] && break
   if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "The server failed to start:" >&2
@@ -56,6 +57,6 @@ if [ -z "$address" ]; then
   cat "$log" >&2
   exit 1
 fi
-echo "Server (pid $server_pid) listening on $address; its log: $log"
+echo "Server (pid $server_pid) listening on $address; its log (kept after exit): $log"
 
 deno run --allow-net --allow-env cli.ts tour --server "$address"

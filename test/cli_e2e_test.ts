@@ -17,6 +17,22 @@ async function cli(server: string, ...args: string[]): Promise<[number, string, 
   return [output.code, text(output.stdout), text(output.stderr)];
 }
 
+/**
+ * Sources the bash completion script ($1), runs the CLI as `bmdemo-cli` ($2 run $3) and prints
+ * the candidates of four command lines against the server $4, each followed by `---`.
+ */
+const COMPLETE_IN_BASH = `
+source "$1"
+deno="$2" cli="$3"
+bmdemo-cli() { "$deno" run --allow-net --allow-env "$cli" "$@"; }
+tab() { COMP_WORDS=("$@"); COMP_CWORD=$((\${#COMP_WORDS[@]} - 1)); COMPREPLY=(); _bmdemo_cli
+  [ \${#COMPREPLY[@]} -gt 0 ] && printf '%s\\n' "\${COMPREPLY[@]}"; echo ---; }
+tab bmdemo-cli --server "$4" get mach
+tab bmdemo-cli --server "$4" wait op-
+tab bmdemo-cli --server "$4" get machine-1 ""
+tab bmdemo-cli --server 127.0.0.1:1 reboot ""
+`;
+
 /** Replaces operation ids and UUIDs by stable placeholders. */
 function normalise(text: string): string {
   return text
@@ -107,6 +123,18 @@ Deno.test(
       await Deno.writeTextFile(file, script);
       const check = await new Deno.Command("bash", { args: ["-n", file] }).output();
       assert.deepEqual(check.code, 0, new TextDecoder().decode(check.stderr));
+      // Tab after a command that takes an id asks the server, with the line's --server.
+      const tab = await new Deno.Command("bash", {
+        args: ["-c", COMPLETE_IN_BASH, "bash", file, Deno.execPath(), CLI, server.address],
+        env: { NO_COLOR: "1" },
+      }).output();
+      const [machines, operations, second, unreachable] = new TextDecoder().decode(tab.stdout)
+        .split("---\n");
+      assert.deepEqual(machines, "machine-1\nmachine-2\n");
+      assert.deepEqual(operations, `${id}\n`);
+      assert.doesNotMatch(second, /machine-/, "only the first argument is an id");
+      assert.deepEqual(unreachable, "", "an unreachable server completes nothing");
+      assert.deepEqual(new TextDecoder().decode(tab.stderr), "", "and prints nothing");
     } finally {
       await Deno.remove(file);
     }

@@ -74,6 +74,14 @@ Deno.test(
     const listYaml = await runCli(server, ["list", "-o", "yaml"]);
     assert.deepEqual(listYaml.code, 0);
     assert.deepEqual(yamlParse(listYaml.out), listJson);
+    // False booleans are written, so `jq '.status'` on a false condition gives false, not null.
+    const reimaged = JSON.parse((await runCli(server, ["get", "machine-2", "-o", "json"])).out);
+    const needs = reimaged.status.conditions.find((c: { type: string }) =>
+      c.type === "NeedsIntervention"
+    );
+    assert.deepEqual(needs.status, false, JSON.stringify(needs));
+    const reimagedYaml = yamlParse((await runCli(server, ["get", "machine-2", "-o", "yaml"])).out);
+    assert.deepEqual(reimagedYaml, reimaged);
 
     const ops = await runCli(server, ["ops", "-o", "json"]);
     assert.deepEqual(ops.code, 0);
@@ -139,6 +147,9 @@ Deno.test("watch -o json prints one parseable event per line", SANITIZE, async (
   assert.deepEqual(events[0].message, "Snapshot complete");
   assert.ok(events.some((e) => e.snapshot?.machineId === "machine-1"));
   for (const line of lines) assert.doesNotMatch(line, /\n/);
+  // Default values are written, so a field a script reads is never missing.
+  const created = events.find((e) => e.kind === "CREATED");
+  assert.deepEqual([created.stepIndex, created.snapshot.currentStage], [0, ""]);
 });
 
 Deno.test("wait exits 0, 4, 5 and 6 (timeout) like an operation command", SANITIZE, async () => {
@@ -351,6 +362,62 @@ Deno.test(
     }
     const bad = await main(["completion", "tcsh"], { out: () => {}, err: () => {} });
     assert.deepEqual(bad, 2);
+  },
+);
+
+Deno.test(
+  "__complete lists ids by prefix for the scripts and prints nothing on failure",
+  SANITIZE,
+  async () => {
+    await using server = await testServer();
+    importMachines(server.engine, 12);
+    const operation = await runOperation(server.engine, {
+      machineId: "machine-1",
+      type: OperationType.ENTER_MAINTENANCE,
+    });
+    const complete = async (...args: string[]) => {
+      let out = "", err = "";
+      const code = await main(["__complete", ...args], {
+        out: (t) => void (out += t),
+        err: (t) => void (err += t),
+      });
+      return { code, out, err };
+    };
+    const on = ["--server", server.address];
+    assert.deepEqual(await complete("machines", "machine-1", ...on), {
+      code: 0,
+      out: "machine-1\nmachine-10\nmachine-11\nmachine-12\n",
+      err: "",
+    });
+    assert.deepEqual(await complete("operations", "op-", ...on), {
+      code: 0,
+      out: `${operation.operationId}\n`,
+      err: "",
+    });
+    assert.deepEqual((await complete("machines", "nope", ...on)).out, "");
+    // Failures are silent: a shell shows whatever this prints at the prompt.
+    for (
+      const args of [
+        ["machines", "", "--server", "127.0.0.1:1"],
+        ["machines", "", "--token-file", "/nonexistent/token", ...on],
+        ["hosts", ""],
+        [],
+      ]
+    ) {
+      const result = await complete(...args);
+      assert.notDeepEqual(result.code, 0, args.join(" "));
+      assert.deepEqual([result.out, result.err], ["", ""], args.join(" "));
+    }
+    // The scripts call it for the commands that take an id, and only those.
+    for (const shell of ["bash", "zsh", "fish"]) {
+      let out = "";
+      await main(["completion", shell], { out: (t) => void (out += t), err: () => {} });
+      assert.ok(out.includes("__complete"), shell);
+    }
+    let bash = "";
+    await main(["completion", "bash"], { out: (t) => void (bash += t), err: () => {} });
+    assert.ok(bash.includes("get|reboot|reimage|enter-maintenance|exit-maintenance|watch)"), bash);
+    assert.ok(bash.includes("op|wait|logs|cancel) ids=operations"), bash);
   },
 );
 

@@ -350,6 +350,7 @@ Deno.test("Ctrl+C leaves the operation running and says how to follow it", SANIT
   assert.deepEqual(code, 130);
   assert.match(out, new RegExp(`^Operation: ${id}\n`));
   assert.match(err, new RegExp(`Interrupted: operation ${id} continues on the server`));
+  assert.ok(err.includes(`wait for it: bmdemo-cli --server ${server.address} wait ${id}\n`), err);
   assert.ok(err.includes(`bmdemo-cli --server ${server.address} logs ${id}\n`), err);
   assert.ok(err.includes(`bmdemo-cli --server ${server.address} cancel ${id}\n`), err);
   assert.deepEqual(server.engine.getOperation(id).phase, OperationPhase.RUNNING);

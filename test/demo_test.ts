@@ -93,6 +93,14 @@ Deno.test(
     assert.ok(stdout.includes(`Stopping the server (pid ${pid})...`));
     // The server process is gone.
     assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+    // Its log outlives the script, at the path printed last and at start.
+    const log = /The server's log is kept at (\S+)\n$/.exec(stdout)?.[1] ?? "";
+    assert.ok(stdout.includes(`its log (kept after exit): ${log}\n`), stdout.slice(0, 500));
+    try {
+      assert.match(await Deno.readTextFile(log), /listening on 127\.0\.0\.1:\d+/);
+    } finally {
+      await Deno.remove(log).catch(() => {});
+    }
   },
 );
 
@@ -334,6 +342,13 @@ Deno.test(
     assert.match(demo.output, /Interrupted: the tour stopped\./);
     assert.ok(demo.output.includes(`Stopping the server (pid ${pid})...`), demo.output);
     assert.throws(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+    // The log is kept on Ctrl+C too.
+    const log = /The server's log is kept at (\S+)/.exec(demo.output)?.[1] ?? "";
+    try {
+      assert.ok((await Deno.stat(log)).isFile, demo.output);
+    } finally {
+      await Deno.remove(log).catch(() => {});
+    }
   },
 );
 

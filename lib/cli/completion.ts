@@ -1,9 +1,13 @@
 /**
  * `completion bash|zsh|fish`: shell completion scripts generated from the command table, so a
- * new command or option is completed without editing the scripts.
+ * new command or option is completed without editing the scripts. Machine and operation ids are
+ * completed by asking the server through the CLI itself (`__complete`, see `complete_ids.ts`),
+ * with the connection flags already on the command line.
  *
  * @module
  */
+
+import { COMPLETE_COMMAND, type IdKind } from "./complete_ids.ts";
 
 /** An option as completion sees it. */
 export interface CompletionOption {
@@ -20,6 +24,27 @@ export interface CompletionCommand {
   name: string;
   summary: string;
   options: readonly CompletionOption[];
+  /** The ids its first argument takes, completed from the server. */
+  ids?: IdKind;
+}
+
+/**
+ * The ids a command's first argument takes, from its usage arguments.
+ *
+ * @param args The usage arguments, e.g. `<machine-id>` or `[machine-id]`.
+ * @returns `machines`, `operations` or `undefined`.
+ *
+ * @example
+ * ```ts
+ * import { idKindOf } from "./completion.ts";
+ * idKindOf("[machine-id]"); // "machines"
+ * idKindOf("<operation-id>"); // "operations"
+ * ```
+ */
+export function idKindOf(args: string): IdKind | undefined {
+  if (/^[<[]machine-id[>\]]/.test(args)) return "machines";
+  if (/^[<[]operation-id[>\]]/.test(args)) return "operations";
+  return undefined;
 }
 
 /** The shells with a completion script. */
@@ -37,6 +62,14 @@ const OPTION_VALUES: Record<string, readonly string[]> = {
 const FILE_OPTIONS = new Set(["ca", "cert", "key"]);
 
 const PROGRAM = "bmdemo-cli";
+
+/** The global flags passed on to `__complete`, so it asks the server the command would. */
+const CONNECTION_VALUE_FLAGS = ["--server", "--ca", "--cert", "--key", "--token", "--token-file"];
+const CONNECTION_FLAGS = ["--tls"];
+
+function idCommands(commands: readonly CompletionCommand[], kind: IdKind): string[] {
+  return commands.filter((c) => c.ids === kind).map((c) => c.name);
+}
 
 function flags(options: readonly CompletionOption[]): string[] {
   return options.flatMap((o) => o.short ? [`-${o.short}`, `--${o.long}`] : [`--${o.long}`]);
@@ -60,15 +93,20 @@ function bashScript(commands: readonly CompletionCommand[], global: readonly Com
   return `# bash completion for ${PROGRAM}
 # Install: ${PROGRAM} completion bash > ~/.local/share/bash-completion/completions/${PROGRAM}
 _bmdemo_cli() {
-  local cur prev cmd i opts
+  local cur prev cmd i opts npos=0 ids
+  local -a conn=()
   cur="\${COMP_WORDS[COMP_CWORD]}"
   prev="\${COMP_WORDS[COMP_CWORD-1]}"
   cmd=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case "\${COMP_WORDS[i]}" in
+      ${
+    CONNECTION_VALUE_FLAGS.join("|")
+  }) conn+=("\${COMP_WORDS[i]}" "\${COMP_WORDS[i+1]/#\\~/$HOME}"); ((i++)) ;;
+      ${CONNECTION_FLAGS.join("|")}) conn+=("\${COMP_WORDS[i]}") ;;
       ${withValue}) ((i++)) ;;
       -*) ;;
-      *) cmd="\${COMP_WORDS[i]}"; break ;;
+      *) if [[ -z "$cmd" ]]; then cmd="\${COMP_WORDS[i]}"; else ((npos++)); fi ;;
     esac
   done
   case "$prev" in
@@ -90,6 +128,17 @@ _bmdemo_cli() {
   if [[ "$cmd" == completion && "$cur" != -* ]]; then
     COMPREPLY=($(compgen -W "${SHELLS.join(" ")}" -- "$cur"))
     return 0
+  fi
+  if [[ "$cur" != -* && $npos -eq 0 ]]; then
+    ids=""
+    case "$cmd" in
+      ${idCommands(commands, "machines").join("|")}) ids=machines ;;
+      ${idCommands(commands, "operations").join("|")}) ids=operations ;;
+    esac
+    if [[ -n "$ids" ]]; then
+      COMPREPLY=($(compgen -W "$("\${COMP_WORDS[0]}" ${COMPLETE_COMMAND} "$ids" "$cur" "\${conn[@]}" 2>/dev/null)" -- "$cur"))
+      return 0
+    fi
   fi
   case "$cmd" in
 ${perCommand}
@@ -113,16 +162,18 @@ function zshScript(commands: readonly CompletionCommand[], global: readonly Comp
 # zsh completion for ${PROGRAM}
 # Install: ${PROGRAM} completion zsh > "\${fpath[1]}/_${PROGRAM}"  (or: source <(${PROGRAM} completion zsh))
 _bmdemo_cli() {
-  local -a commands opts
-  local cmd="" i
+  local -a commands opts conn
+  local cmd="" i npos=0 ids=""
   commands=(
 ${described}
   )
   for (( i = 2; i < CURRENT; i++ )); do
     case "\${words[i]}" in
+      ${CONNECTION_VALUE_FLAGS.join("|")}) conn+=("\${words[i]}" "\${(Q)words[i+1]}"); (( i++ )) ;;
+      ${CONNECTION_FLAGS.join("|")}) conn+=("\${words[i]}") ;;
       ${withValue}) (( i++ )) ;;
       -*) ;;
-      *) cmd="\${words[i]}"; break ;;
+      *) if [[ -z "$cmd" ]]; then cmd="\${words[i]}"; else (( npos++ )); fi ;;
     esac
   done
   case "\${words[CURRENT-1]}" in
@@ -142,6 +193,16 @@ ${described}
   if [[ "$cmd" == completion && "\${words[CURRENT]}" != -* ]]; then
     compadd -- ${SHELLS.join(" ")}
     return
+  fi
+  if [[ "\${words[CURRENT]}" != -* && $npos -eq 0 ]]; then
+    case "$cmd" in
+      ${idCommands(commands, "machines").join("|")}) ids=machines ;;
+      ${idCommands(commands, "operations").join("|")}) ids=operations ;;
+    esac
+    if [[ -n "$ids" ]]; then
+      compadd -- \${(f)"$("\${words[1]}" ${COMPLETE_COMMAND} "$ids" "\${words[CURRENT]}" "\${conn[@]}" 2>/dev/null)"}
+      return
+    fi
   fi
   case "$cmd" in
 ${perCommand}
@@ -167,6 +228,28 @@ function fishOption(option: CompletionOption, condition: string): string {
   return line;
 }
 
+/** Asks the CLI for ids, passing on the connection flags of the command line being typed. */
+const FISH_IDS_FUNCTION = [
+  "function __bmdemo_cli_ids",
+  "    set -l words (commandline -opc)",
+  "    set -l conn",
+  "    set -l i 2",
+  "    while test $i -le (count $words)",
+  "        switch $words[$i]",
+  `            case ${CONNECTION_VALUE_FLAGS.join(" ")}`,
+  "                if test $i -lt (count $words)",
+  "                    set -a conn $words[$i] $words[(math $i + 1)]",
+  "                end",
+  "                set i (math $i + 1)",
+  `            case ${CONNECTION_FLAGS.join(" ")}`,
+  "                set -a conn $words[$i]",
+  "        end",
+  "        set i (math $i + 1)",
+  "    end",
+  `    $words[1] ${COMPLETE_COMMAND} $argv[1] (commandline -ct) $conn 2>/dev/null`,
+  "end",
+];
+
 function fishScript(commands: readonly CompletionCommand[], global: readonly CompletionOption[]) {
   const names = commands.map((c) => c.name).join(" ");
   const lines = [
@@ -187,6 +270,12 @@ function fishScript(commands: readonly CompletionCommand[], global: readonly Com
     `complete -c ${PROGRAM} -n ${singleQuote("__fish_seen_subcommand_from completion")} -a ${
       singleQuote(SHELLS.join(" "))
     }`,
+    ...FISH_IDS_FUNCTION,
+    ...(["machines", "operations"] as const).map((kind) =>
+      `complete -c ${PROGRAM} -n ${
+        singleQuote(`__fish_seen_subcommand_from ${idCommands(commands, kind).join(" ")}`)
+      } -a ${singleQuote(`(__bmdemo_cli_ids ${kind})`)}`
+    ),
   ];
   return lines.join("\n") + "\n";
 }

@@ -7,7 +7,7 @@
 
 import type { ParseArgsOptionsConfig } from "node:util";
 import { COMMANDS, DEFAULT_SERVER, GLOBAL_OPTIONS } from "./command_table.ts";
-import { type CompletionOption, completionScript, type Shell } from "./completion.ts";
+import { type CompletionOption, completionScript, idKindOf, type Shell } from "./completion.ts";
 
 /** The program name when the caller does not say how the user invoked it. */
 const PROGRAM = "bmdemo-cli";
@@ -173,6 +173,7 @@ export function completionText(shell: Shell): string {
       name,
       summary: spec.summary,
       options: completionOptions(spec.options),
+      ids: idKindOf(spec.args),
     })),
     completionOptions(GLOBAL_OPTIONS),
   );

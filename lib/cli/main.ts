@@ -23,6 +23,7 @@ import {
 } from "./operations.ts";
 import { logsCommand, opCommand, opsCommand, watchCommand } from "./operation_queries.ts";
 import type { Shell } from "./completion.ts";
+import { COMPLETE_COMMAND, completeIds, completeRequest } from "./complete_ids.ts";
 import { DEFAULT_SERVER } from "./command_table.ts";
 import {
   parseCommandLine,
@@ -53,8 +54,14 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
   let parsed: ParsedArgs;
   let clientOptions: CreateClientOptions;
   const program = programName(io.env ?? {}, currentExecPath());
+  const completing = args[0] === COMPLETE_COMMAND ? completeRequest(args.slice(1)) : undefined;
+  if (args[0] === COMPLETE_COMMAND) {
+    if (completing === undefined) return EXIT.USAGE;
+    // A shell runs this on every Tab: nothing but ids may reach its prompt.
+    io = { ...io, err: () => {}, isTerminal: false };
+  }
   try {
-    parsed = parseCommandLine(args);
+    parsed = parseCommandLine(completing?.args ?? args);
     if (parsed.values.version) {
       io.out(`bmdemo-cli ${VERSION}\n`);
       return EXIT.OK;
@@ -117,7 +124,7 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     tokenSent: clientOptions.token !== undefined,
   };
   try {
-    return await runCommand(session, parsed);
+    return completing ? await completeIds(session, completing) : await runCommand(session, parsed);
   } finally {
     machines.close();
     operations.close();

@@ -17,6 +17,7 @@ import type { ListOptions } from "./machines.ts";
 import {
   formatOperationDetail,
   formatOperationWideTable,
+  JSON_WRITE_OPTIONS,
   type OutputFormat,
   renderStructured,
 } from "./output.ts";
@@ -104,7 +105,7 @@ export async function watchCommand(
       )
     ) {
       if (json) {
-        io.out(JSON.stringify(toJson(OperationEventSchema, event)) + "\n");
+        io.out(JSON.stringify(toJson(OperationEventSchema, event, JSON_WRITE_OPTIONS)) + "\n");
         continue;
       }
       const op = event.snapshot;

@@ -78,8 +78,12 @@ function serverFlag(session: Session): string {
 function timedOutText(session: Session, operationId: string, ms: number): string {
   const server = serverFlag(session);
   return `\n⚠ Timed out after ${formatDuration(ms)}: operation ${operationId} continues on the ` +
-    `server.\n` +
-    `  wait for it: ${server} wait ${operationId}\n` +
+    `server.\n` + pickUpText(server, operationId);
+}
+
+/** The exact commands that pick a detached operation up again: re-attach, logs, cancel. */
+function pickUpText(server: string, operationId: string): string {
+  return `  wait for it: ${server} wait ${operationId}\n` +
     `  follow it:   ${server} logs ${operationId}\n` +
     `  cancel it:   ${server} cancel ${operationId}\n`;
 }
@@ -307,8 +311,7 @@ function reportOutcome(
 function interruptedText(session: Session, operationId: string): string {
   const server = serverFlag(session);
   return `\n⚠ Interrupted: operation ${operationId} continues on the server.\n` +
-    `  follow it:  ${server} logs ${operationId}\n` +
-    `  cancel it:  ${server} cancel ${operationId}\n`;
+    pickUpText(server, operationId);
 }
 
 /**

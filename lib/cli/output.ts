@@ -8,7 +8,12 @@
  * @module
  */
 
-import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
+import {
+  type DescMessage,
+  type JsonWriteOptions,
+  type MessageShape,
+  toJson,
+} from "@bufbuild/protobuf";
 import type { Machine, Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
   MachineStatus_EffectiveState as EffectiveState,
@@ -49,7 +54,14 @@ export function parseOutputFormat(value: string | undefined, command?: string): 
 }
 
 /**
- * Renders messages as JSON (pretty, 2 spaces) or YAML, through the canonical JSON mapping.
+ * How the CLI writes messages as JSON: with fields at their default value (`false`, `0`, `""`,
+ * `[]`), so that `jq '.status'` on a false condition gives `false`, not `null`.
+ */
+export const JSON_WRITE_OPTIONS: Partial<JsonWriteOptions> = { alwaysEmitImplicit: true };
+
+/**
+ * Renders messages as JSON (pretty, 2 spaces) or YAML, through the canonical JSON mapping, with
+ * default values written out ({@linkcode JSON_WRITE_OPTIONS}).
  *
  * @param schema The message schema.
  * @param value One message (printed as an object) or a list (printed as an array).
@@ -62,8 +74,8 @@ export async function renderStructured<D extends DescMessage>(
   format: "json" | "yaml",
 ): Promise<string> {
   const json = Array.isArray(value)
-    ? (value as readonly MessageShape<D>[]).map((m) => toJson(schema, m))
-    : toJson(schema, value as MessageShape<D>);
+    ? (value as readonly MessageShape<D>[]).map((m) => toJson(schema, m, JSON_WRITE_OPTIONS))
+    : toJson(schema, value as MessageShape<D>, JSON_WRITE_OPTIONS);
   if (format === "json") return JSON.stringify(json, null, 2) + "\n";
   // Loaded on demand: the YAML library costs every other CLI run ~30 ms of start-up.
   const { stringify } = await import("yaml");
