@@ -87,8 +87,9 @@ Deno.test("an unreachable server exits 3 and names the fix", SANITIZE, async () 
   assert.deepEqual([code, out], [3, ""]);
   assert.deepEqual(
     err,
-    `cannot reach the bmdemo server at 127.0.0.1:${port}: start it with deno task server ` +
-      "(or pass --server host:port; if it serves TLS, add --tls or --ca <file>)\n",
+    `error: cannot reach the bmdemo server at 127.0.0.1:${port}\n` +
+      "hint: start it with bmdemo-server, or point bmdemo-cli at it with --server " +
+      "host:port; if it serves TLS, add --tls or --ca <file>\n",
   );
 });
 

@@ -151,6 +151,51 @@ Deno.test("TLS: a client trusting the CA works, a plaintext client fails", SANIT
   }
 });
 
+Deno.test(
+  "TLS failures say it is a certificate problem and name --ca and --tls",
+  SANITIZE,
+  async () => {
+    await using secure = await startServer({
+      port: 0,
+      engine: testEngine(),
+      tls: { cert: certs.serverCert, key: certs.serverKey },
+    });
+    await using plain = await testServer();
+    // Unknown CA (the system roots do not hold the test CA), and a TLS client against a
+    // plaintext server.
+    for (const address of [`localhost:${secure.port}`, `localhost:${plain.port}`]) {
+      const run = await cli("--server", address, "--tls", "list");
+      assert.equal(run.code, 3, run.stderr);
+      assert.match(run.stderr, /^error: TLS with the bmdemo server at .* failed \(a certificate/);
+      assert.match(run.stderr, /--ca <file>/);
+      assert.match(run.stderr, /--tls/);
+      assert.doesNotMatch(run.stderr, /cannot reach/);
+    }
+  },
+);
+
+Deno.test("a CLI run without --allow-net names the flag", SANITIZE, async () => {
+  await using server = await testServer();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-env",
+      "--allow-read",
+      CLI,
+      "--server",
+      server.address,
+      "list",
+    ],
+    stdin: "null",
+    env: { NO_COLOR: "1", BMDEMO_CLI_PROGRAM: "bmdemo-cli.js" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 3, stderr);
+  assert.match(stderr, /^error: bmdemo-cli\.js may not use the network: run it with --allow-net/);
+  assert.doesNotMatch(stderr, /cannot reach|deno task server/);
+});
+
 Deno.test("mutual TLS: a client certificate signed by the CA is required", SANITIZE, async () => {
   await using server = await startServer({
     port: 0,

@@ -15,6 +15,7 @@ import {
   OperationEvent_Kind as EventKind,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
+import { OutcomeUnknownError } from "./failure.ts";
 import type { Session } from "./session.ts";
 
 /** What {@linkcode followOperation} reports while an operation runs. */
@@ -24,6 +25,8 @@ export interface FollowHandlers {
   stepFailed(name: string, message: string): void;
   /** The operation was canceled while a step ran. */
   stepCanceled?(name: string): void;
+  /** Ends an open progress line, so that an error is printed on a line of its own. */
+  end?(): void;
 }
 
 /** A machine's event stream, opened and confirmed by {@linkcode openMachineWatch}. */
@@ -90,10 +93,15 @@ export async function followOperation(
       next = await Promise.race([events.next(), interrupted]);
     } catch (error) {
       if (session.interrupt.aborted) return "interrupted";
-      // The stream failed (e.g. RESOURCE_EXHAUSTED): fall back to one read of the operation.
-      const op = await session.operations.getOperation({ operationId: id }, {
-        timeoutMs: 10_000,
-      });
+      // The stream failed (e.g. RESOURCE_EXHAUSTED, the server stopping): fall back to one
+      // read of the operation; when that fails too, its outcome cannot be learnt.
+      handlers.end?.();
+      let op: Operation;
+      try {
+        op = await session.operations.getOperation({ operationId: id }, { timeoutMs: 10_000 });
+      } catch {
+        throw new OutcomeUnknownError(id, error);
+      }
       if (isTerminalPhase(op.phase)) return op;
       throw error;
     }

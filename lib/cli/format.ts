@@ -251,17 +251,6 @@ export function formatRpcError(code: number, details: string): string {
   return `rpc error: code = ${codeName(code)} desc = ${details}`;
 }
 
-/**
- * The message for a server that cannot be reached, naming the fix.
- *
- * @param address The address dialled.
- * @returns The line, without a newline.
- */
-export function formatUnreachable(address: string): string {
-  return `cannot reach the bmdemo server at ${address}: start it with deno task server ` +
-    `(or pass --server host:port; if it serves TLS, add --tls or --ca <file>)`;
-}
-
 /** ANSI styles, or identity functions when colour is off. */
 export interface Palette {
   green(text: string): string;

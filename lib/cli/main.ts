@@ -11,9 +11,9 @@
 // so the modules that need it are imported on first use.
 import type { ClientOptions as CreateClientOptions } from "../client/mod.ts";
 import denoConfig from "../../deno.json" with { type: "json" };
-import { Code } from "../client/code.ts";
 import { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
-import { formatRpcError, formatUnreachable, palette } from "./format.ts";
+import { formatRpcError, palette } from "./format.ts";
+import { formatFailure } from "./failure.ts";
 import { getCommand, importCommand, listCommand, parseCount, parsePageSize } from "./machines.ts";
 import {
   cancelCommand,
@@ -32,7 +32,7 @@ import {
   validateOptions,
 } from "./command_line.ts";
 import { commandUsage, completionText, shortUsage, usageText } from "./help.ts";
-import { currentExecPath, programName } from "./program.ts";
+import { currentExecPath, DEFAULT_PROGRAM, programName } from "./program.ts";
 import { resolveOperationId } from "./operation_ids.ts";
 import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
@@ -140,12 +140,14 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
   try {
     return await dispatch(session, parsed);
   } catch (error) {
+    const { errorInfo: errorInfoOf } = await import("../client/mod.ts");
+    const program = session.program ?? DEFAULT_PROGRAM;
+    const failure = formatFailure(error, { address, program, errorInfo: errorInfoOf });
+    if (failure !== undefined) {
+      io.err(failure + "\n");
+      return EXIT.RPC;
+    }
     if (isServiceError(error)) {
-      const { errorInfo: errorInfoOf } = await import("../client/mod.ts");
-      if (error.code === Code.Unavailable && errorInfoOf(error) === undefined) {
-        io.err(formatUnreachable(address) + "\n");
-        return EXIT.RPC;
-      }
       io.err(formatRpcError(error.code, error.rawMessage) + "\n");
       const hint = hintFor(errorInfoOf(error), parsed.command, {
         positionals: parsed.positionals,

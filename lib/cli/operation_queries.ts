@@ -6,9 +6,10 @@
  */
 
 import { toJson } from "@bufbuild/protobuf";
-import type { Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
+import type { Operation, OperationEvent } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
   Operation_Phase as OperationPhase,
+  OperationEvent_Kind as EventKind,
   OperationEventSchema,
   OperationSchema,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
@@ -79,13 +80,43 @@ export async function opCommand(
   return EXIT.OK;
 }
 
+/** The colour of an operation phase in `watch`, as the step marks of the operation commands. */
+function phaseText(session: Session, phase: OperationPhase): string {
+  const name = OperationPhase[phase] ?? String(phase);
+  if (phase === OperationPhase.SUCCEEDED) return session.colors.green(name);
+  if (phase === OperationPhase.FAILED) return session.colors.red(name);
+  if (phase === OperationPhase.CANCELED) return session.colors.yellow(name);
+  return name;
+}
+
+async function watchLine(
+  session: Session,
+  event: OperationEvent,
+  format: OutputFormat,
+): Promise<string> {
+  if (format === "json") {
+    return JSON.stringify(toJson(OperationEventSchema, event, JSON_WRITE_OPTIONS)) + "\n";
+  }
+  // One YAML document per event, so a reader can split the stream at `---`.
+  if (format === "yaml") {
+    return "---\n" + await renderStructured(OperationEventSchema, event, "yaml");
+  }
+  const op = event.snapshot;
+  return `[${formatTime(event.ts)}] ${shortId(op?.operationId ?? "")} | ${
+    op?.machineId ?? "-"
+  } | ` +
+    `${phaseText(session, op?.phase ?? 0)} | stage=${op?.currentStage || "-"} | ${event.message}\n`;
+}
+
 /**
- * `watch [machine-id] [-o json]`: prints events until Ctrl+C or the server ends the stream.
- * With `json`, stdout carries only events, one compact JSON object per line.
+ * `watch [machine-id] [-o table|wide|json|yaml]`: prints events until Ctrl+C. With `json`,
+ * stdout carries only events, one compact JSON object per line; with `yaml`, one document per
+ * event. The server's snapshot marker is not printed. An unknown machine is refused
+ * (MACHINE_NOT_FOUND) before watching; a stream the server ends is an error (exit 3).
  *
  * @param session The session.
  * @param machineId Only this machine's operations, when given.
- * @param format `json` for JSON lines; anything else prints readable lines.
+ * @param format Output format.
  * @returns The exit code.
  */
 export async function watchCommand(
@@ -94,9 +125,11 @@ export async function watchCommand(
   format: OutputFormat = "table",
 ): Promise<number> {
   const { io } = session;
-  const json = format === "json" || format === "yaml";
+  const structured = format === "json" || format === "yaml";
+  // The watch filter matches nothing for an unknown machine and would wait forever.
+  if (machineId) await session.machines.getMachine({ machineId }, { timeoutMs: 10_000 });
   const filter = machineId ? `machine_id=${machineId}` : "";
-  if (!json) io.out("Watching operation events (Ctrl+C to stop)...\n\n");
+  if (!structured) io.out("Watching operation events (Ctrl+C to stop)...\n\n");
   try {
     for await (
       const event of session.operations.watchOperations(
@@ -104,26 +137,19 @@ export async function watchCommand(
         { signal: session.interrupt },
       )
     ) {
-      if (json) {
-        io.out(JSON.stringify(toJson(OperationEventSchema, event, JSON_WRITE_OPTIONS)) + "\n");
-        continue;
-      }
-      const op = event.snapshot;
-      io.out(
-        `[${formatTime(event.ts)}] ${shortId(op?.operationId ?? "")} | ${op?.machineId ?? "-"} | ` +
-          `${OperationPhase[op?.phase ?? 0]} | stage=${
-            op?.currentStage || "-"
-          } | ${event.message}\n`,
-      );
+      if (event.kind === EventKind.SNAPSHOT_COMPLETE) continue;
+      io.out(await watchLine(session, event, format));
     }
   } catch (error) {
     if (!(session.interrupt.aborted && isServiceError(error) && error.code === Code.Canceled)) {
       throw error;
     }
-    if (json) io.err("Stopped watching.\n");
+    if (structured) io.err("Stopped watching.\n");
     else io.out("\nStopped watching.\n");
+    return EXIT.OK;
   }
-  return EXIT.OK;
+  io.err(`error: the bmdemo server at ${session.address} ended the watch\n`);
+  return EXIT.RPC;
 }
 
 /**
