@@ -16,6 +16,7 @@ import {
   importMachines,
   logText,
   maintenanceServer,
+  nextSubscription,
   runOperation,
   SANITIZE,
   testEngine,
@@ -364,8 +365,9 @@ Deno.test("watch prints events until interrupted", SANITIZE, async () => {
   importMachines(server.engine, 2);
   const interrupt = new AbortController();
   const c = captureIo({ interrupt: interrupt.signal });
+  const watching = nextSubscription(server.engine);
   const run = main(["watch", "machine-1", "--server", server.address], c.io);
-  await c.waitFor(/\| Snapshot complete\n/);
+  await watching;
   await enterMaintenance(server.engine, "machine-2");
   await enterMaintenance(server.engine, "machine-1");
   await c.waitFor(/\| machine-1 \| .* \| Operation succeeded\n/);
