@@ -37,15 +37,12 @@ import {
   statusName,
 } from "../lib/client/mod.ts";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
-import { BUILTIN_PLANS } from "../lib/engine/plans.ts";
-
-/** Events of a SUCCEEDED operation: created, started, started/succeeded per step, terminal. */
-export function succeededEventCount(type: OperationType): number {
-  return 3 + 2 * (BUILTIN_PLANS.get(type)?.steps.length ?? 0);
-}
-
-/** Errors expected when clients race on their own machines. */
-export const EXPECTED_REASONS: readonly string[] = ["MACHINE_BUSY", "PHASE_PRECONDITION"];
+import {
+  EXPECTED_REASONS,
+  succeededEventCount,
+  watcherMismatches,
+  type WatcherResult,
+} from "./load_checks.ts";
 
 /** Options of {@linkcode runLoad}. */
 export interface LoadOptions {
@@ -75,16 +72,6 @@ export interface LoadOptions {
   progressMs?: number;
   /** How long to wait for operations and watchers after the clients stop. @default 60 s */
   settleTimeoutMs?: number;
-}
-
-/** What one watcher saw. */
-export interface WatcherResult {
-  /** Events per operation id. */
-  perOperation: Map<string, number>;
-  /** Events in total. */
-  events: number;
-  /** The error that ended it, e.g. RESOURCE_EXHAUSTED when it fell behind. */
-  error?: string;
 }
 
 /** Outcome of {@linkcode runLoad}. */
@@ -275,28 +262,6 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     unexpected,
     watchers,
   };
-}
-
-/**
- * Compares what a watcher saw with the expected events per operation.
- *
- * @param watcher The watcher.
- * @param expected Events per operation id.
- * @returns One line per mismatch (empty when it saw exactly every event).
- */
-export function watcherMismatches(
-  watcher: WatcherResult,
-  expected: ReadonlyMap<string, number>,
-): string[] {
-  const wrong: string[] = [];
-  for (const [id, count] of expected) {
-    const seen = watcher.perOperation.get(id) ?? 0;
-    if (seen !== count) wrong.push(`${id}: expected ${count} events, saw ${seen}`);
-  }
-  for (const id of watcher.perOperation.keys()) {
-    if (!expected.has(id)) wrong.push(`${id}: unexpected events`);
-  }
-  return wrong;
 }
 
 const LOAD_PROGRAM = "deno task load";

@@ -30,7 +30,7 @@ import {
   SANITIZE,
   testEngine,
 } from "./helpers.ts";
-import { succeededEventCount } from "../scripts/load.ts";
+import { succeededEventCount } from "../scripts/load_checks.ts";
 
 /** Records every subscription the server's engine opens, and when each one closes. */
 function spySubscriptions(engine: Engine): { opened: { closed: Promise<void> }[] } {

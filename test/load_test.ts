@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { isTerminalPhase } from "../lib/model/lifecycle.ts";
 import { startServer } from "../lib/grpc/server.ts";
-import { runLoad, watcherMismatches } from "../scripts/load.ts";
+import { runLoad } from "../scripts/load.ts";
+import { watcherMismatches } from "../scripts/load_checks.ts";
 import { SANITIZE, testEngine } from "./helpers.ts";
 
 Deno.test("200 concurrent clients: only documented errors, nothing lost", SANITIZE, async () => {

@@ -21,7 +21,7 @@ import {
   OperationService,
 } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type Figure, textFigure } from "./stats.ts";
-import { succeededEventCount } from "../load.ts";
+import { succeededEventCount } from "../load_checks.ts";
 import { Operation_OperationType as OperationType } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 
 /** Options of {@linkcode runFanout}. */
