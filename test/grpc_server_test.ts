@@ -1,6 +1,6 @@
 /**
  * The gRPC server end to end: real grpc-js calls on 127.0.0.1 against `startServer()` over a
- * zero-delay engine. Validation, status codes and messages (reference §7.3, README "Errors"),
+ * zero-delay engine. Validation, status codes and messages (reference §7.3, docs/api.md "Errors"),
  * idempotency, cancellation, paging and filters, both streams, the slow-watcher rule and
  * shutdown. No sleeps: tests wait on stream messages, engine events, and provider hooks held
  * open with `Promise.withResolvers`.

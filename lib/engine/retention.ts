@@ -2,7 +2,7 @@
  * Retention: how many finished operations a server keeps, and for how long. Active (PENDING or
  * RUNNING) operations are never pruned. A pruned operation takes its log lines and its
  * idempotency key with it, so a later request with the same request_id starts a new operation
- * (the idempotency window, see the README).
+ * (the idempotency window, see docs/server.md, "Retention and the idempotency window").
  *
  * Pruning is incremental: each call removes a bounded batch, so neither the event loop nor the
  * SQLite write lock is held for long. {@linkcode Retention} drives it: a small batch after every

@@ -217,7 +217,7 @@ async function serveServerStreaming(
       // grpc-js' own `error` listener records this as the pending status and ends the stream,
       // which sends it once the buffered messages are flushed. (Deno 2.9.3's node:http2 may
       // still put the trailers ahead of the last data frames; the client then gets fewer
-      // messages before the status, never a gap. See README, "Events and logs".)
+      // messages before the status, never a gap. See docs/lifecycle.md, "Events and logs".)
       call.emit("error", statusOf(err, settings.toStatus));
     }
     return;

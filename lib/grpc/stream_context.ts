@@ -182,7 +182,7 @@ export class ServerStreamContext extends ServerCallContext implements StreamCont
     // The connection's remote window is the one live signal: it moves whenever data goes out
     // or the peer acknowledges some. A stream handed the budget while it stood still is
     // stalled. (A stalled stream that shares its connection with a reading one goes unseen:
-    // the window moves. See README, "Events and logs".)
+    // the window moves. See docs/lifecycle.md, "Events and logs".)
     const session = sessionOf(stream);
     let window: number | undefined;
     let handed = 0;

@@ -17,7 +17,7 @@ export type ErrorCode =
   | "unavailable"
   | "internal";
 
-/** Stable, machine-readable reasons; each is documented in the README. */
+/** Stable, machine-readable reasons; each is documented in docs/api.md ("Errors"). */
 export type ErrorReason =
   | "INVALID_ARGUMENT"
   | "MISSING_FIELD"

@@ -1,6 +1,6 @@
 /**
- * Size and format limits of everything a client sends, in one object the README, the CLI and
- * every Store implementation quote. The checks here are pure and throw
+ * Size and format limits of everything a client sends, in one object that docs/server.md
+ * ("Limits"), the CLI and every Store implementation quote. The checks here are pure and throw
  * {@linkcode InvalidArgumentError}s with reason `MISSING_FIELD` (metadata `field`),
  * `LIMIT_EXCEEDED` (metadata `field`, `limit`, `actual`) or `INVALID_FORMAT` (metadata `field`,
  * `allowed`), whose messages state the limit, the value sent and how to fix it. Lengths count
