@@ -61,8 +61,16 @@ export type RedfishFault =
     times?: number;
   }
   | {
-    /** Never answer (until the client gives up or the mock closes). */
+    /** Never answer (until the mock closes). */
     kind: "hang";
+    method?: string;
+    path?: string | RegExp;
+    times?: number;
+  }
+  | {
+    /** Answer only after `delayMs` (a slow BMC). */
+    kind: "slow";
+    delayMs: number;
     method?: string;
     path?: string | RegExp;
     times?: number;
@@ -104,6 +112,8 @@ export interface RedfishSystemState {
   readonly image: string | null;
   /** Boots so far (the last 100). */
   readonly boots: readonly RedfishBoot[];
+  /** `ResetType`s received so far (the last 100). */
+  readonly resets: readonly string[];
 }
 
 /** The running mock. */
@@ -114,6 +124,8 @@ export interface RedfishMock extends AsyncDisposable {
   readonly records: readonly RedfishRecord[];
   /** Sessions open now. */
   readonly openSessions: number;
+  /** Most requests that were in the mock at once. */
+  readonly peakInFlight: number;
   /** A system's state (throws for an unknown id). */
   system(id: string): RedfishSystemState;
   /** Adds a fault. */
@@ -147,6 +159,7 @@ interface SystemState {
   image: string | null;
   writeProtected: boolean;
   boots: RedfishBoot[];
+  resets: string[];
 }
 
 class HttpError extends Error {
@@ -184,6 +197,7 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
       image: null,
       writeProtected: true,
       boots: [],
+      resets: [],
     });
   }
   const sessions = new Map<string, string>(); // token -> session id
@@ -191,6 +205,8 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
   const records: RedfishRecord[] = [];
   let faults: (RedfishFault & { used: number })[] = [];
   const closing = new AbortController();
+  let inFlight = 0;
+  let peakInFlight = 0;
 
   function settle(system: SystemState): void {
     const pending = system.pending;
@@ -329,6 +345,8 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
         "ActionParameterNotSupported",
       );
     }
+    system.resets.push(type);
+    if (system.resets.length > MAX_BOOTS) system.resets.shift();
     settle(system);
     const at = Date.now() + powerDelayMs;
     const on = system.power === "On";
@@ -529,17 +547,40 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
   }
 
   async function handle(request: Request): Promise<Response> {
+    inFlight++;
+    peakInFlight = Math.max(peakInFlight, inFlight);
+    try {
+      return await answer(request);
+    } finally {
+      inFlight--;
+    }
+  }
+
+  async function answer(request: Request): Promise<Response> {
     const method = request.method;
     const path = new URL(request.url).pathname.replace(/\/+$/, "") || "/";
     const record: RedfishRecord = { method, path, auth: authOf(request).kind, status: 0 };
     records.push(record);
     if (records.length > maxRecords) records.shift();
     const fault = matchingFault(method, path);
+    // Only the mock's close ends a hang: reading request.signal would switch Deno.serve's
+    // legacy abort warning on, and the client's own timeout is what a test exercises.
+    const stop = closing.signal;
     if (fault?.kind === "hang") {
-      const stop = AbortSignal.any([request.signal, closing.signal]);
       await new Promise((resolve) => stop.addEventListener("abort", resolve, { once: true }));
       await request.body?.cancel();
       return new Response(null, { status: 503 });
+    }
+    if (fault?.kind === "slow") {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, fault.delayMs);
+        function done(): void {
+          clearTimeout(timer);
+          stop.removeEventListener("abort", done);
+          resolve();
+        }
+        stop.addEventListener("abort", done, { once: true });
+      });
     }
     let response: Response;
     try {
@@ -576,6 +617,9 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
     get openSessions() {
       return sessions.size;
     },
+    get peakInFlight() {
+      return peakInFlight;
+    },
     system(id) {
       const system = systemAt(id);
       settle(system);
@@ -586,6 +630,7 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
         bootEnabled: system.bootEnabled,
         image: system.image,
         boots: [...system.boots],
+        resets: [...system.resets],
       };
     },
     inject(fault) {
