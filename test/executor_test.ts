@@ -9,7 +9,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { getCondition } from "../lib/model/lifecycle.ts";
 import { BUILTIN_PLANS, type Plan } from "../lib/engine/plans.ts";
-import type { ProviderCall } from "../lib/provider/mod.ts";
+import { type ProviderCall, ProviderError } from "../lib/provider/mod.ts";
 import {
   enterMaintenance,
   importMachines,
@@ -157,6 +157,28 @@ Deno.test("Executor retries a failing step with backoff, then succeeds", SANITIZ
   assert.ok(log.includes("Retry 2/2 after 0ms..."));
   const stderr = engine.logs.lines(op.operationId).filter((c) => c.stream === "stderr");
   assert.equal(stderr.length, 4); // two provider ERROR lines, two "Step failed" lines
+});
+
+Deno.test("Executor does not retry a permanent provider failure", SANITIZE, async () => {
+  let calls = 0;
+  const fail = (permanent: boolean) => () => {
+    calls++;
+    return Promise.reject(new ProviderError("BMC refused the credential", { permanent }));
+  };
+  for (const permanent of [true, false]) {
+    calls = 0;
+    await using engine = await maintenanceEngine({ hooks: { reboot: fail(permanent) } });
+    const op = await runOperation(engine, { machineId: "machine-1", type: OperationType.REBOOT });
+    assert.equal(op.phase, OperationPhase.FAILED);
+    assert.equal(op.error?.message, "BMC refused the credential");
+    // The reboot plan's step allows one retry: a transient failure spends it, a permanent one not.
+    assert.equal(calls, permanent ? 1 : 2);
+    assert.deepEqual(op.error?.details, { step: "reboot", attempts: permanent ? "1" : "2" });
+    assert.equal(
+      logText(engine, op.operationId).includes("Not retried: the failure is permanent"),
+      permanent,
+    );
+  }
 });
 
 Deno.test("Executor fails an operation whose step exhausts its retries", SANITIZE, async (t) => {

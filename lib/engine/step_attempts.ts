@@ -10,7 +10,7 @@ import { abortableDelay, untilAborted } from "../model/abort.ts";
 import type { Machine, Operation } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { OperationFailure } from "../model/lifecycle.ts";
 import { errorText, type PlanStep } from "./plans.ts";
-import type { LogStream, Provider } from "../provider/mod.ts";
+import { type LogStream, type Provider, ProviderError } from "../provider/mod.ts";
 
 /**
  * The default retry delay: 500 ms doubled per retry (500 ms, 1 s, 2 s, …) capped at 10 s, with
@@ -85,6 +85,7 @@ export async function runStep(step: PlanStep, run: StepRun): Promise<StepResult 
   const retries = Math.max(0, step.maxRetries);
   let message = "";
   let timedOut = false;
+  let attempts = retries + 1;
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     if (attempt > 1) {
       const delay = run.backoff(attempt - 1);
@@ -115,18 +116,23 @@ export async function runStep(step: PlanStep, run: StepRun): Promise<StepResult 
       timedOut = timeout.signal.aborted;
       message = timedOut ? errorText(timeout.signal.reason) : errorText(error);
       log(`Step failed: ${message}`, "stderr");
+      if (!timedOut && error instanceof ProviderError && error.permanent) {
+        log("Not retried: the failure is permanent");
+        attempts = attempt;
+        break;
+      }
     } finally {
       clearTimeout(timer);
     }
   }
   return {
     ok: false,
-    attempt: retries + 1,
+    attempt: attempts,
     failure: {
       code: timedOut ? "STEP_TIMEOUT" : "EXECUTION_FAILED",
       message,
       retryable: true,
-      details: { step: step.name, attempts: String(retries + 1) },
+      details: { step: step.name, attempts: String(attempts) },
     },
   };
 }

@@ -93,3 +93,38 @@ export interface Provider {
 
 /** Names of the provider's verbs, e.g. for fault injection. */
 export type ProviderVerb = keyof Provider;
+
+/** Options of {@linkcode ProviderError}. */
+export interface ProviderErrorOptions extends ErrorOptions {
+  /**
+   * Retrying cannot help (refused credential, unknown system, rejected request): the step fails
+   * at once instead of spending its retries. Transient failures (5xx, timeouts, refused
+   * connections) leave it false.
+   * @default false
+   */
+  permanent?: boolean;
+}
+
+/**
+ * A hardware failure a provider reports, saying whether the step may retry it.
+ *
+ * @example
+ * ```ts
+ * const error = new ProviderError("BMC refused the credential", { permanent: true });
+ * error.permanent; // true
+ * ```
+ */
+export class ProviderError extends Error {
+  /** Retrying cannot help: the step fails without its remaining attempts. */
+  readonly permanent: boolean;
+
+  /**
+   * @param message What failed, with the device's answer (never a secret).
+   * @param options Whether retrying cannot help, and the cause.
+   */
+  constructor(message: string, options: ProviderErrorOptions = {}) {
+    super(message, options);
+    this.name = new.target.name;
+    this.permanent = options.permanent ?? false;
+  }
+}
