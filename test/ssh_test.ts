@@ -156,7 +156,7 @@ Deno.test("run() fails with the exit code and the last stderr line", SANITIZE, a
   );
   assert.equal(error.exitCode, 3);
   assert.equal(error.permanent, false);
-  assert.deepEqual(call.lines.at(-1), ["stderr", `[ssh] ERROR: ${error.message}`]);
+  assert.deepEqual(call.lines.at(-1), ["stderr", "[ssh] ERROR: Script failed with exit code 3"]);
 });
 
 Deno.test(
@@ -509,6 +509,15 @@ Deno.test(
         ),
         "config",
         /the directory \S+missing of the known-hosts file does not exist; create it/,
+      );
+    });
+    await t.step("missing known-hosts file with hostKeyPolicy strict", async () => {
+      await rejectsWithKind(
+        runnerFor(sshd, { hostKeyPolicy: "strict" }).run(recordingCall(), targetOf(sshd), {
+          scriptRef: "x.sh",
+        }),
+        "config",
+        /known-hosts file \S+known_hosts does not exist and hostKeyPolicy is strict; seed it/,
       );
     });
     await t.step("missing ssh client", async () => {

@@ -296,7 +296,8 @@ export function createSshRunner(options: SshRunnerOptions): SshRunner {
       scriptRef: command.scriptRef,
       knownHostsFile,
     });
-    say(`ERROR: ${error.message}`, "stderr");
+    // As the fake provider says it; the step's error (logged by the executor) has the details.
+    if (error.kind === "exit") say(`ERROR: Script failed with exit code ${result.code}`, "stderr");
     throw error;
   }
 
