@@ -257,6 +257,20 @@ Deno.test(
   },
 );
 
+Deno.test("run() does not start ssh when the call aborts while it prepares", SANITIZE, async () => {
+  await using sshd = await startSshd();
+  await sshd.script("mark.sh", `touch "${sshd.dir}/ran"`);
+  const controller = new AbortController();
+  const call = recordingCall((line) => {
+    if (line.startsWith("[ssh] Connecting to ")) controller.abort(new Error("cancelled early"));
+  }, controller.signal);
+  await assert.rejects(
+    runnerFor(sshd).run(call, targetOf(sshd), { scriptRef: "mark.sh" }),
+    /cancelled early/,
+  );
+  await assert.rejects(Deno.stat(`${sshd.dir}/ran`), Deno.errors.NotFound);
+});
+
 Deno.test("run() rejects at once when the call is already aborted", SANITIZE, async () => {
   await using sshd = await startSshd();
   const call = recordingCall(() => {}, AbortSignal.abort(new Error("gone")));

@@ -401,6 +401,8 @@ async function spawnSsh(
   call: ProviderCall,
   limits: OutputLimits,
 ): Promise<Omit<SshResult, "sshLog">> {
+  // Checked in the same synchronous run as the spawn and the listener: no abort falls between.
+  call.signal.throwIfAborted();
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {
