@@ -360,7 +360,7 @@ interface SshResult {
   signal: Deno.Signal | null;
   /** The script's last non-empty stderr line. */
   lastStderr: string | undefined;
-  /** What ssh itself reported (its `-E` log): empty when it connected and ran the command. */
+  /** ssh's own messages (its `-E` log), e.g. a refused connection or a newly recorded host key. */
   sshLog: string[];
 }
 
@@ -611,7 +611,7 @@ function explain(result: SshResult, context: FailureContext): SshError {
       "auth",
       `${machine} refused user ${target.user} with key ${target.keyFile} (${denied}): add ` +
         "the public key to the user's authorized_keys on the machine, or fix ssh_user and " +
-        "ssh_key_file in the credentials file",
+        "ssh_key_file in the credentials file (a key with a passphrase cannot be used)",
     );
   }
   const refused = find(/Connection refused/);
