@@ -658,6 +658,10 @@ Deno.test(
     const machine = (id: string, macs: string[]) =>
       create(MachineSchema, { machineId: id, spec: { macAddresses: macs } });
     await assert.rejects(
+      createNetbootBroker({}).awaitReport(call, machine("m-5", ["02:00:00:00:00:05"]), repave),
+      /needs the URL machines reach this server's HTTP surface at: start the server with --http-port/,
+    );
+    await assert.rejects(
       broker.awaitReport(call, machine("m-0", []), repave),
       /m-0 has no spec.mac_addresses/,
     );

@@ -42,8 +42,11 @@ export interface NetbootReport {
 
 /** Options of {@linkcode createNetbootBroker}. */
 export interface NetbootOptions {
-  /** Base URL the machines reach the HTTP surface at, e.g. `http://10.0.2.100:8080`. */
-  baseUrl: string;
+  /**
+   * Base URL the machines reach the HTTP surface at, e.g. `http://10.0.2.100:8080`. Without it
+   * (no HTTP surface, no `--http-advertise-url`) a real machine's repave fails saying so.
+   */
+  baseUrl?: string;
   /** Most repaves awaiting a report at once. @default 10000 */
   maxExpectations?: number;
   /** Makes a nonce. @default 128 random bits in hex */
@@ -54,8 +57,8 @@ export interface NetbootOptions {
 
 /** The broker: a repave waits on it, the HTTP surface serves its routes. */
 export interface NetbootBroker {
-  /** The base URL in scripts. */
-  readonly baseUrl: string;
+  /** The base URL in scripts, if known. */
+  readonly baseUrl: string | undefined;
   /** The routes to mount on the HTTP surface. */
   readonly routes: readonly HttpRoute[];
   /** Repaves awaiting a report now. */
@@ -219,7 +222,7 @@ function text(status: number, body: string): Response {
  * ```
  */
 export function createNetbootBroker(options: NetbootOptions): NetbootBroker {
-  const baseUrl = options.baseUrl.replace(/\/+$/, "");
+  const baseUrl = options.baseUrl?.replace(/\/+$/, "");
   const maxExpectations = options.maxExpectations ?? 10_000;
   const makeNonce = options.nonce ?? randomNonce;
   const now = options.now ?? (() => new Date());
@@ -295,6 +298,11 @@ export function createNetbootBroker(options: NetbootOptions): NetbootBroker {
     repave: RepaveOptions,
   ): Promise<NetbootReport> {
     call.signal.throwIfAborted();
+    if (baseUrl === undefined) {
+      throw new Error(
+        "a network repave needs the URL machines reach this server's HTTP surface at: start the server with --http-port (and --http-advertise-url when machines reach it by another address)",
+      );
+    }
     const macs = [...new Set((machine.spec?.macAddresses ?? []).map(normalizeMac))].filter(
       Boolean,
     );
