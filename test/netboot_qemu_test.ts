@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { MachineSchema } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
-import { bootLoaderScript, createNetbootBroker } from "../lib/provider/netboot.ts";
+import { bootLoaderScript, createNetbootBroker, type HttpRoute } from "../lib/provider/netboot.ts";
 import { SANITIZE } from "./helpers.ts";
 
 const MAC = "52:54:00:00:00:01";
@@ -20,14 +20,13 @@ Deno.test(
   async () => {
     const firstMiss = Promise.withResolvers<void>();
     const requests: string[] = [];
-    let broker: ReturnType<typeof createNetbootBroker> | undefined;
+    // Mounted once the port, and so the base URL, is known.
+    const routes: HttpRoute[] = [];
     await using server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
       (request) => {
         const url = new URL(request.url);
-        const route = broker?.routes.find((r) =>
-          r.method === request.method && r.path === url.pathname
-        );
+        const route = routes.find((r) => r.method === request.method && r.path === url.pathname);
         const answer = route ? route.handle(request) : new Response("no route\n", { status: 404 });
         return Promise.resolve(answer).then((response) => {
           requests.push(`${request.method} ${url.pathname} ${response.status}`);
@@ -38,7 +37,8 @@ Deno.test(
     );
     const port = server.addr.port;
     const baseUrl = `http://${GUEST_ADDRESS}:${port}`;
-    broker = createNetbootBroker({ baseUrl });
+    const broker = createNetbootBroker({ baseUrl });
+    routes.push(...broker.routes);
     const tftp = await Deno.makeTempDir();
     await Deno.writeTextFile(`${tftp}/boot.ipxe`, bootLoaderScript(baseUrl));
     const vm = new Deno.Command("qemu-system-x86_64", {
