@@ -776,3 +776,26 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "cancelling a reimage that waits for its netboot report ends the wait and drops the expectation",
+  SANITIZE,
+  async () => {
+    await using r = await rig();
+    await maintained(r.engine, "m-1", REDFISH_1);
+    const { operation } = r.engine.startOperation({
+      requestId: "r",
+      machineId: "m-1",
+      type: OperationType.REIMAGE,
+    });
+    await r.waiting();
+    assert.equal((await fetchScript(r.broker, "52:54:00:00:00:01"))[0], 200);
+    r.engine.cancelOperation(operation.operationId);
+    const done = await untilTerminal(r.engine, operation.operationId);
+    assert.equal(done.phase, OperationPhase.CANCELED);
+    assert.equal(r.broker.pending, 0, "the expectation is gone");
+    assert.equal((await fetchScript(r.broker, "52:54:00:00:00:01"))[0], 404);
+    const log = logText(r.engine, operation.operationId).join("\n");
+    assert.match(log, /fetched its iPXE script\n=== Operation CANCELED ===$/);
+  },
+);
