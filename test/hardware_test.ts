@@ -79,7 +79,11 @@ function recordingDriver(name: string, gate?: BmcGate) {
   const calls: DriverCall[] = [];
   const inFlight = new Map<string, number>();
   let maxInFlight = 0;
-  async function act(call: ProviderCall, target: BmcTarget, verb: string, force?: boolean) {
+  async function act(
+    call: ProviderCall,
+    target: BmcTarget,
+    { verb, force }: { verb: string; force?: boolean },
+  ) {
     const body = async () => {
       const now = (inFlight.get(target.key) ?? 0) + 1;
       inFlight.set(target.key, now);
@@ -102,12 +106,13 @@ function recordingDriver(name: string, gate?: BmcGate) {
   }
   const driver: BmcDriver = {
     name,
-    setBootPxe: (call, target) => act(call, target, "setBootPxe"),
-    restart: (call, target, options: RestartOptions) => act(call, target, "restart", options.force),
-    powerOn: (call, target) => act(call, target, "powerOn"),
-    powerOff: (call, target) => act(call, target, "powerOff"),
+    setBootPxe: (call, target) => act(call, target, { verb: "setBootPxe" }),
+    restart: (call, target, options: RestartOptions) =>
+      act(call, target, { verb: "restart", force: options.force }),
+    powerOn: (call, target) => act(call, target, { verb: "powerOn" }),
+    powerOff: (call, target) => act(call, target, { verb: "powerOff" }),
     powerState: async (call, target) => {
-      await act(call, target, "powerState");
+      await act(call, target, { verb: "powerState" });
       return "on";
     },
   };

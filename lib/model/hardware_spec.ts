@@ -68,8 +68,7 @@ export function driverOf(spec: MachineSpec | undefined): string {
 function invalid(
   field: string,
   message: string,
-  allowed: string,
-  metadata: Record<string, string>,
+  { allowed, metadata }: { allowed: string; metadata: Record<string, string> },
 ): InvalidArgumentError {
   return new InvalidArgumentError(message, {
     reason: "INVALID_FORMAT",
@@ -127,8 +126,7 @@ export function parseBmcAddress(
         `spec.bmc_address ${
           JSON.stringify(address)
         } is not an IPMI address: send host[:port], e.g. 10.0.0.5 or bmc-7.lab:623 (port 1-65535, default ${IPMI_DEFAULT_PORT})`,
-        "host[:port]",
-        metadata,
+        { allowed: "host[:port]", metadata },
       );
     }
     const port = parsed.port ?? IPMI_DEFAULT_PORT;
@@ -152,16 +150,14 @@ export function parseBmcAddress(
       `spec.bmc_address ${
         JSON.stringify(address)
       } is not a Redfish address: send ${form}, e.g. https://10.0.0.5 or https://bmc-7.lab/redfish/v1/Systems/1`,
-      form,
-      metadata,
+      { allowed: form, metadata },
     );
   }
   if (url.username !== "" || url.password !== "") {
     throw invalid(
       field,
       `spec.bmc_address must not carry a user or password: put them in the --bmc-credentials file and send ${form}`,
-      form,
-      metadata,
+      { allowed: form, metadata },
     );
   }
   const port = url.port === "" ? (url.protocol === "https:" ? 443 : 80) : Number(url.port);
@@ -199,8 +195,7 @@ export function parseSshEndpoint(
       `spec.ssh_endpoint ${
         JSON.stringify(endpoint)
       } is not host:port: send where the machine answers SSH, e.g. 10.0.0.11:22`,
-      "host:port",
-      metadata,
+      { allowed: "host:port", metadata },
     );
   }
   return { host: parsed.host, port: parsed.port };
@@ -230,8 +225,7 @@ export function checkHardwareSpec(spec: MachineSpec, metadata: Record<string, st
       `spec.provider ${JSON.stringify(driver)} is not a driver: use ${
         PROVIDER_NAMES.join(", ")
       } (fake, also when empty, is the simulated hardware)`,
-      PROVIDER_NAMES.join("|"),
-      metadata,
+      { allowed: PROVIDER_NAMES.join("|"), metadata },
     );
   }
   if (driver !== "fake") parseBmcAddress(driver as BmcDriverName, spec.bmcAddress, metadata);

@@ -82,7 +82,10 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
     return name === "fake" ? undefined : name as BmcDriverName;
   }
 
-  function credentialOf(machine: Machine, address: string, host: string): BmcCredential {
+  function credentialOf(
+    machine: Machine,
+    { address, host }: { address: string; host: string },
+  ): BmcCredential {
     if (!credentials) {
       throw new Error(
         `machine ${machine.machineId} is driven by ${
@@ -115,7 +118,7 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
         machineId: machine.machineId,
         address,
         key: endpoint.key,
-        credential: credentialOf(machine, address, endpoint.host),
+        credential: credentialOf(machine, { address, host: endpoint.host }),
       },
     };
   }
