@@ -65,6 +65,27 @@ export interface HardwareProviderOptions {
  * @param options The simulated provider, the drivers, credentials, netboot broker and SSH runner.
  * @returns A provider whose verbs follow each machine's `spec.provider`.
  * @throws {Error} Two drivers have the same name, or a driver's name is not a BMC driver name.
+ *
+ * @example A redfish machine needs a redfish driver; a fake one is simulated
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { create } from "@bufbuild/protobuf";
+ * import { MachineSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
+ * import { createFakeProvider } from "./fake.ts";
+ * import { createNetbootBroker } from "./netboot.ts";
+ *
+ * const provider = createHardwareProvider({
+ *   simulated: createFakeProvider({ timing: "zero" }),
+ *   netboot: createNetbootBroker({ baseUrl: "http://10.0.2.100:8080" }),
+ * });
+ * const call = { operationId: "op-1", signal: new AbortController().signal, log() {} };
+ * const real = create(MachineSchema, {
+ *   machineId: "m-1",
+ *   spec: { provider: "redfish", bmcAddress: "https://10.0.0.5" },
+ * });
+ * await assert.rejects(provider.reboot(call, real, { force: false }), /no redfish driver/);
+ * await provider.reboot(call, create(MachineSchema, { machineId: "m-2" }), { force: false });
+ * ```
  */
 export function createHardwareProvider(options: HardwareProviderOptions): Provider {
   const { simulated, credentials, netboot, ssh } = options;

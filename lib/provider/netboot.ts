@@ -160,6 +160,13 @@ export function netbootBaseUrl(
  *
  * @param baseUrl The server's base URL as the machines reach it.
  * @returns The script.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * const script = bootLoaderScript("http://10.0.2.100:8080");
+ * assert.match(script, /chain --autofree http:\/\/10\.0\.2\.100:8080\/boot\/ipxe\?mac=\$\{net0\/mac\}/);
+ * ```
  */
 export function bootLoaderScript(baseUrl: string): string {
   return [
