@@ -1,12 +1,14 @@
 /**
- * bmdemo-server: serves MachineService and OperationService over gRPC with the simulated
- * hardware provider.
+ * bmdemo-server: serves MachineService and OperationService over gRPC; each machine's
+ * hardware verbs go to the simulated provider or, by its `spec.provider`, to a real BMC driver
+ * (`lib/provider/hardware.ts`).
  *
  *   deno task server [--port 50051] [--host 127.0.0.1] [--timing normal|slow|zero]
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
- *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]... [--version]
+ *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]...
+ *     [--bmc-credentials <file>] [--bmc-concurrency N] [--http-advertise-url <url>] [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -29,6 +31,10 @@ import { parseCount, parseDuration } from "./lib/engine/retention.ts";
 import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { createFakeProvider } from "./lib/provider/fake.ts";
 import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
+import { createHardwareProvider, type SshRunner } from "./lib/provider/hardware.ts";
+import type { BmcDriver } from "./lib/provider/bmc.ts";
+import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
+import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
@@ -72,7 +78,18 @@ Flags:
                       reboot-to-netboot, repave-image, join-cluster, verify-in-cluster, reboot.
                       MODE: once (default; the retry succeeds), always (the operation FAILS,
                       the machine needs intervention), hang (until the step's timeout), or N
-                      (the first N attempts fail). @machine-id limits it to one machine
+                      (the first N attempts fail). @machine-id limits it to one machine.
+                      Only simulated (provider fake) machines fail this way
+  --bmc-credentials <file>
+                      YAML file of BMC users and passwords (and TLS trust, SSH user and key)
+                      for machines with provider redfish or ipmi, matched by BMC address or
+                      machine labels (docs/hardware.md); read and checked at start, never
+                      logged, stored or sent over the API
+  --bmc-concurrency <n>
+                      most calls in flight to one BMC (default 4): BMCs freeze under bursts
+  --http-advertise-url <url>
+                      the URL machines reach this server's HTTP surface at, for network
+                      repaves (iPXE script and callback), e.g. http://10.0.2.100:8080
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
@@ -114,6 +131,9 @@ async function main(): Promise<void> {
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
         fault: { type: "string", multiple: true, default: [] },
+        "bmc-credentials": { type: "string" },
+        "bmc-concurrency": { type: "string", default: "4" },
+        "http-advertise-url": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", default: false },
       },
@@ -158,6 +178,22 @@ async function main(): Promise<void> {
   const maxWatchers = Number(values["max-watchers"]);
   if (!Number.isInteger(maxWatchers) || maxWatchers < 1) {
     usage(`--max-watchers must be a whole number of at least 1: got "${values["max-watchers"]}"`);
+  }
+  const bmcConcurrency = Number(values["bmc-concurrency"]);
+  if (!Number.isInteger(bmcConcurrency) || bmcConcurrency < 1) {
+    usage(
+      `--bmc-concurrency must be a whole number of at least 1: got "${values["bmc-concurrency"]}"`,
+    );
+  }
+  let advertiseUrl: string | undefined;
+  let credentials: CredentialBook | undefined;
+  try {
+    const flag = values["http-advertise-url"];
+    advertiseUrl = flag === undefined ? undefined : netbootBaseUrl({ advertiseUrl: flag });
+    const file = values["bmc-credentials"];
+    credentials = file === undefined ? undefined : await loadCredentials(file);
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
   }
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
@@ -223,6 +259,10 @@ async function main(): Promise<void> {
     );
   }
 
+  const netboot = createNetbootBroker({ baseUrl: advertiseUrl });
+  // The HTTP surface serves netboot.routes (GET /boot/ipxe, GET|POST /boot/report): wired at merge
+  // with the HTTP server, whose --http-port also gives the base URL when no advertise URL is set.
+  const hardware = hardwareDrivers({ bmcConcurrency });
   let server;
   try {
     server = await startServer({
@@ -230,7 +270,13 @@ async function main(): Promise<void> {
       port,
       engine: createEngine({
         timing,
-        provider: withFaults(createFakeProvider({ timing }), faults),
+        provider: createHardwareProvider({
+          simulated: withFaults(createFakeProvider({ timing }), faults),
+          drivers: hardware.drivers,
+          ssh: hardware.ssh,
+          credentials,
+          netboot,
+        }),
         store,
         retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
       }),
@@ -250,6 +296,16 @@ async function main(): Promise<void> {
   for (const fault of faults) {
     logger.warn("Fault injected: {fault} (--fault)", { fault: fault.text });
   }
+  logger.info(
+    "Hardware: drivers {drivers}; {credentials}; at most {concurrency} calls in flight per BMC",
+    {
+      drivers: hardware.drivers.map((driver) => driver.name).join(", ") || "none (all simulated)",
+      credentials: credentials
+        ? `${credentials.size} credential entries from ${credentials.file}`
+        : "no --bmc-credentials",
+      concurrency: bmcConcurrency,
+    },
+  );
   logger.info("TLS {tls}; token {auth}", {
     tls: tls ? (tls.clientCa ? "on (mutual)" : "on") : "off",
     auth: authToken === undefined ? "not required" : "required",
@@ -298,6 +354,19 @@ async function main(): Promise<void> {
   console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
+}
+
+/**
+ * The BMC drivers and the SSH runner the routing provider dispatches real machines to, by name
+ * (`spec.provider`): the one place where they are constructed, each Redfish or IPMI driver with
+ * the gate that bounds calls in flight per BMC (`createBmcGate({ concurrency: bmcConcurrency })`
+ * of `lib/provider/bmc_gate.ts`), the SSH runner with its known-hosts file. Until they are
+ * wired, a redfish or ipmi machine's step fails saying the server has no such driver.
+ */
+function hardwareDrivers(
+  _options: { bmcConcurrency: number },
+): { drivers: BmcDriver[]; ssh?: SshRunner } {
+  return { drivers: [] };
 }
 
 /**

@@ -8,7 +8,10 @@
  * The folder owns the Provider contract (this module), the fake provider (`fake.ts`: the verbs'
  * scripts; `fake_timing.ts`: its timing profiles; `fake_faults.ts`: fault injection and hooks),
  * the server's `--fault` flag (`fault_flag.ts`: wraps any provider so a plan step fails on stage),
- * and is the place for real drivers (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
+ * and real hardware: the routing provider (`hardware.ts`: each machine's verbs by
+ * `spec.provider`), the BMC driver contract (`bmc.ts`), the `--bmc-credentials` file
+ * (`credentials.ts`), the netboot broker a real repave waits on (`netboot.ts`), and the drivers
+ * (Redfish, IPMI, SSH). May import: `lib/model/`, `lib/gen/`, npm
  * packages. Never `lib/store/` or `lib/engine/` (checked by `test/architecture_test.ts`).
  *
  * @module

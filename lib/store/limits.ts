@@ -12,6 +12,7 @@
  */
 
 import { InvalidArgumentError } from "../model/errors.ts";
+import { checkHardwareSpec } from "../model/hardware_spec.ts";
 import { toBinary } from "@bufbuild/protobuf";
 import { type Machine, MachineSchema, type MachineSpec } from "../gen/baremetal/v1/baremetal_pb.ts";
 
@@ -40,7 +41,7 @@ export const LIMITS = Object.freeze({
    * a cursor holding a canonical filter of at most 1,024 characters, ~8,300).
    */
   pageTokenLength: 16384,
-  /** Longest `spec.provider`, in characters (provider names such as `boulder`, `nebius`). */
+  /** Longest `spec.provider`, in characters (it also names a driver: `fake`, `redfish`, `ipmi`). */
   providerLength: 64,
   /** Most `spec.mac_addresses` of one machine (one per network port; 8-16 on big servers). */
   macAddressesPerMachine: 64,
@@ -306,12 +307,14 @@ const SPEC_STRINGS: readonly SpecString[] = [
  * Checks a machine's spec: every string against its limit in {@linkcode LIMITS} (`provider`,
  * `serial`, `ssh_endpoint`, `bmc_address`, `rack`, `target_cluster.*`), at most
  * {@linkcode LIMITS.macAddressesPerMachine} MAC addresses of at most
- * {@linkcode LIMITS.macAddressLength} characters each. Error fields are proto paths such as
- * `spec.serial`; a MAC address that is too long is `spec.mac_address` with metadata `index`.
+ * {@linkcode LIMITS.macAddressLength} characters each, then the hardware fields' forms
+ * (`checkHardwareSpec` of `lib/model/hardware_spec.ts`: a known driver, its BMC address, a
+ * `host:port` SSH endpoint). Error fields are proto paths such as `spec.serial`; a MAC address
+ * that is too long is `spec.mac_address` with metadata `index`.
  *
  * @param spec The spec sent; `undefined` (no spec) passes.
  * @param machineId The machine it belongs to (for the error metadata), if known.
- * @throws {InvalidArgumentError} `LIMIT_EXCEEDED`.
+ * @throws {InvalidArgumentError} `LIMIT_EXCEEDED`, `INVALID_FORMAT` or `MISSING_FIELD`.
  *
  * @example
  * ```ts
@@ -344,6 +347,7 @@ export function checkSpec(spec: MachineSpec | undefined, machineId = ""): void {
       `spec.mac_addresses[${index}]`,
     )
   );
+  checkHardwareSpec(spec, ids);
 }
 
 /**
