@@ -8,7 +8,8 @@
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
  *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]...
- *     [--bmc-credentials <file>] [--bmc-concurrency N] [--http-advertise-url <url>] [--version]
+ *     [--bmc-credentials <file>] [--bmc-concurrency N] [--http-advertise-url <url>]
+ *     [--ssh-known-hosts <file> [--ssh-host-key-policy accept-new|strict]] [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -18,6 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { resolve } from "node:path";
 import denoConfig from "./deno.json" with { type: "json" };
 import { getLogger } from "@logtape/logtape";
 import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
@@ -33,6 +35,10 @@ import { createFakeProvider } from "./lib/provider/fake.ts";
 import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
 import { createHardwareProvider, type SshRunner } from "./lib/provider/hardware.ts";
 import type { BmcDriver } from "./lib/provider/bmc.ts";
+import { createBmcGate } from "./lib/provider/bmc_gate.ts";
+import { createRedfishDriver } from "./lib/provider/redfish.ts";
+import { createSshRunner, type SshRunnerOptions } from "./lib/provider/ssh.ts";
+import { ProviderError } from "./lib/provider/mod.ts";
 import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
@@ -90,6 +96,13 @@ Flags:
   --http-advertise-url <url>
                       the URL machines reach this server's HTTP surface at, for network
                       repaves (iPXE script and callback), e.g. http://10.0.2.100:8080
+  --ssh-known-hosts <file>
+                      run executeSshCommand over real SSH (system ssh client) on redfish and
+                      ipmi machines with an ssh_endpoint, with this known-hosts file (its
+                      directory must exist); without it their SSH steps stay simulated
+  --ssh-host-key-policy accept-new|strict
+                      accept-new (default) records a host's first key and refuses a changed
+                      one; strict refuses any host not already in the known-hosts file
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
@@ -134,6 +147,8 @@ async function main(): Promise<void> {
         "bmc-credentials": { type: "string" },
         "bmc-concurrency": { type: "string", default: "4" },
         "http-advertise-url": { type: "string" },
+        "ssh-known-hosts": { type: "string" },
+        "ssh-host-key-policy": { type: "string", default: "accept-new" },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", default: false },
       },
@@ -195,6 +210,14 @@ async function main(): Promise<void> {
   } catch (error) {
     usage(error instanceof Error ? error.message : String(error));
   }
+  const policy = values["ssh-host-key-policy"];
+  if (policy !== "accept-new" && policy !== "strict") {
+    usage(`--ssh-host-key-policy must be accept-new or strict: got "${policy}"`);
+  }
+  const knownHosts = values["ssh-known-hosts"];
+  const sshOptions: SshRunnerOptions | undefined = knownHosts === undefined
+    ? undefined
+    : { knownHostsFile: resolve(knownHosts), hostKeyPolicy: policy };
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
   let authToken: string | undefined;
@@ -262,7 +285,12 @@ async function main(): Promise<void> {
   const netboot = createNetbootBroker({ baseUrl: advertiseUrl });
   // The HTTP surface serves netboot.routes (GET /boot/ipxe, GET|POST /boot/report): wired at merge
   // with the HTTP server, whose --http-port also gives the base URL when no advertise URL is set.
-  const hardware = hardwareDrivers({ bmcConcurrency });
+  let hardware;
+  try {
+    hardware = hardwareDrivers({ bmcConcurrency, ssh: sshOptions });
+  } catch (error) {
+    usage(error instanceof Error ? error.message : String(error));
+  }
   let server;
   try {
     server = await startServer({
@@ -358,15 +386,38 @@ async function main(): Promise<void> {
 
 /**
  * The BMC drivers and the SSH runner the routing provider dispatches real machines to, by name
- * (`spec.provider`): the one place where they are constructed, each Redfish or IPMI driver with
- * the gate that bounds calls in flight per BMC (`createBmcGate({ concurrency: bmcConcurrency })`
- * of `lib/provider/bmc_gate.ts`), the SSH runner with its known-hosts file. Until they are
- * wired, a redfish or ipmi machine's step fails saying the server has no such driver.
+ * (`spec.provider`): the one place where they are constructed, every driver behind one gate that
+ * bounds calls in flight per BMC (`--bmc-concurrency`). Without `--ssh-known-hosts` there is no
+ * SSH runner: a real machine's SSH step stays simulated and its log says so.
  */
 function hardwareDrivers(
-  _options: { bmcConcurrency: number },
+  options: { bmcConcurrency: number; ssh?: SshRunnerOptions },
 ): { drivers: BmcDriver[]; ssh?: SshRunner } {
-  return { drivers: [] };
+  const gate = createBmcGate({ concurrency: options.bmcConcurrency });
+  const drivers: BmcDriver[] = [createRedfishDriver({ gate })];
+  if (!options.ssh) return { drivers };
+  const runner = createSshRunner(options.ssh);
+  return {
+    drivers,
+    ssh: {
+      run(call, target, command) {
+        if (target.user === undefined || target.keyFile === undefined) {
+          throw new ProviderError(
+            `machine ${target.machineId} has an ssh_endpoint but its --bmc-credentials entry has no ${
+              target.user === undefined ? "ssh_user" : "ssh_key_file"
+            }: add ssh_user and ssh_key_file to the entry`,
+            { permanent: true },
+          );
+        }
+        return runner.run(call, {
+          endpoint: `${target.host}:${target.port}`,
+          user: target.user,
+          keyFile: target.keyFile,
+          machineId: target.machineId,
+        }, command);
+      },
+    },
+  };
 }
 
 /**

@@ -33,7 +33,12 @@ export const TARGETS = [
 
 const PROGRAMS = [
   // The server's V8 flags are baked into its binary (see SERVER_V8_FLAGS for why).
-  { name: "bmdemo-server", entry: "server.ts", flags: [`--v8-flags=${SERVER_V8_FLAGS.join(",")}`] },
+  {
+    name: "bmdemo-server",
+    entry: "server.ts",
+    // The real hardware drivers run the system's ssh and ipmitool (docs/hardware.md).
+    flags: [`--v8-flags=${SERVER_V8_FLAGS.join(",")}`, "--allow-run=ssh,ipmitool"],
+  },
   { name: "bmdemo-cli", entry: "cli.ts", flags: [] },
 ];
 

@@ -118,7 +118,7 @@ Deno.test(
       await server.stop();
       assert.match(
         server.stderr(),
-        /Hardware: drivers none \(all simulated\); 1 credential entries from \S+; at most 2 calls in flight per BMC/,
+        /Hardware: drivers redfish; 1 credential entries from \S+; at most 2 calls in flight per BMC/,
       );
       assert.ok(!server.stderr().includes(PASSWORD), "the password is never logged");
     } finally {

@@ -314,13 +314,15 @@ Deno.test(
 );
 
 Deno.test(
-  "a forced reboot of a redfish machine is a forced restart; a fake machine stays simulated",
+  "a forced reboot of a redfish machine is a forced restart; fake, empty and the original's provider names stay simulated",
   SANITIZE,
   async () => {
     await using r = await rig();
     await maintained(r.engine, "m-1", REDFISH_1);
     await maintained(r.engine, "fake-1", { provider: "fake", sshEndpoint: "10.0.0.1:22" });
     await maintained(r.engine, "empty-1", {});
+    // The original demo's provider names stay simulated, so its clients register unchanged.
+    await maintained(r.engine, "boulder-1", { provider: "boulder", bmcAddress: "bmc-7" });
     const op = await runOperation(r.engine, {
       machineId: "m-1",
       type: OperationType.REBOOT,
@@ -341,14 +343,14 @@ Deno.test(
       "restart",
       true,
     ]]);
-    for (const machineId of ["fake-1", "empty-1"]) {
+    for (const machineId of ["fake-1", "empty-1", "boulder-1"]) {
       const fake = await runOperation(r.engine, { machineId, type: OperationType.REIMAGE });
       assert.equal(fake.phase, OperationPhase.SUCCEEDED);
       const log = logText(r.engine, fake.operationId).join("\n");
       assert.match(log, /\[netboot\] IPXE configuration updated/, "the simulated provider's lines");
       assert.doesNotMatch(log, /\[simulated\]/);
     }
-    assert.equal(r.calls.length, 2, "fake machines never reach a driver");
+    assert.equal(r.calls.length, 2, "simulated machines never reach a driver");
   },
 );
 
@@ -358,7 +360,7 @@ Deno.test(
   async () => {
     await using r = await rig();
     const cases: [Partial<Omit<MachineSpec, "$typeName">>, string, RegExp][] = [
-      [{ provider: "boulder" }, "spec.provider", /not a driver: use fake, redfish, ipmi/],
+      [{ provider: "bouldr" }, "spec.provider", /not a driver: use fake, redfish, ipmi/],
       [{ provider: "redfish" }, "spec.bmc_address", /required for provider redfish/],
       [
         { provider: "redfish", bmcAddress: "ftp://bmc" },
@@ -382,11 +384,15 @@ Deno.test(
       ],
       [{ provider: "ipmi", bmcAddress: "bmc:99999" }, "spec.bmc_address", /not an IPMI address/],
       [{ provider: "ipmi", bmcAddress: "https://bmc" }, "spec.bmc_address", /host\[:port\]/],
-      [{ provider: "fake", sshEndpoint: "10.0.0.1" }, "spec.ssh_endpoint", /not host:port/],
+      [
+        { provider: "fake", sshEndpoint: "10.0.0.1:99999" },
+        "spec.ssh_endpoint",
+        /not host\[:port\]/,
+      ],
       [
         { provider: "ipmi", bmcAddress: "b", sshEndpoint: "a b:22" },
         "spec.ssh_endpoint",
-        /host:port/,
+        /host\[:port\]/,
       ],
     ];
     for (const [spec, field, message] of cases) {

@@ -14,6 +14,16 @@ import type { MachineSpec } from "../gen/baremetal/v1/baremetal_pb.ts";
 /** The drivers `spec.provider` may name; an empty provider is `fake`. */
 export const PROVIDER_NAMES: readonly DriverName[] = Object.freeze(["fake", "redfish", "ipmi"]);
 
+/**
+ * Provider names the original demo's clients send (its proto's examples): still accepted, and
+ * simulated like `fake`, so scripts written for the original register unchanged.
+ */
+export const SIMULATED_PROVIDER_NAMES: readonly string[] = Object.freeze([
+  "boulder",
+  "nebius",
+  "tensorwave",
+]);
+
 /** A driver name: `fake` is the simulated provider, the others drive a BMC. */
 export type DriverName = "fake" | "redfish" | "ipmi";
 
@@ -50,19 +60,24 @@ const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])
 const SYSTEM_PATH = /^\/redfish\/v1\/Systems\/([^/?#]+)\/?$/;
 
 /**
- * The driver a spec names: `fake` when `spec.provider` is empty or the spec is missing.
+ * The driver a spec names: `fake` when `spec.provider` is empty, one of the original demo's
+ * names ({@linkcode SIMULATED_PROVIDER_NAMES}) or the spec is missing.
  *
  * @param spec The machine's spec.
- * @returns The driver name as sent (checked by {@linkcode checkHardwareSpec} at registration).
+ * @returns The driver name (checked by {@linkcode checkHardwareSpec} at registration).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
+ * import { create } from "@bufbuild/protobuf";
+ * import { MachineSpecSchema } from "../gen/baremetal/v1/baremetal_pb.ts";
  * assert.equal(driverOf(undefined), "fake");
+ * assert.equal(driverOf(create(MachineSpecSchema, { provider: "boulder" })), "fake");
  * ```
  */
 export function driverOf(spec: MachineSpec | undefined): string {
-  return spec?.provider || "fake";
+  const name = spec?.provider || "fake";
+  return SIMULATED_PROVIDER_NAMES.includes(name) ? "fake" : name;
 }
 
 function invalid(
@@ -171,7 +186,7 @@ export function parseBmcAddress(
 }
 
 /**
- * Parses `spec.ssh_endpoint`: `host:port`.
+ * Parses `spec.ssh_endpoint`: `host[:port]`, port 22 when absent (as `ssh` does).
  *
  * @param endpoint The endpoint as registered.
  * @param metadata Ids for the error.
@@ -189,16 +204,16 @@ export function parseSshEndpoint(
   metadata: Record<string, string> = {},
 ): HostPort {
   const parsed = parseHostPort(endpoint);
-  if (!parsed || parsed.port === undefined) {
+  if (!parsed) {
     throw invalid(
       "spec.ssh_endpoint",
       `spec.ssh_endpoint ${
         JSON.stringify(endpoint)
-      } is not host:port: send where the machine answers SSH, e.g. 10.0.0.11:22`,
-      { allowed: "host:port", metadata },
+      } is not host[:port]: send where the machine answers SSH, e.g. 10.0.0.11:22`,
+      { allowed: "host[:port]", metadata },
     );
   }
-  return { host: parsed.host, port: parsed.port };
+  return { host: parsed.host, port: parsed.port ?? 22 };
 }
 
 /**
@@ -224,7 +239,9 @@ export function checkHardwareSpec(spec: MachineSpec, metadata: Record<string, st
       "spec.provider",
       `spec.provider ${JSON.stringify(driver)} is not a driver: use ${
         PROVIDER_NAMES.join(", ")
-      } (fake, also when empty, is the simulated hardware)`,
+      } (fake, also when empty, is the simulated hardware; the original demo's ${
+        SIMULATED_PROVIDER_NAMES.join(", ")
+      } are simulated too)`,
       { allowed: PROVIDER_NAMES.join("|"), metadata },
     );
   }

@@ -28,7 +28,7 @@
  * @module
  */
 
-import type { LogStream, ProviderCall, SshCommandOptions } from "./mod.ts";
+import { type LogStream, type ProviderCall, ProviderError, type SshCommandOptions } from "./mod.ts";
 import { parseSshEndpoint, remoteCommand, sshArguments, type SshEndpoint } from "./ssh_command.ts";
 
 /** Options of {@linkcode createSshRunner}. */
@@ -150,7 +150,7 @@ export interface SshErrorOptions extends ErrorOptions {
 }
 
 /** A failed SSH run: one kind, and whether retrying can ever help. */
-export class SshError extends Error {
+export class SshError extends ProviderError {
   /** What went wrong. */
   readonly kind: SshErrorKind;
   /**
@@ -158,7 +158,7 @@ export class SshError extends Error {
    * routing provider should fail the step without retries. `exit` and `ssh` are not permanent:
    * the plan's retry policy decides, as for any step.
    */
-  readonly permanent: boolean;
+  declare readonly permanent: boolean;
   /** Exit code of the script (or ssh), when it exited. */
   readonly exitCode: number | undefined;
 
@@ -168,10 +168,9 @@ export class SshError extends Error {
    * @param options Exit code and cause.
    */
   constructor(kind: SshErrorKind, message: string, options: SshErrorOptions = {}) {
-    super(message, options);
+    super(message, { ...options, permanent: PERMANENT.has(kind) });
     this.name = "SshError";
     this.kind = kind;
-    this.permanent = PERMANENT.has(kind);
     this.exitCode = options.exitCode;
   }
 }
