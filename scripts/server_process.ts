@@ -10,6 +10,8 @@
 export interface ServerProcess extends AsyncDisposable {
   /** `host:port` it listens on. */
   address: string;
+  /** The dashboard's URL (with `--http-port`), from its "dashboard on" line. */
+  dashboard?: string;
   /** The child process. */
   child: Deno.ChildProcess;
   /** Its process id. */
@@ -178,6 +180,7 @@ export async function spawnServer(
   }
   return {
     address: address!,
+    dashboard: /dashboard on (\S+)/.exec(out)?.[1],
     child,
     pid: child.pid,
     stderr: () => errText,
