@@ -164,7 +164,7 @@ Deno.test(
       ["provider/fake.ts", { local: ["store/mod.ts"], packages: [] }],
       ["engine/mod.ts", { local: ["cli/main.ts"], packages: ["@grpc/grpc-js"] }],
       ["grpc/server.ts", { local: ["provider/fake.ts", "store/sqlite.ts"], packages: [] }],
-      ["http/mod.ts", { local: [], packages: [] }],
+      ["stray/mod.ts", { local: [], packages: [] }],
     ]);
     assert.equal(violations(modules).length, 7, violations(modules).join("\n"));
   },
