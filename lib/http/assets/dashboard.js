@@ -16,6 +16,8 @@ const operations = new Map();
 const history = new Map();
 /** @type {Map<string, HTMLElement>} */
 const tiles = new Map();
+/** The parts of each tile, found once. */
+const tileParts = new WeakMap();
 const dirtyTiles = new Set();
 let operationsDirty = false;
 let countsDirty = false;
@@ -103,28 +105,47 @@ function newTile(id) {
   tile.className = "tile";
   tile.tabIndex = 0;
   tile.dataset.machineId = id;
+  const parts = {};
   for (const name of ["id", "state", "phase", "flags", "step"]) {
     const part = document.createElement("div");
     part.className = name;
     tile.append(part);
+    parts[name] = part;
   }
-  tile.querySelector(".id").textContent = id;
+  parts.id.textContent = id;
+  tileParts.set(tile, parts);
   return tile;
 }
 
+/** Writes a text only when it changed: an unchanged tile costs no style or layout work. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function renderTile(tile, machine) {
-  tile.dataset.effectiveState = machine.state;
-  tile.querySelector(".state").textContent = machine.state;
-  tile.querySelector(".phase").textContent = machine.phase.replace("_", " ");
-  const flags = tile.querySelector(".flags");
-  const flagText = (on, name) => `<span class="${on ? "on" : ""}">${on ? "✓" : "✗"} ${name}</span>`;
-  flags.innerHTML = `${flagText(machine.reachable, "Reachable")} ${
-    flagText(machine.provisioned, "Provisioned")
-  }`;
+  const parts = tileParts.get(tile);
+  if (tile.dataset.effectiveState !== machine.state) tile.dataset.effectiveState = machine.state;
+  setText(parts.state, machine.state);
+  setText(parts.phase, machine.phase.replace("_", " "));
+  const flags = `${machine.reachable ? "✓" : "✗"}${machine.provisioned ? "✓" : "✗"}`;
+  if (parts.flags.dataset.flags !== flags) {
+    parts.flags.dataset.flags = flags;
+    const flag = (on, name) => {
+      const span = document.createElement("span");
+      if (on) span.className = "on";
+      span.textContent = `${on ? "✓" : "✗"} ${name}`;
+      return span;
+    };
+    parts.flags.replaceChildren(
+      flag(machine.reachable, "Reachable"),
+      " ",
+      flag(machine.provisioned, "Provisioned"),
+    );
+  }
   const op = machine.activeOperationId ? operations.get(machine.activeOperationId) : undefined;
-  const step = tile.querySelector(".step");
-  step.textContent = op ? `${stepText(op)} · ${elapsed(op)}` : "";
-  tile.title = op ? `${op.type} ${op.id}` : machine.id;
+  setText(parts.step, op ? `${stepText(op)} · ${elapsed(op)}` : "");
+  const title = op ? `${op.type} ${op.id}` : machine.id;
+  if (tile.title !== title) tile.title = title;
 }
 
 function renderTiles() {
