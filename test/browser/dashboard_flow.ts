@@ -114,8 +114,11 @@ try {
   for (const id of ["machine-1", "machine-2", "machine-3"]) {
     await maintenanceOverGrpc(machines, operations, id);
   }
-  await machines.registerMachine({ machine: { machineId: "machine-4" } });
-  await page.waitForSelector(tile("machine-4", "NEW"));
+  // A fuller grid for the screenshot: machine-4 to machine-12 stay NEW.
+  for (let i = 4; i <= 12; i++) {
+    await machines.registerMachine({ machine: { machineId: `machine-${i}` } });
+  }
+  await page.waitForSelector(tile("machine-12", "NEW"));
   await page.waitForSelector(tile("machine-3", "MAINTENANCE"));
 
   // A reimage: BUSY with its step, back to MAINTENANCE, Provisioned; its log to the end.
@@ -179,6 +182,19 @@ try {
     "MAINTENANCE",
   );
   await page.screenshot({ path: new URL("dashboard-resumed.png", ARTIFACTS).pathname });
+
+  // A laptop screen in dark mode with reduced motion: the media queries apply.
+  const light = await page.evaluate("getComputedStyle(document.body).backgroundColor");
+  await page.setViewportSize({ width: 1920, height: 1080 });
+  await page.emulateMedia({ colorScheme: "dark", reducedMotion: "reduce" });
+  assert.notEqual(await page.evaluate("getComputedStyle(document.body).backgroundColor"), light);
+  assert.equal(
+    await page.evaluate(
+      `getComputedStyle(document.querySelector('[data-machine-id="machine-1"]')).transitionDuration`,
+    ),
+    "0s",
+  );
+  await page.screenshot({ path: new URL("dashboard-1920-dark.png", ARTIFACTS).pathname });
 } finally {
   await browser.close();
   await proxy.close();
