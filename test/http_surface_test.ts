@@ -442,6 +442,53 @@ Deno.test(
       bad.stderr.trim(),
       'bmdemo-server: --http-port must be a whole number from 0 to 65535: got "http" (see bmdemo-server --help)',
     );
+    // With a token and stdout not a terminal: the sign-in hint without the token itself.
+    const token = "tok-" + crypto.randomUUID();
+    await using guarded = await spawnServer(["--http-port", "0"], {
+      env: { BMDEMO_AUTH_TOKEN: token },
+    });
+    const url = guarded.dashboard!;
+    assert.equal(
+      guarded.startup.split("\n")[0],
+      `bmdemo-server dashboard on ${url} (sign in once with ${url}?token=<token>)`,
+    );
+    const denied = await fetch(url);
+    assert.equal(denied.status, 401);
+    await denied.body?.cancel();
+    const signIn = await fetch(`${url}?token=${token}`, { redirect: "manual" });
+    await signIn.body?.cancel();
+    const cookie = signIn.headers.get("set-cookie")!.split(";")[0];
+    const signedIn = await fetch(url, { headers: { cookie } });
+    assert.equal(signedIn.status, 200);
+    await signedIn.body?.cancel();
+    assert.equal((await guarded.stop("SIGTERM")).code, 0);
+    assert.ok(!guarded.stderr().includes(token) && !guarded.startup.includes(token));
+
+    // Browsers are not asked for client certificates: mutual TLS needs the token on HTTP.
+    const certs = await makeCerts();
+    const dir = await Deno.makeTempDir({ prefix: "bmdemo-http-tls-" });
+    try {
+      for (const [name, pem] of [["c.pem", certs.serverCert], ["k.pem", certs.serverKey]]) {
+        await Deno.writeTextFile(`${dir}/${name}`, pem);
+      }
+      const mutual = await runServer([
+        "--http-port",
+        "0",
+        ...[
+          "--tls-cert",
+          `${dir}/c.pem`,
+          "--tls-key",
+          `${dir}/k.pem`,
+          "--client-ca",
+          `${dir}/c.pem`,
+        ],
+      ]);
+      assert.equal(mutual.code, 2);
+      assert.match(mutual.stderr, /--http-port with --client-ca needs a token \(--auth-token-file/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+
     const off = await spawnServer([]);
     assert.equal(off.dashboard, undefined, "off by default");
     await off.stop("SIGTERM");
