@@ -121,6 +121,23 @@ export function dashboardMachine(machine: Machine): DashboardMachine {
   };
 }
 
+// Every event of an operation asks for its plan's step names: built once per type.
+const STEP_NAMES = new Map<OperationType, readonly string[]>();
+
+function stepNames(type: OperationType): readonly string[] {
+  let names = STEP_NAMES.get(type);
+  if (names === undefined) {
+    try {
+      names = planFor(type).steps.map((step) => step.name);
+    } catch {
+      // An operation type without a built-in plan shows its stage without a position.
+      names = [];
+    }
+    STEP_NAMES.set(type, names);
+  }
+  return names;
+}
+
 /**
  * An operation as the dashboard shows it, with its step's position in the plan ("3/5").
  *
@@ -128,12 +145,7 @@ export function dashboardMachine(machine: Machine): DashboardMachine {
  * @returns Its dashboard form.
  */
 export function dashboardOperation(op: Operation): DashboardOperation {
-  let names: readonly string[] = [];
-  try {
-    names = planFor(op.type).steps.map((step) => step.name);
-  } catch {
-    // An operation type without a built-in plan shows its stage without a position.
-  }
+  const names = stepNames(op.type);
   const at = (ts: Operation["createdAt"]) => ts ? timestampMs(ts) : 0;
   return {
     id: op.operationId,
