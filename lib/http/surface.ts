@@ -190,7 +190,14 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
       access: "token",
       handle: () =>
         new Response(asset.body, {
-          headers: { "content-type": asset.type, "cache-control": "no-store" },
+          headers: {
+            "content-type": asset.type,
+            "cache-control": "no-store",
+            // The page loads only its own files and talks only to this server.
+            "content-security-policy": "default-src 'self'; img-src 'self' data:; " +
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "referrer-policy": "no-referrer",
+          },
         }),
     })),
     {
