@@ -9,7 +9,8 @@
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
  *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]...
  *     [--bmc-credentials <file>] [--bmc-concurrency N] [--http-advertise-url <url>]
- *     [--ssh-known-hosts <file> [--ssh-host-key-policy accept-new|strict]] [--version]
+ *     [--ssh-known-hosts <file> [--ssh-host-key-policy accept-new|strict]] [--http-port N]
+ *     [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -42,6 +43,7 @@ import { ProviderError } from "./lib/provider/mod.ts";
 import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
+import { type HttpSurface, startHttpSurface } from "./lib/http/surface.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
@@ -78,7 +80,11 @@ Flags:
                       how long a finished operation is kept, e.g. 90s, 30m, 168h, 7d
                       (default 168h). A request_id whose operation was pruned starts a new one
   --max-watchers <n>  most WatchOperations and StreamOperationLogs streams open at once
-                      (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS)
+                      (default 1000); one more fails with RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).
+                      The HTTP surface allows as many event streams again (503 beyond)
+  --http-port <n>     also serve the live dashboard, its event streams, /healthz and /readyz
+                      over HTTP on this port (off by default; 0 picks a free port), on --host,
+                      with the same TLS certificate and token; the URL is printed at start
   --fault <STEP[:MODE][@machine-id]>
                       make a step fail on stage (repeatable). STEP: set-netboot,
                       reboot-to-netboot, repave-image, join-cluster, verify-in-cluster, reboot.
@@ -143,6 +149,7 @@ async function main(): Promise<void> {
         "retain-operations": { type: "string", default: "10000" },
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
+        "http-port": { type: "string" },
         fault: { type: "string", multiple: true, default: [] },
         "bmc-credentials": { type: "string" },
         "bmc-concurrency": { type: "string", default: "4" },
@@ -218,6 +225,16 @@ async function main(): Promise<void> {
   const sshOptions: SshRunnerOptions | undefined = knownHosts === undefined
     ? undefined
     : { knownHostsFile: resolve(knownHosts), hostKeyPolicy: policy };
+  let httpPort: number | undefined;
+  if (values["http-port"] !== undefined) {
+    httpPort = Number(values["http-port"]);
+    if (
+      values["http-port"].trim() === "" || !Number.isInteger(httpPort) || httpPort < 0 ||
+      httpPort > 65535
+    ) {
+      usage(`--http-port must be a whole number from 0 to 65535: got "${values["http-port"]}"`);
+    }
+  }
   const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
   let tls: TlsOptions | undefined;
   let authToken: string | undefined;
@@ -239,6 +256,12 @@ async function main(): Promise<void> {
       `refusing to listen on non-loopback host "${values.host}" without --auth-token-file ` +
         `(or BMDEMO_AUTH_TOKEN, or --client-ca): anyone on the network could drive the ` +
         `machines; pass --insecure-expose to do it anyway`,
+    );
+  }
+  if (httpPort !== undefined && tls?.clientCa !== undefined && authToken === undefined) {
+    usage(
+      `--http-port with --client-ca needs a token (--auth-token-file or BMDEMO_AUTH_TOKEN): ` +
+        `the HTTP surface does not ask browsers for client certificates`,
     );
   }
   configureLogging(level);
@@ -282,9 +305,9 @@ async function main(): Promise<void> {
     );
   }
 
+  // The HTTP surface serves netboot.routes (GET /boot/ipxe, GET|POST /boot/report); its address
+  // is the scripts' base URL unless --http-advertise-url names another.
   const netboot = createNetbootBroker({ baseUrl: advertiseUrl });
-  // The HTTP surface serves netboot.routes (GET /boot/ipxe, GET|POST /boot/report): wired at merge
-  // with the HTTP server, whose --http-port also gives the base URL when no advertise URL is set.
   let hardware;
   try {
     hardware = hardwareDrivers({ bmcConcurrency, ssh: sshOptions });
@@ -316,6 +339,38 @@ async function main(): Promise<void> {
     logger.error("{message}", { message: listenError(values.host, port, error) });
     store?.close();
     Deno.exit(1);
+  }
+  let http: HttpSurface | undefined;
+  if (httpPort !== undefined) {
+    try {
+      http = await startHttpSurface({
+        engine: server.engine,
+        host: values.host,
+        port: httpPort,
+        tls,
+        authToken,
+        maxStreams: maxWatchers,
+        routes: netboot.routes,
+      });
+    } catch (error) {
+      logger.error("{message}", { message: httpListenError(values.host, httpPort, error) });
+      await server.shutdown();
+      store?.close();
+      Deno.exit(1);
+    }
+    try {
+      netbootBaseUrl({ host: values.host, port: http.port }); // refuses a wildcard --host
+      netboot.advertise(http.url); // with the surface's scheme (https under --tls-cert)
+    } catch (error) {
+      // A wildcard --host: machines cannot reach it; their repaves say how to fix it.
+      logger.warn("Network repaves need --http-advertise-url: {message}", {
+        message: error instanceof Error ? error.message : String(error),
+      });
+    }
+    logger.info("Dashboard on {url}{signIn}", {
+      url: http.url,
+      signIn: http.signInUrl === undefined ? "" : " (sign in with ?token=<token>)",
+    });
   }
   logger.info("Recovery: {count} interrupted operations failed in {ms} ms", {
     count: server.recovery.operationIds.length,
@@ -367,7 +422,10 @@ async function main(): Promise<void> {
       logger.error("Shutdown took longer than 15 s; exiting now");
       Deno.exit(1);
     }, 15_000);
-    server.shutdown().then(() => {
+    // /readyz turns 503 first; the event streams end after gRPC and the engine stopped, so a
+    // dashboard sees the operations shutdown cancels.
+    const stopAll = http ? http.shutdown({ before: () => server.shutdown() }) : server.shutdown();
+    stopAll.then(() => {
       // Every operation is settled (CANCELED, reason ServerShutdown) and written: close the file.
       store?.close();
       clearTimeout(force);
@@ -379,6 +437,7 @@ async function main(): Promise<void> {
   }
   // Announced only once the signal handlers are in place: whoever waits for this line may stop
   // the server right after it and must get the graceful path.
+  if (http) console.log(dashboardLine(http));
   console.log(`bmdemo-server listening on ${server.address}`);
   await stopped.promise;
   Deno.exit(0);
@@ -448,6 +507,29 @@ function listenError(host: string, port: number, error: unknown): string {
       `need privileges); pass another --port`;
   }
   return `Cannot listen on ${host}:${port}: ${cause}`;
+}
+
+/**
+ * The stdout line announcing the dashboard. With a token, the sign-in link (which holds it) is
+ * printed only to a terminal: a redirected stdout ends up in files and journals.
+ */
+function dashboardLine(http: HttpSurface): string {
+  if (http.signInUrl === undefined) return `bmdemo-server dashboard on ${http.url}`;
+  if (Deno.stdout.isTerminal()) return `bmdemo-server dashboard on ${http.signInUrl}`;
+  return `bmdemo-server dashboard on ${http.url} (sign in once with ${http.url}?token=<token>)`;
+}
+
+/** The one line a failed HTTP bind becomes; a port in use names `--http-port`. */
+function httpListenError(host: string, port: number, error: unknown): string {
+  if (error instanceof Deno.errors.AddrInUse) {
+    return `Cannot serve HTTP on ${host}:${port}: port ${port} is in use; pass another ` +
+      `--http-port (--http-port 0 picks a free one)`;
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return `Cannot serve HTTP on ${host}:${port}: not allowed to bind port ${port} (ports below ` +
+      `1024 need privileges); pass another --http-port`;
+  }
+  return `Cannot serve HTTP on ${host}:${port}: ${error instanceof Error ? error.message : error}`;
 }
 
 /** The timing profile from `--timing`, or `--slow` (its alias); exits 2 when they disagree. */

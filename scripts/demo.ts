@@ -13,6 +13,8 @@
  *   deno task demo            normal timings (a reimage takes ~3.4 s)
  *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
  *   deno task demo --server host:port   run the tour against an external server instead
+ *   deno task demo --no-web   without the live dashboard (otherwise served on a free loopback
+ *                             port, its URL printed before the first pause)
  *
  * @module
  */
@@ -21,6 +23,7 @@ import { main } from "../lib/cli/main.ts";
 import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
+import { startHttpSurface } from "../lib/http/surface.ts";
 import { parseScriptArgs } from "./cli_args.ts";
 import { FAULT_DEMO } from "../lib/cli/tour.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
@@ -33,12 +36,15 @@ against it, pausing for Enter between sections on a terminal. Ctrl+C ends it at 
 
   --slow               slow timings for live presentations (~29 s per reimage)
   --server host:port   run the tour against that server instead of starting one
+  --no-web             do not serve the live dashboard (by default its URL is printed first:
+                       open it on the screen the audience sees)
   -h, --help           this help`;
 
 const { values } = parseScriptArgs({
   options: {
     slow: { type: "boolean", default: false },
     server: { type: "string" },
+    "no-web": { type: "boolean", default: false },
   },
 }, { program: "deno task demo", help: HELP });
 
@@ -59,13 +65,18 @@ const server = values.server ? undefined : await startServer({
   }),
 });
 const address = values.server ?? server!.address;
+const web = server && !values["no-web"]
+  ? await startHttpSurface({ engine: server.engine, host: "127.0.0.1", port: 0 })
+  : undefined;
 if (server) {
   console.log(`Started a bmdemo server on ${address}${values.slow ? " (slow timings)" : ""}.`);
 }
+if (web) console.log(`Live dashboard: ${web.url}`);
 let code: number;
 try {
-  code = await main(["tour", "--server", address], terminalIo(interrupt.signal));
+  const dashboard = web ? ["--dashboard", web.url] : [];
+  code = await main(["tour", "--server", address, ...dashboard], terminalIo(interrupt.signal));
 } finally {
-  await server?.shutdown();
+  await (web ? web.shutdown({ before: () => server!.shutdown() }) : server?.shutdown());
 }
 Deno.exit(code);

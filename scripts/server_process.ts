@@ -10,6 +10,10 @@
 export interface ServerProcess extends AsyncDisposable {
   /** `host:port` it listens on. */
   address: string;
+  /** The dashboard's URL (with `--http-port`), from its "dashboard on" line. */
+  dashboard?: string;
+  /** What it printed on stdout up to its "listening on" line. */
+  startup: string;
   /** The child process. */
   child: Deno.ChildProcess;
   /** Its process id. */
@@ -178,6 +182,8 @@ export async function spawnServer(
   }
   return {
     address: address!,
+    dashboard: /dashboard on (\S+)/.exec(out)?.[1],
+    startup: out,
     child,
     pid: child.pid,
     stderr: () => errText,

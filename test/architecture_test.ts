@@ -28,7 +28,14 @@ const LAYERS: Record<string, Layer> = {
   // The gRPC layer serves an engine it is given: it composes none (no provider, no store
   // implementation), so the engine is built in one place (server.ts, the demo, tests).
   grpc: {
-    mayImport: ["engine", "store", "model", "gen"],
+    mayImport: ["engine", "store", "model", "gen", "runtime"],
+    forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
+  },
+  // The HTTP surface (dashboard, events, health, routes mounted by others) serves the same
+  // engine beside gRPC and shares nothing with it but the runtime's token check.
+  http: {
+    mayImport: ["engine", "store", "model", "gen", "runtime"],
+    forbiddenPackages: /^(npm:)?@grpc\/|^(npm:)?@connectrpc\//,
     forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
   },
   // The client side of the wire: connect-es over the generated descriptors, never grpc-js.
@@ -157,7 +164,7 @@ Deno.test(
       ["provider/fake.ts", { local: ["store/mod.ts"], packages: [] }],
       ["engine/mod.ts", { local: ["cli/main.ts"], packages: ["@grpc/grpc-js"] }],
       ["grpc/server.ts", { local: ["provider/fake.ts", "store/sqlite.ts"], packages: [] }],
-      ["http/mod.ts", { local: [], packages: [] }],
+      ["stray/mod.ts", { local: [], packages: [] }],
     ]);
     assert.equal(violations(modules).length, 7, violations(modules).join("\n"));
   },

@@ -44,10 +44,20 @@ Deno.test(
       // An empty cache proves the bundles need nothing but themselves (no npm download, no
       // file read next to the source).
       const empty = { DENO_DIR: `${dir}/deno-dir` };
-      await using server = await spawnServer([], {
+      await using server = await spawnServer(["--http-port", "0"], {
         script: `${dir}/bmdemo-server.js`,
         env: empty,
       });
+      // The dashboard's files are in the bundle (a temporary directory with nothing beside it).
+      for (
+        const [path, file] of [["", "html"], ["assets/dashboard.js", "js"], [
+          "assets/dashboard.css",
+          "css",
+        ]]
+      ) {
+        const served = await (await fetch(`${server.dashboard}${path}`)).text();
+        assert.equal(served, await Deno.readTextFile(`${ROOT}/lib/http/assets/dashboard.${file}`));
+      }
       const cli = (...args: string[]) =>
         deno([
           "run",

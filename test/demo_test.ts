@@ -310,12 +310,32 @@ Deno.test("Ctrl+C at the pause ends deno task demo at once with 130", SANITIZE, 
   const demo = new TerminalDemo();
   await demo.until(/Press Enter to continue/);
   const port = Number(/server on 127\.0\.0\.1:(\d+)/.exec(demo.output)?.[1]);
+  // The dashboard is announced before the first pause, pointed at by the narration, and live.
+  const dashboard = /^Live dashboard: (http:\/\/127\.0\.0\.1:(\d+)\/)\r?$/m.exec(demo.output);
+  assert.ok(dashboard, demo.output);
+  assert.ok(demo.output.includes(`ℹ Live dashboard: ${dashboard[1]} (every step`), demo.output);
+  const page = await fetch(dashboard[1]);
+  assert.match(await page.text(), /<title>bmdemo dashboard<\/title>/);
   await demo.type("\x03");
   assert.equal(await demo.exit(), 130, demo.output);
   assert.match(demo.output, /Interrupted: the tour stopped\./);
   assert.doesNotMatch(demo.output, /Phase vs Effective State/);
   await assertPortClosed(port);
+  await assertPortClosed(Number(dashboard[2]));
 });
+
+Deno.test(
+  "deno task demo --no-web serves no dashboard and the tour does not mention one",
+  SANITIZE,
+  async () => {
+    const demo = new TerminalDemo(`"${Deno.execPath()}" task --quiet demo --no-web`);
+    await demo.until(/Press Enter to continue/);
+    await demo.type("\x03");
+    assert.equal(await demo.exit(), 130, demo.output);
+    assert.match(demo.output, /Started a bmdemo server on/);
+    assert.doesNotMatch(demo.output, /dashboard/i);
+  },
+);
 
 Deno.test(
   "Ctrl+C during an operation ends deno task demo with 130 and cancels it",

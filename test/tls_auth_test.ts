@@ -6,78 +6,7 @@ import { isLoopbackHost } from "../lib/grpc/auth.ts";
 import { HealthService } from "../lib/grpc/health.ts";
 import { rejectsWithCode, SANITIZE, testEngine, testServer } from "./helpers.ts";
 import { runServer, spawnServer } from "../scripts/server_process.ts";
-
-async function openssl(dir: string, ...args: string[]): Promise<void> {
-  const out = await new Deno.Command("openssl", { args, cwd: dir, stdin: "null" }).output();
-  if (out.code !== 0) {
-    throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
-  }
-}
-
-/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM. */
-async function makeCerts() {
-  const dir = await Deno.makeTempDir({ prefix: "bmdemo-tls-" });
-  try {
-    const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    await openssl(
-      dir,
-      "req",
-      "-x509",
-      ...key,
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.pem",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=bmdemo test CA",
-    );
-    await Deno.writeTextFile(`${dir}/server.ext`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-    await Deno.writeTextFile(`${dir}/client.ext`, "extendedKeyUsage=clientAuth\n");
-    for (const name of ["server", "client"]) {
-      await openssl(
-        dir,
-        "req",
-        ...key,
-        "-keyout",
-        `${name}.key`,
-        "-out",
-        `${name}.csr`,
-        "-subj",
-        `/CN=${name}`,
-      );
-      await openssl(
-        dir,
-        "x509",
-        "-req",
-        "-in",
-        `${name}.csr`,
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        `${name}.pem`,
-        "-days",
-        "1",
-        "-extfile",
-        `${name}.ext`,
-      );
-    }
-    const read = (file: string) => Deno.readTextFile(`${dir}/${file}`);
-    return {
-      ca: await read("ca.pem"),
-      serverCert: await read("server.pem"),
-      serverKey: await read("server.key"),
-      clientCert: await read("client.pem"),
-      clientKey: await read("client.key"),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { makeCerts } from "./tls_certs.ts";
 
 const certs = await makeCerts();
 

@@ -184,9 +184,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
     summary: "Guided presenter tour of the whole lifecycle (pauses for Enter on a terminal)",
     required: 0,
     optional: 0,
-    options: {},
-    optionHelp: [],
-    examples: ["tour"],
+    options: { dashboard: { type: "string" } },
+    optionHelp: ["--dashboard <url>  The live dashboard's URL, for the narration to point at"],
+    examples: ["tour", "tour --dashboard http://127.0.0.1:8080/"],
   },
   demo: {
     args: "",

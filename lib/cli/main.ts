@@ -220,6 +220,7 @@ async function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
       return tourCommand(session, {
         run: (args, tourSession) => runCommand(tourSession, parseCommandLine(args)),
         pause: session.io.pause,
+        dashboard: values.dashboard as string | undefined,
       });
     default:
       throw new UsageError(`unknown command: ${command}`);

@@ -27,6 +27,8 @@ export interface TourOptions {
   run(args: string[], session: Session): Promise<number>;
   /** Waits for the presenter (Enter); absent when stdin is not a terminal. */
   pause?: () => Promise<void>;
+  /** The live dashboard's URL (`deno task demo` serves one), for the narration to point at. */
+  dashboard?: string;
 }
 
 const RULE = "═".repeat(63);
@@ -195,6 +197,11 @@ async function tourSections(
   watches and streams the logs of those operations. Plans and steps are internal: clients see
   an operation's type, phase, current_stage, params, error and timestamps.
 `);
+  if (options.dashboard) {
+    io.out(
+      `  ℹ Live dashboard: ${options.dashboard} (every step below shows up there as it runs)\n`,
+    );
+  }
 
   await section(
     "Phase vs Effective State",
@@ -226,6 +233,9 @@ async function tourSections(
     "Step 3: Reimage (Full Provisioning Flow), with Live Logs",
     "Reimage requires MAINTENANCE: a safety gate against accidental repaves.",
     "Five internal steps; -v streams the provider's log under each step.",
+    ...(options.dashboard
+      ? ["On the dashboard: machine-1's tile turns BUSY with its step (3/5)."]
+      : []),
   );
   await run(["reimage", "machine-1", "-v"]);
   await run(["list"]);

@@ -12,9 +12,10 @@ import type { Operation, OperationEvent } from "../gen/baremetal/v1/baremetal_pb
  * The events the feed still retains, shared by every subscriber: subscribers hold a cursor (a
  * sequence number) into it rather than a queue of their own, so publishing costs O(1) whatever
  * the subscribers do, and a subscriber that stops reading pins at most the retained window.
+ * Generic so other feeds (the HTTP surface's numbered dashboard events) read the same way.
  */
-export class EventLog {
-  #events: OperationEvent[] = [];
+export class EventLog<T = OperationEvent> {
+  #events: T[] = [];
   #head = 0;
   /** Sequence number of the oldest retained event. */
   first = 0;
@@ -27,11 +28,11 @@ export class EventLog {
   }
 
   /** The retained event with sequence number `seq` (first <= seq < next). */
-  at(seq: number): OperationEvent {
+  at(seq: number): T {
     return this.#events[this.#head + seq - this.first];
   }
 
-  push(event: OperationEvent): void {
+  push(event: T): void {
     this.#events.push(event);
     this.next++;
   }

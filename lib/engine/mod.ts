@@ -120,6 +120,7 @@ export class Engine implements AsyncDisposable {
   readonly retention: Retention;
   #shutdown?: Promise<void>;
   #recovery?: RecoveryResult;
+  readonly #machineListeners = new Set<(machine: Machine) => void>();
 
   /**
    * @param options See {@linkcode EngineOptions}.
@@ -176,7 +177,32 @@ export class Engine implements AsyncDisposable {
    * @throws {InvalidArgumentError} For a refused initial phase.
    */
   registerMachine(machine: Machine): RegisterMachineResult {
-    return this.store.registerMachine(machine);
+    const result = this.store.registerMachine(machine);
+    this.#machineChanged(result.machine);
+    return result;
+  }
+
+  /**
+   * Calls `listener` synchronously after every registration or update of a machine (changes an
+   * operation makes come with its events, see {@linkcode Engine.events}). It must not block; an
+   * exception it throws is ignored.
+   *
+   * @param listener Called with the machine as stored.
+   * @returns A function that removes the listener.
+   */
+  onMachineChange(listener: (machine: Machine) => void): () => void {
+    this.#machineListeners.add(listener);
+    return () => this.#machineListeners.delete(listener);
+  }
+
+  #machineChanged(machine: Machine): void {
+    for (const listener of this.#machineListeners) {
+      try {
+        listener(machine);
+      } catch {
+        // An observer (e.g. the dashboard feed) must not fail the call that changed the machine.
+      }
+    }
   }
 
   /**
@@ -210,7 +236,9 @@ export class Engine implements AsyncDisposable {
    * @throws {NotFoundError} `MACHINE_NOT_FOUND`.
    */
   updateMachine(machineId: string, patch: MachinePatch): Machine {
-    return this.store.updateMachine(machineId, patch);
+    const machine = this.store.updateMachine(machineId, patch);
+    this.#machineChanged(machine);
+    return machine;
   }
 
   /**

@@ -2,9 +2,9 @@
  * Bearer-token authentication of gRPC calls, and the exposure rule of the server.
  *
  * - {@linkcode createTokenCheck} checks the `authorization: Bearer <token>` metadata of a call
- *   against the configured token in constant time (it compares SHA-256 digests) and throws an
- *   {@linkcode UnauthenticatedError} that says how to pass the token. The token is never put in
- *   an error message or a log line.
+ *   against the configured token (`lib/runtime/token.ts`, shared with the HTTP surface) and
+ *   throws an {@linkcode UnauthenticatedError} that says how to pass the token. The token is
+ *   never put in an error message or a log line.
  * - {@linkcode isLoopbackHost} tells whether a `--host` keeps the server on this machine.
  *
  * This module knows nothing of the domain; `status.ts` maps {@linkcode UnauthenticatedError} to
@@ -13,9 +13,8 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
-import { createHash, timingSafeEqual } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
+import { bearerToken, createTokenMatcher } from "../runtime/token.ts";
 
 /** The `ErrorInfo.reason` of a call refused for a missing or wrong token. */
 export const UNAUTHENTICATED_REASON = "UNAUTHENTICATED";
@@ -60,26 +59,17 @@ export class UnauthenticatedError extends Error {
  * ```
  */
 export function createTokenCheck(token: string): (metadata: grpc.Metadata) => void {
-  const expected = token.trim();
-  if (expected === "") throw new TypeError("Cannot check calls against an empty token");
-  const expectedDigest = digest(expected);
+  const matches = createTokenMatcher(token);
   return (metadata) => {
     const values = metadata.get(AUTHORIZATION_KEY);
     if (values.length === 0) {
       throw new UnauthenticatedError(`this server requires a token: ${TOKEN_HINT}`);
     }
-    const value = String(values[0]);
-    const match = /^Bearer\s+(.+)$/i.exec(value.trim());
-    // Digests have the same length whatever the input, so the comparison takes the same time
-    // whatever the token sent, and a wrong token reveals nothing of the right one.
-    if (!match || !timingSafeEqual(digest(match[1].trim()), expectedDigest)) {
+    const presented = bearerToken(String(values[0]));
+    if (presented === undefined || !matches(presented)) {
       throw new UnauthenticatedError(`the token is not valid: ${TOKEN_HINT}`);
     }
   };
-}
-
-function digest(text: string): Buffer {
-  return createHash("sha256").update(text, "utf8").digest();
 }
 
 /**

@@ -4,7 +4,8 @@
  * errors become status codes), health, reflection, TLS and the bearer token check.
  *
  * May import: `lib/engine/`, `lib/store/` (contract, queries, limits), `lib/model/`, `lib/gen/`,
- * npm packages. Never `lib/provider/`, a store implementation or `lib/cli/`: the engine is
+ * `lib/runtime/` (the token check it shares with the HTTP surface), npm packages. Never
+ * `lib/provider/`, a store implementation or `lib/cli/`: the engine is
  * composed by `server.ts`, the demo and tests (checked by `test/architecture_test.ts`). Import
  * each module directly; this one only documents the folder.
  *

@@ -59,6 +59,11 @@ export interface NetbootOptions {
 export interface NetbootBroker {
   /** The base URL in scripts, if known. */
   readonly baseUrl: string | undefined;
+  /**
+   * Sets the base URL once the HTTP surface listens (`--http-port 0` picks its port at start);
+   * an explicit `baseUrl` (`--http-advertise-url`) stays.
+   */
+  advertise(url: string): void;
   /** The routes to mount on the HTTP surface. */
   readonly routes: readonly HttpRoute[];
   /** Repaves awaiting a report now. */
@@ -229,7 +234,7 @@ function text(status: number, body: string): Response {
  * ```
  */
 export function createNetbootBroker(options: NetbootOptions): NetbootBroker {
-  const baseUrl = options.baseUrl?.replace(/\/+$/, "");
+  let baseUrl = options.baseUrl?.replace(/\/+$/, "");
   const maxExpectations = options.maxExpectations ?? 10_000;
   const makeNonce = options.nonce ?? randomNonce;
   const now = options.now ?? (() => new Date());
@@ -380,7 +385,12 @@ export function createNetbootBroker(options: NetbootOptions): NetbootBroker {
   }
 
   return {
-    baseUrl,
+    get baseUrl() {
+      return baseUrl;
+    },
+    advertise(url: string) {
+      baseUrl ??= url.replace(/\/+$/, "");
+    },
     get pending() {
       return active.size;
     },
