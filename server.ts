@@ -6,7 +6,7 @@
  *     [--log-level info]
  *     [--tls-cert <pem> --tls-key <pem> [--client-ca <pem>]] [--auth-token-file <file>]
  *     [--insecure-expose] [--db <file>] [--retain-operations N] [--retain-for DURATION]
- *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]... [--version]
+ *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]... [--no-metrics] [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -30,6 +30,7 @@ import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { createFakeProvider } from "./lib/provider/fake.ts";
 import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
+import { createMetrics } from "./lib/metrics/mod.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
@@ -73,6 +74,8 @@ Flags:
                       MODE: once (default; the retry succeeds), always (the operation FAILS,
                       the machine needs intervention), hang (until the step's timeout), or N
                       (the first N attempts fail). @machine-id limits it to one machine
+  --no-metrics        do not collect the Prometheus metrics (docs/metrics.md); they cost
+                      GetMachine about 1% (deno task bench --scenarios metrics)
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
@@ -114,6 +117,7 @@ async function main(): Promise<void> {
         "retain-for": { type: "string", default: "168h" },
         "max-watchers": { type: "string", default: "1000" },
         fault: { type: "string", multiple: true, default: [] },
+        "no-metrics": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", default: false },
       },
@@ -223,20 +227,26 @@ async function main(): Promise<void> {
     );
   }
 
+  const engine = createEngine({
+    timing,
+    provider: withFaults(createFakeProvider({ timing }), faults),
+    store,
+    retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
+  });
+  // Created before the server starts, so the operations restart recovery fails are counted. The
+  // HTTP surface serves `metrics.route` at /metrics and counts its event-stream clients with
+  // `metrics.trackWatcher()`.
+  const metrics = values["no-metrics"] ? undefined : createMetrics(engine);
   let server;
   try {
     server = await startServer({
       host: values.host,
       port,
-      engine: createEngine({
-        timing,
-        provider: withFaults(createFakeProvider({ timing }), faults),
-        store,
-        retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
-      }),
+      engine,
       tls,
       authToken,
       maxWatchers,
+      callObserver: metrics?.grpcObserver,
     });
   } catch (error) {
     logger.error("{message}", { message: listenError(values.host, port, error) });
@@ -284,6 +294,7 @@ async function main(): Promise<void> {
       Deno.exit(1);
     }, 15_000);
     server.shutdown().then(() => {
+      metrics?.close();
       // Every operation is settled (CANCELED, reason ServerShutdown) and written: close the file.
       store?.close();
       clearTimeout(force);
