@@ -4,7 +4,9 @@
  * collecting metrics (the default) and one started with `--no-metrics`; each round times the same
  * GetMachine walk on both, in alternating order, sequentially and with calls in flight. The
  * ratio of each round's two rates (on / off) is one sample: pairing the rounds cancels most of
- * the drift of a shared machine. The target (within 5 %) is reported, never asserted.
+ * the drift of a shared machine. So does the second figure, each server's CPU time per call
+ * (from `/proc`), which other processes on the machine slow down far less than they slow the
+ * rates. The target (within 5 %) is reported, never asserted.
  *
  * @module
  */
@@ -12,6 +14,7 @@
 import { connectClient } from "../../lib/client/mod.ts";
 import { MachineService } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { type ServerProcess, spawnServer } from "../server_process.ts";
+import { cpuSecondsOf } from "./fanout.ts";
 import { type Figure, figure } from "./stats.ts";
 import { IN_FLIGHT, machineId, pool } from "./context.ts";
 import { registerRequest } from "./register.ts";
@@ -34,8 +37,12 @@ export interface MetricsCostOptions {
 export interface MetricsCostResult {
   /** Calls/s of each round, per server. */
   rates: Record<string, { on: number[]; off: number[] }>;
-  /** on / off of each round. */
+  /** on / off of each round's rates. */
   ratios: Record<string, number[]>;
+  /** Server CPU microseconds per call of each round, per server (empty without `/proc`). */
+  cpuPerCallUs: Record<string, { on: number[]; off: number[] }>;
+  /** on / off of each round's CPU per call. */
+  cpuRatios: Record<string, number[]>;
 }
 
 /** The flags of the server that collects metrics, and of the one that does not. */
@@ -67,12 +74,15 @@ export async function runMetricsCost(
     await pool(Math.min(calls, 2000), IN_FLIGHT, (i) => client.getMachine({ machineId: pick(i) }));
   }
 
-  const result: MetricsCostResult = { rates: {}, ratios: {} };
+  const result: MetricsCostResult = { rates: {}, ratios: {}, cpuPerCallUs: {}, cpuRatios: {} };
+  const pids = { on: on.pid, off: off.pid };
   const figures: Figure[] = [];
   for (const inFlight of [1, IN_FLIGHT]) {
     const mode = inFlight === 1 ? "sequential" : `${inFlight} in flight`;
     const rates = { on: [] as number[], off: [] as number[] };
+    const cpu = { on: [] as number[], off: [] as number[] };
     const ratios: number[] = [];
+    const cpuRatios: number[] = [];
     for (let round = 0; round < rounds; round++) {
       // Alternate which server goes first, so neither always gets the warmer (or cooler) slot.
       const order: ("on" | "off")[] = round % 2 === 0 ? ["on", "off"] : ["off", "on"];
@@ -98,6 +108,19 @@ export async function runMetricsCost(
     figures.push(
       figure("metrics", `on/off ratio (${mode}; target >= 0.95)`, "", ratios, `${rounds} pairs`),
     );
+    if (cpuRatios.length > 0) {
+      figures.push(figure("metrics", `server CPU/call, on (${mode})`, "µs", cpu.on, over));
+      figures.push(figure("metrics", `server CPU/call, off (${mode})`, "µs", cpu.off, over));
+      figures.push(
+        figure(
+          "metrics",
+          `CPU/call on/off ratio (${mode}; target <= 1.05)`,
+          "",
+          cpuRatios,
+          `${cpuRatios.length} pairs`,
+        ),
+      );
+    }
   }
   await stopBoth(on, off);
   return { figures, details: result };
