@@ -360,6 +360,14 @@ Deno.test(
     for await (const _ of operations.streamOperationLogs({ operationId: enter.operationId })) {
       // drained
     }
+    await rejectsWithCode(
+      (async () => {
+        for await (const _ of operations.streamOperationLogs({ operationId: "op-nope" })) {
+          // fails before the first message
+        }
+      })(),
+      Code.NotFound,
+    );
 
     const watch = operations.watchOperations({ sendInitialSnapshot: true })[
       Symbol.asyncIterator
@@ -389,6 +397,7 @@ Deno.test(
         "GetMachine UNAUTHENTICATED": 1,
         "EnterMaintenance OK": 1,
         "StreamOperationLogs OK": 1,
+        "StreamOperationLogs NOT_FOUND": 1,
         "WatchOperations CANCELLED": 1,
       },
     );

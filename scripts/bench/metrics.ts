@@ -87,8 +87,10 @@ export async function runMetricsCost(
       // Alternate which server goes first, so neither always gets the warmer (or cooler) slot.
       const order: ("on" | "off")[] = round % 2 === 0 ? ["on", "off"] : ["off", "on"];
       const rate: Record<string, number> = {};
+      const cpuUs: Record<string, number | null> = {};
       for (const which of order) {
         const client = servers[which];
+        const cpuBefore = cpuSecondsOf(pids[which]);
         const start = performance.now();
         await pool(
           calls,
@@ -97,11 +99,20 @@ export async function runMetricsCost(
         );
         rate[which] = calls / ((performance.now() - start) / 1000);
         rates[which].push(rate[which]);
+        const cpuAfter = cpuSecondsOf(pids[which]);
+        cpuUs[which] = cpuBefore === null || cpuAfter === null
+          ? null
+          : (cpuAfter - cpuBefore) / calls * 1e6;
+        if (cpuUs[which] !== null) cpu[which].push(cpuUs[which]);
       }
       ratios.push(rate.on / rate.off);
+      // Both measured and above the kernel's 10 ms resolution (a small run may be below it).
+      if (cpuUs.on && cpuUs.off) cpuRatios.push(cpuUs.on / cpuUs.off);
     }
     result.rates[mode] = rates;
     result.ratios[mode] = ratios;
+    result.cpuPerCallUs[mode] = cpu;
+    result.cpuRatios[mode] = cpuRatios;
     const over = `${rounds} rounds of ${calls.toLocaleString("en-US")}`;
     figures.push(figure("metrics", `get calls/s, metrics on (${mode})`, "1/s", rates.on, over));
     figures.push(figure("metrics", `get calls/s, metrics off (${mode})`, "1/s", rates.off, over));
