@@ -418,6 +418,44 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "a call on a bucket's bound counts in that bucket (le is inclusive)",
+  SANITIZE,
+  async () => {
+    await using engine = testEngine();
+    using metrics = createMetrics(engine);
+    const recorder = metrics.grpcObserver({ method: "GetMachine", kind: "unary" });
+    recorder.started();
+    recorder.ended("OK", 0.001);
+    recorder.ended("OK", 0.0010001);
+    recorder.ended("UNAVAILABLE", 60);
+    const exposition = await scrape(metrics);
+    const bucket = (le: string) =>
+      valueOf(exposition, "bmdemo_grpc_request_duration_seconds_bucket", {
+        method: "GetMachine",
+        le,
+      });
+    assert.deepEqual([bucket("0.0005"), bucket("0.001"), bucket("0.0025"), bucket("10")], [
+      0,
+      1,
+      2,
+      2,
+    ]);
+    assert.equal(bucket("+Inf"), 3);
+    assert.equal(
+      valueOf(exposition, "bmdemo_grpc_request_duration_seconds_sum", { method: "GetMachine" }),
+      60.0020001,
+    );
+    assert.equal(
+      valueOf(exposition, "bmdemo_grpc_requests_total", {
+        method: "GetMachine",
+        code: "UNAVAILABLE",
+      }),
+      1,
+    );
+  },
+);
+
 // --- Process metrics, the route, the lag probe ------------------------------------------------
 
 Deno.test("process metrics are present and positive", SANITIZE, async () => {

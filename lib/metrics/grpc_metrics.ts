@@ -10,7 +10,8 @@
  * @module
  */
 
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Gauge, type Registry } from "prom-client";
+import { CallTable } from "./call_table.ts";
 
 /** What the observer reads of a call's method (a subset of lib/grpc's `CallInfo`). */
 export interface ObservedMethod {
@@ -67,19 +68,17 @@ export const GRPC_DURATION_BUCKETS: readonly number[] = [
  * @returns The call observer and the watcher tracker.
  */
 export function grpcMetrics(registry: Registry): GrpcMetrics {
-  const requests = new Counter({
-    name: "bmdemo_grpc_requests_total",
-    help:
-      "gRPC calls of MachineService and OperationService that ended, by method and status code.",
-    labelNames: ["method", "code"] as const,
-    registers: [registry],
-  });
-  const durations = new Histogram({
-    name: "bmdemo_grpc_request_duration_seconds",
-    help: "Time from a call's arrival to its status, by method (a stream's whole life).",
-    labelNames: ["method"] as const,
-    buckets: [...GRPC_DURATION_BUCKETS],
-    registers: [registry],
+  const calls = new CallTable(registry, {
+    counter: {
+      name: "bmdemo_grpc_requests_total",
+      help: "gRPC calls of MachineService and OperationService that ended, by method and " +
+        "status code.",
+    },
+    histogram: {
+      name: "bmdemo_grpc_request_duration_seconds",
+      help: "Time from a call's arrival to its status, by method (a stream's whole life).",
+    },
+    buckets: GRPC_DURATION_BUCKETS,
   });
   const watchers = new Gauge({
     name: "bmdemo_watchers",
@@ -89,27 +88,18 @@ export function grpcMetrics(registry: Registry): GrpcMetrics {
   });
 
   function observer(info: ObservedMethod): CallRecorder {
-    const method = info.method;
-    // Bound once per method and code: a call costs two child lookups, no label object.
-    const byCode = new Map<string, Counter.Internal>();
-    const child = (code: string): Counter.Internal => {
-      let counter = byCode.get(code);
-      if (!counter) byCode.set(code, counter = requests.labels(method, code));
-      return counter;
-    };
-    // The series exist from the start, so rate() sees the first call.
-    child("OK").inc(0);
-    durations.zero({ method });
-    const histogram = durations.labels(method);
-    const watcher = info.kind === "server_streaming";
+    // Created now, so every method's OK count and histogram exist (at 0) from the start.
+    const row = calls.row(info.method);
+    if (info.kind !== "server_streaming") {
+      return { started(): void {}, ended: (code, seconds) => row.record(code, seconds) };
+    }
     return {
       started(): void {
-        if (watcher) watchers.inc();
+        watchers.inc();
       },
       ended(code: string, seconds: number): void {
-        if (watcher) watchers.dec();
-        child(code).inc();
-        histogram.observe(seconds);
+        watchers.dec();
+        row.record(code, seconds);
       },
     };
   }
