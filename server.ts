@@ -74,8 +74,8 @@ Flags:
                       MODE: once (default; the retry succeeds), always (the operation FAILS,
                       the machine needs intervention), hang (until the step's timeout), or N
                       (the first N attempts fail). @machine-id limits it to one machine
-  --no-metrics        do not collect the Prometheus metrics (docs/metrics.md); they cost
-                      GetMachine about 1% (deno task bench --scenarios metrics)
+  --no-metrics        do not collect the Prometheus metrics (docs/metrics.md; their cost
+                      on GetMachine: deno task bench --scenarios metrics)
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 

@@ -6,7 +6,12 @@
  *
  * The exposition library is `prom-client` (registry, counters, gauges, histograms, the text
  * format): it runs under Deno 2.9.3 and in `deno bundle` output unchanged. Its default Node
- * process metrics are not used (see `process_metrics.ts`).
+ * process metrics are not used (see `process_metrics.ts`), nor its metric classes on the call
+ * path (see `call_table.ts`).
+ *
+ * Modules: `engine_metrics.ts` (operations, steps, machines), `grpc_metrics.ts` and
+ * `call_table.ts` (calls, watchers), `process_metrics.ts` (memory, event-loop lag),
+ * `http_route.ts` (the `/metrics` route).
  *
  * Neither the engine nor the gRPC layer knows this folder: the engine's events are read through
  * `engine.events.listen`, and the gRPC layer calls the observer it is given
