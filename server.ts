@@ -233,9 +233,9 @@ async function main(): Promise<void> {
     store,
     retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
   });
-  // Created before the server starts, so the operations restart recovery fails are counted. The
-  // HTTP surface serves `metrics.route` at /metrics and counts its event-stream clients with
-  // `metrics.trackWatcher()`.
+  // Created before the server starts, so the operations restart recovery fails are counted.
+  // `metrics.route` is the HTTP surface's /metrics; `metrics.trackWatcher()` counts its
+  // event-stream clients.
   const metrics = values["no-metrics"] ? undefined : createMetrics(engine);
   let server;
   try {

@@ -34,6 +34,7 @@ import {
   enterMaintenance,
   importMachines,
   nextEvent,
+  pendingReboot,
   rejectsWithCode,
   runOperation,
   SANITIZE,
@@ -256,6 +257,22 @@ Deno.test(
     );
   },
 );
+
+Deno.test("operations restart recovery fails are counted as FAILED", SANITIZE, async () => {
+  await using engine = testEngine();
+  pendingReboot(engine); // left PENDING by a "previous process": nothing runs it
+  using metrics = createMetrics(engine);
+  assert.equal(engine.recover().operationIds.length, 1);
+  const exposition = await scrape(metrics);
+  assert.equal(
+    valueOf(exposition, "bmdemo_operations_total", { type: "REBOOT", outcome: "FAILED" }),
+    1,
+  );
+  assert.equal(
+    valueOf(exposition, "bmdemo_operation_duration_seconds_count", { type: "REBOOT" }),
+    1,
+  );
+});
 
 Deno.test("the machines gauge reads every page of the store", SANITIZE, async () => {
   await using engine = testEngine();
