@@ -10,7 +10,7 @@
  *     [--max-watchers <n>] [--fault STEP[:MODE][@machine-id]]...
  *     [--bmc-credentials <file>] [--bmc-concurrency N] [--http-advertise-url <url>]
  *     [--ssh-known-hosts <file> [--ssh-host-key-policy accept-new|strict]] [--http-port N]
- *     [--version]
+ *     [--no-metrics] [--version]
  *
  * SIGINT or SIGTERM stops it gracefully (see `lib/grpc/server.ts`); a second signal at least
  * 1 s after the first (an earlier one is the same Ctrl+C delivered twice, see
@@ -44,6 +44,7 @@ import { type CredentialBook, loadCredentials } from "./lib/provider/credentials
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 import { type HttpSurface, startHttpSurface } from "./lib/http/surface.ts";
+import { createMetrics } from "./lib/metrics/mod.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
@@ -109,6 +110,8 @@ Flags:
   --ssh-host-key-policy accept-new|strict
                       accept-new (default) records a host's first key and refuses a changed
                       one; strict refuses any host not already in the known-hosts file
+  --no-metrics        do not collect the Prometheus metrics (docs/metrics.md; their cost
+                      on GetMachine: deno task bench --scenarios metrics)
   --version           print the version (deno.json's; the CLI prints the same) and exit
   -h, --help          show this help
 
@@ -156,6 +159,7 @@ async function main(): Promise<void> {
         "http-advertise-url": { type: "string" },
         "ssh-known-hosts": { type: "string" },
         "ssh-host-key-policy": { type: "string", default: "accept-new" },
+        "no-metrics": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", default: false },
       },
@@ -314,26 +318,31 @@ async function main(): Promise<void> {
   } catch (error) {
     usage(error instanceof Error ? error.message : String(error));
   }
+  const engine = createEngine({
+    timing,
+    provider: createHardwareProvider({
+      simulated: withFaults(createFakeProvider({ timing }), faults),
+      drivers: hardware.drivers,
+      ssh: hardware.ssh,
+      credentials,
+      netboot,
+    }),
+    store,
+    retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
+  });
+  // Created before the server starts, so the operations restart recovery fails are counted;
+  // served on the HTTP surface's /metrics.
+  const metrics = values["no-metrics"] ? undefined : createMetrics(engine);
   let server;
   try {
     server = await startServer({
       host: values.host,
       port,
-      engine: createEngine({
-        timing,
-        provider: createHardwareProvider({
-          simulated: withFaults(createFakeProvider({ timing }), faults),
-          drivers: hardware.drivers,
-          ssh: hardware.ssh,
-          credentials,
-          netboot,
-        }),
-        store,
-        retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
-      }),
+      engine,
       tls,
       authToken,
       maxWatchers,
+      callObserver: metrics?.grpcObserver,
     });
   } catch (error) {
     logger.error("{message}", { message: listenError(values.host, port, error) });
@@ -350,7 +359,8 @@ async function main(): Promise<void> {
         tls,
         authToken,
         maxStreams: maxWatchers,
-        routes: netboot.routes,
+        routes: [...netboot.routes, ...(metrics ? [metrics.route] : [])],
+        onStream: metrics?.trackWatcher,
       });
     } catch (error) {
       logger.error("{message}", { message: httpListenError(values.host, httpPort, error) });
@@ -426,6 +436,7 @@ async function main(): Promise<void> {
     // dashboard sees the operations shutdown cancels.
     const stopAll = http ? http.shutdown({ before: () => server.shutdown() }) : server.shutdown();
     stopAll.then(() => {
+      metrics?.close();
       // Every operation is settled (CANCELED, reason ServerShutdown) and written: close the file.
       store?.close();
       clearTimeout(force);

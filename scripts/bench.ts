@@ -7,7 +7,7 @@
  *          [--scale full|small] [--server-flags "<deno run flags>"] [--seconds 600] [--db]
  *
  * Each scenario is a module of scripts/bench/ (register, get, list, burst with watch, logs, cli,
- * memory, fanout, scan, soak; `context.ts` holds what they share); this one parses the flags,
+ * memory, fanout, scan, soak, metrics; `context.ts` holds what they share); this one parses the flags,
  * starts the server, runs the scenarios asked for and prints the report.
  *
  * `soak` (not in the default list) starts a server of its own and runs for `--seconds`; `--db`
@@ -49,6 +49,7 @@ import { runList } from "./bench/list.ts";
 import { runBurst } from "./bench/burst.ts";
 import { runLogs } from "./bench/logs.ts";
 import { runCli } from "./bench/cli.ts";
+import { runMetricsCost } from "./bench/metrics.ts";
 import { type ServerProcess, spawnServer } from "./server_process.ts";
 
 /** `soak` runs 10 minutes by default: only on request. */
@@ -201,6 +202,25 @@ if (selected.has("fanout")) {
     });
     figures.push(...fanoutFigures(result));
     details.fanout = result;
+  });
+}
+
+// 11. metrics: what the Prometheus metrics cost GetMachine, two servers of its own -------------
+if (selected.has("metrics")) {
+  await scenario("metrics", async () => {
+    if (values.server) {
+      notes.push("metrics: skipped with --server (it compares two servers it starts itself)");
+      return;
+    }
+    const result = await runMetricsCost({
+      machines: SCALE.machines,
+      calls: SCALE.metricsCalls,
+      rounds: SCALE.metricsRounds,
+      denoFlags: values["server-flags"].split(/\s+/).filter(Boolean),
+      log,
+    });
+    figures.push(...result.figures);
+    details.metrics = result.details;
   });
 }
 

@@ -38,6 +38,14 @@ const LAYERS: Record<string, Layer> = {
     forbiddenPackages: /^(npm:)?@grpc\/|^(npm:)?@connectrpc\//,
     forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
   },
+  // Metrics observe the engine (its event feed, its store at scrape time) and are handed to the
+  // surfaces as plain observers and routes: they import no surface, and nothing of the domain
+  // imports them.
+  metrics: {
+    mayImport: ["engine", "store", "model", "gen"],
+    forbiddenPackages: SURFACES,
+    forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
+  },
   // The client side of the wire: connect-es over the generated descriptors, never grpc-js.
   client: { mayImport: ["gen"], forbiddenPackages: /^(npm:)?@grpc\// },
   cli: { mayImport: ["client", "model", "gen"] },

@@ -21,6 +21,7 @@ const SCENARIOS = [
   "memory",
   "scan",
   "fanout",
+  "metrics",
 ];
 
 interface JsonFigure {
@@ -115,6 +116,12 @@ Deno.test("bench --scale small runs every scenario and writes its figures", SANI
   const logs = report.details.logs;
   assert.deepEqual(logs.ended, 100);
   assert.deepEqual(logs.errors, []);
+  // metrics: both servers (metrics on, --no-metrics) answered every round of both modes.
+  const metrics = report.details.metrics;
+  for (const mode of ["sequential", "50 in flight"]) {
+    assert.equal(metrics.ratios[mode].length, 2, JSON.stringify(metrics));
+    for (const ratio of metrics.ratios[mode]) assert(ratio > 0, JSON.stringify(metrics));
+  }
   const scan = report.details.scan;
   assert.deepEqual(scan.operations, 2000);
   assert(scan.listCallsDuringBusy > 0, JSON.stringify(scan));

@@ -494,3 +494,44 @@ Deno.test(
     await off.stop("SIGTERM");
   },
 );
+
+/** The value of one unlabelled sample in a Prometheus exposition. */
+function sample(exposition: string, name: string): number {
+  const line = exposition.split("\n").find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `${name} is exposed`);
+  return Number(line.split(" ")[1]);
+}
+
+Deno.test(
+  "server.ts --http-port serves /metrics behind the token and counts dashboards as watchers; --no-metrics has none",
+  SANITIZE,
+  async () => {
+    const token = "tok-" + crypto.randomUUID();
+    await using server = await spawnServer(["--http-port", "0"], {
+      env: { BMDEMO_AUTH_TOKEN: token },
+    });
+    const base = server.dashboard!;
+    const bearer = { authorization: `Bearer ${token}` };
+    const denied = await fetch(`${base}metrics`);
+    assert.equal(denied.status, 401);
+    await denied.body?.cancel();
+    const scrape = async (): Promise<string> => {
+      const response = await fetch(`${base}metrics`, { headers: bearer });
+      assert.equal(response.status, 200);
+      assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      return await response.text();
+    };
+    assert.equal(sample(await scrape(), "bmdemo_watchers"), 0);
+    const events = sseReader(await fetch(`${base}events`, { headers: bearer }));
+    await events.next(); // the snapshot: the stream is open
+    assert.equal(sample(await scrape(), "bmdemo_watchers"), 1, "a dashboard is a watcher");
+    await events.cancel();
+    assert.equal((await server.stop("SIGTERM")).code, 0, server.stderr());
+
+    await using off = await spawnServer(["--http-port", "0", "--no-metrics"]);
+    const none = await fetch(`${off.dashboard!}metrics`);
+    assert.equal(none.status, 404);
+    await none.body?.cancel();
+    assert.equal((await off.stop("SIGTERM")).code, 0);
+  },
+);

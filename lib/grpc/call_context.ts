@@ -9,7 +9,7 @@
 import type { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Message } from "@bufbuild/protobuf";
-import type { CallContext } from "./handler_contract.ts";
+import type { CallContext, MethodObserver } from "./handler_contract.ts";
 import type { ToStatus } from "./handler_status.ts";
 
 /** What the adapter of one method passes to each of its calls. */
@@ -19,6 +19,7 @@ export interface CallSettings {
   maxStreamBufferBytes: number;
   onStall: (() => void) | undefined;
   encode: (message: Message) => Uint8Array;
+  observer: MethodObserver | undefined;
 }
 
 /** A grpc-js unary call or writable stream: both emit `cancelled` and keep `cancelled` set. */

@@ -118,3 +118,27 @@ export type CallWrapper = <Req, Res, Ctx extends CallContext>(
   info: CallInfo,
   next: CallHandler<Req, Res, Ctx>,
 ) => CallHandler<Req, Res, Ctx>;
+
+/**
+ * What is told of every call of one method: its start, and its end with the status it ended
+ * with. Both run on the call's path, so they must be cheap and must not throw.
+ */
+export interface MethodObserver {
+  /** A call of the method started (before the handler runs). */
+  started(): void;
+  /**
+   * The call ended.
+   *
+   * @param code The status it ended with, by name: `OK`, `NOT_FOUND`, `CANCELLED` (a server
+   * stream whose client went away), ...
+   * @param seconds How long since it started.
+   */
+  ended(code: string, seconds: number): void;
+}
+
+/**
+ * Observes the calls of a service, for metrics: asked once per method when the handlers are
+ * created, so the per-call work is what the returned {@linkcode MethodObserver} does. It sees
+ * the status the client gets, after `toStatus` (which a {@linkcode CallWrapper} cannot).
+ */
+export type CallObserver = (info: CallInfo) => MethodObserver;

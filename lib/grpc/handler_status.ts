@@ -49,6 +49,16 @@ function describeValue(value: unknown): string {
 }
 
 /**
+ * The name of a status code, e.g. `NOT_FOUND`, for logs and metric labels.
+ *
+ * @param code A gRPC status code.
+ * @returns Its name, or `UNKNOWN` for a number that is no status code.
+ */
+export function statusName(code: grpc.status): string {
+  return grpc.status[code] ?? "UNKNOWN";
+}
+
+/**
  * The one place a thrown value becomes the status grpc-js sends.
  *
  * @param err What the handler threw.

@@ -29,7 +29,13 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { DEFAULT_MAX_WATCHERS, machineService, operationService } from "./services.ts";
 import { ShuttingDownError } from "../model/errors.ts";
-import type { CallContext, CallHandler, CallInfo, CallWrapper } from "./handler_contract.ts";
+import type {
+  CallContext,
+  CallHandler,
+  CallInfo,
+  CallObserver,
+  CallWrapper,
+} from "./handler_contract.ts";
 import { createServiceDefinition } from "./service_definition.ts";
 import { createServiceHandlers } from "./service_handlers.ts";
 import { toGrpcStatus } from "./status.ts";
@@ -95,6 +101,13 @@ export interface ServerOptions {
    * @default {@linkcode DEFAULT_MAX_WATCHERS} (1000)
    */
   maxWatchers?: number;
+  /**
+   * Told of every MachineService and OperationService call, its start and its end with the
+   * status the client got (the metrics, `lib/metrics/`). Health and reflection are not told.
+   *
+   * @default nothing
+   */
+  callObserver?: CallObserver;
 }
 
 /** The default of {@linkcode ServerOptions.maxReceiveMessageBytes}: 4 MiB. */
@@ -204,6 +217,7 @@ export async function startServer(options: ServerOptions): Promise<BmdemoServer>
     toStatus: toGrpcStatus,
     wrap,
     signal: stopping.signal,
+    observe: options.callObserver,
     onStall: (info: CallInfo) =>
       logger.debug("{method}: the client stopped reading; holding its stream until it reads", {
         method: info.method,

@@ -36,11 +36,13 @@ import type {
   CallContext,
   CallHandler,
   CallInfo,
+  CallObserver,
   CallWrapper,
+  MethodObserver,
   ServiceImpl,
   StreamContext,
 } from "./handler_contract.ts";
-import { defaultToStatus, statusOf, type ToStatus } from "./handler_status.ts";
+import { defaultToStatus, statusName, statusOf, type ToStatus } from "./handler_status.ts";
 import { checkDecoded, supportedKind } from "./service_definition.ts";
 import { ServerStreamContext } from "./stream_context.ts";
 
@@ -83,6 +85,12 @@ export interface ServiceHandlersOptions {
    * @default nothing
    */
   onStall?: (info: CallInfo) => void;
+  /**
+   * Told of every call's start and of its end with the status the client got (metrics).
+   *
+   * @default nothing
+   */
+  observe?: CallObserver;
 }
 
 /** The default of {@linkcode ServiceHandlersOptions.maxStreamBufferBytes}: 64 KiB. */
@@ -123,6 +131,7 @@ export function createServiceHandlers<S extends DescService>(
     signal: shutdown,
     maxStreamBufferBytes = DEFAULT_MAX_STREAM_BUFFER_BYTES,
     onStall,
+    observe,
   } = options;
   const handlers: grpc.UntypedServiceImplementation = {};
   // The handler map is typed per method; at run time it is one function per localName.
@@ -140,6 +149,7 @@ export function createServiceHandlers<S extends DescService>(
       onStall: onStall && (() => onStall(info)),
       // Cached for a frozen message (events, log lines), so the serializer reuses the work.
       encode: (message) => encodeMessage(output, message),
+      observer: observe?.(info),
     };
     if (kind === "unary") {
       const handler: CallHandler<Message, Message, CallContext> = (request, context) => {
@@ -165,15 +175,17 @@ function adaptUnary(
   handler: CallHandler<Message, Message, CallContext>,
   settings: CallSettings,
 ): grpc.handleUnaryCall<Message, Message> {
+  const observer = settings.observer;
   return (call, callback) => {
     const context = new ServerCallContext(call, settings.shutdown);
+    const start = observer ? begin(observer) : 0;
     let pending: Promise<Message>;
     try {
       pending = handler(call.request, context);
     } catch (err) {
       // A handler that throws before returning its promise fails the call the same way.
       context.finish();
-      callback(statusOf(err, settings.toStatus));
+      failUnary(err, settings, callback, start);
       return;
     }
     // `then` with two callbacks rather than an async function: one promise reaction per call
@@ -183,13 +195,35 @@ function adaptUnary(
       (response) => {
         context.finish();
         callback(null, response);
+        if (observer) end(observer, "OK", start);
       },
       (err) => {
         context.finish();
-        callback(statusOf(err, settings.toStatus));
+        failUnary(err, settings, callback, start);
       },
     );
   };
+}
+
+function failUnary(
+  err: unknown,
+  settings: CallSettings,
+  callback: grpc.sendUnaryData<Message>,
+  start: number,
+): void {
+  const status = statusOf(err, settings.toStatus);
+  callback(status);
+  if (settings.observer) end(settings.observer, statusName(status.code), start);
+}
+
+/** Tells `observer` a call started; returns the start time for {@linkcode end}. */
+function begin(observer: MethodObserver): number {
+  observer.started();
+  return performance.now();
+}
+
+function end(observer: MethodObserver, code: string, start: number): void {
+  observer.ended(code, (performance.now() - start) / 1000);
 }
 
 function adaptServerStreaming(
@@ -207,21 +241,28 @@ async function serveServerStreaming(
   call: grpc.ServerWritableStream<Message, Message>,
 ): Promise<void> {
   const context = new ServerStreamContext(call, settings);
+  const observer = settings.observer;
+  const start = observer ? begin(observer) : 0;
   try {
     await handler(call.request, context);
   } catch (err) {
     context.finish();
     // A cancelled call already has its status (CANCELLED, DEADLINE_EXCEEDED); grpc-js has
     // destroyed the stream, so there is nothing left to end.
-    if (!call.cancelled) {
-      // grpc-js' own `error` listener records this as the pending status and ends the stream,
-      // which sends it once the buffered messages are flushed. (Deno 2.9.3's node:http2 may
-      // still put the trailers ahead of the last data frames; the client then gets fewer
-      // messages before the status, never a gap. See docs/lifecycle.md, "Events and logs".)
-      call.emit("error", statusOf(err, settings.toStatus));
+    if (call.cancelled) {
+      if (observer) end(observer, "CANCELLED", start);
+      return;
     }
+    // grpc-js' own `error` listener records this as the pending status and ends the stream,
+    // which sends it once the buffered messages are flushed. (Deno 2.9.3's node:http2 may
+    // still put the trailers ahead of the last data frames; the client then gets fewer
+    // messages before the status, never a gap. See docs/lifecycle.md, "Events and logs".)
+    const status = statusOf(err, settings.toStatus);
+    call.emit("error", status);
+    if (observer) end(observer, statusName(status.code), start);
     return;
   }
   context.finish();
   if (!call.cancelled) call.end();
+  if (observer) end(observer, call.cancelled ? "CANCELLED" : "OK", start);
 }

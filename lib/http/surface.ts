@@ -61,6 +61,11 @@ export interface HttpSurfaceOptions {
   heartbeatMs?: number;
   /** Routes mounted beside the built-in ones (metrics, netboot). */
   routes?: readonly HttpRoute[];
+  /**
+   * Called when an SSE stream opens; the handle it returns is disposed when the stream ends
+   * (the metrics count dashboards among `bmdemo_watchers`).
+   */
+  onStream?: () => Disposable;
   /** Options of the dashboard's change feed. */
   feed?: DashboardFeedOptions;
 }
@@ -173,7 +178,11 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
       );
     }
     streams++;
-    const body = build(() => streams--);
+    const tracked = options.onStream?.();
+    const body = build(() => {
+      streams--;
+      tracked?.[Symbol.dispose]();
+    });
     return new Response(body, {
       headers: {
         "content-type": "text/event-stream; charset=utf-8",

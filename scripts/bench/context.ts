@@ -23,6 +23,7 @@ export const SCENARIOS = [
   "scan",
   "soak",
   "fanout",
+  "metrics",
 ] as const;
 /** One scenario's name. */
 export type Scenario = typeof SCENARIOS[number];
@@ -50,6 +51,10 @@ export interface BenchScale {
   watchers: number;
   /** Timed CLI runs per variant. */
   cliRuns: number;
+  /** `metrics`: GetMachine calls per round, per server and mode. */
+  metricsCalls: number;
+  /** `metrics`: rounds per mode. */
+  metricsRounds: number;
 }
 
 /** The `--scale` choices. */
@@ -63,6 +68,8 @@ export const BENCH_SCALES: Readonly<Record<"full" | "small", BenchScale>> = {
     burst: 1000,
     watchers: 10,
     cliRuns: 15,
+    metricsCalls: 5000,
+    metricsRounds: 6,
   },
   small: {
     machines: 100,
@@ -73,6 +80,8 @@ export const BENCH_SCALES: Readonly<Record<"full" | "small", BenchScale>> = {
     burst: 100,
     watchers: 2,
     cliRuns: 3,
+    metricsCalls: 300,
+    metricsRounds: 2,
   },
 };
 

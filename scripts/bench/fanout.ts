@@ -259,8 +259,13 @@ export function fanoutFigures(result: FanoutResult): Figure[] {
   ];
 }
 
-/** CPU seconds (user + system) a process used so far, from `/proc` through `cat`; null if unknown. */
-function cpuSecondsOf(pid: number | undefined): number | null {
+/**
+ * CPU seconds (user + system) a process used so far, from `/proc` through `cat`; null if unknown.
+ *
+ * @param pid The process.
+ * @returns Its CPU seconds, at the kernel's 10 ms resolution.
+ */
+export function cpuSecondsOf(pid: number | undefined): number | null {
   if (pid === undefined) return null;
   try {
     const out = new Deno.Command("cat", {
