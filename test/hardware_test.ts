@@ -195,6 +195,7 @@ async function rig(
   const arrived: string[] = [];
   const broker: NetbootBroker = {
     baseUrl: inner.baseUrl,
+    advertise: (url) => inner.advertise(url),
     routes: inner.routes,
     get pending() {
       return inner.pending;
