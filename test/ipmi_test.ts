@@ -299,17 +299,20 @@ Deno.test("createIpmiDriver() kills ipmitool when the call aborts", SANITIZE, as
       gate: countingGate(),
       ...FAST,
       retries: 10,
+      callTimeoutMs: 600_000,
       ipmitool: wrapper.path,
     });
     const controller = new AbortController();
     const target = targetOf({ address: `127.0.0.1:${freePort()}`, username: "a", password: "b" });
-    const pending = driver.powerOn(testCall(controller.signal), target);
+    const call = testCall(controller.signal);
+    const pending = driver.powerOn(call, target);
     const pid = Number((await Deno.readTextFile(wrapper.fifo)).trim());
     assert.ok(await running(pid), "ipmitool runs");
     const reason = new Error("step timed out");
     controller.abort(reason);
     await assert.rejects(pending, (error) => error === reason);
     assert.equal(await running(pid), false, "ipmitool was killed");
+    assert.match(call.lines.at(-1)!, /: aborted "power on": ipmitool ended by SIGKILL$/);
   } finally {
     Deno.env.delete("PID_FIFO");
     await Deno.remove(dir, { recursive: true });

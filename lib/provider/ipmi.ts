@@ -284,15 +284,27 @@ export function createIpmiDriver(options: IpmiDriverOptions): BmcDriver {
         timedOut = true;
         kill();
       }, callTimeoutMs);
-      call.signal.addEventListener("abort", kill, { once: true });
+      let aborted = false;
+      const onAbort = (): void => {
+        aborted = true;
+        kill();
+      };
+      call.signal.addEventListener("abort", onAbort, { once: true });
       let output: Deno.CommandOutput;
       try {
         output = await child.output();
       } finally {
         clearTimeout(timer);
-        call.signal.removeEventListener("abort", kill);
+        call.signal.removeEventListener("abort", onAbort);
       }
-      call.signal.throwIfAborted();
+      if (aborted) {
+        const end = output.signal ?? `exit code ${output.code}`;
+        call.log(
+          `ipmi ${where}: aborted "${command.join(" ")}": ipmitool ended by ${end}`,
+          "stderr",
+        );
+        throw call.signal.reason;
+      }
       const decoder = new TextDecoder();
       const stdout = decoder.decode(output.stdout).trim();
       if (timedOut) {
