@@ -19,6 +19,7 @@
  * @module
  */
 
+import { abortableDelay } from "../model/abort.ts";
 import type { BmcDriver, BmcGate, BmcTarget, PowerState } from "./bmc.ts";
 import type { ProviderCall } from "./mod.ts";
 
@@ -156,7 +157,13 @@ export function classifyIpmiFailure(answer: string): IpmiFailure {
   return "failed";
 }
 
-function failureMessage(failure: IpmiFailure, where: string, user: string, answer: string): string {
+function failureMessage(
+  failure: IpmiFailure,
+  where: string,
+  request: { user: string; command: string },
+  answer: string,
+): string {
+  const { user, command } = request;
   switch (failure) {
     case "auth":
       return /unauthorized name/i.test(answer)
@@ -164,28 +171,15 @@ function failureMessage(failure: IpmiFailure, where: string, user: string, answe
         : `IPMI BMC ${where} refused the password of user "${user}" (${answer}): fix the password in --bmc-credentials`;
     case "unreachable":
       return `IPMI BMC ${where} does not answer (${answer}): check spec.bmc_address and that IPMI over LAN is enabled on the BMC`;
+    case "rejected":
+      return `IPMI BMC ${where} refused "${command}": ${answer}`;
     default:
-      return `IPMI BMC ${where} failed: ${answer}`;
+      return `IPMI BMC ${where} failed "${command}": ${answer}`;
   }
 }
 
 // What `ipmitool power on|off|cycle|soft` prints once the BMC accepted the request.
 const POWER_CONTROL = /^Chassis Power Control: /m;
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  signal.throwIfAborted();
-  return new Promise((resolve, reject) => {
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
 
 /**
  * Creates the IPMI driver.
@@ -319,7 +313,10 @@ export function createIpmiDriver(options: IpmiDriverOptions): BmcDriver {
         const answer = answerOf(decoder.decode(output.stderr), stdout);
         const failure = classifyIpmiFailure(answer);
         call.log(`ipmi ${where}: ${answer}`, "stderr");
-        throw new IpmiError(failure, failureMessage(failure, where, user, answer));
+        throw new IpmiError(
+          failure,
+          failureMessage(failure, where, { user, command: command.join(" ") }, answer),
+        );
       }
       call.log(`ipmi ${where}: ${stdout.split("\n").at(-1) || "ok"}`);
       return stdout;
@@ -349,7 +346,7 @@ export function createIpmiDriver(options: IpmiDriverOptions): BmcDriver {
     for (;;) {
       if ((await powerState(call, target)) === want) return true;
       if (Date.now() + pollIntervalMs > deadline) return false;
-      await delay(pollIntervalMs, call.signal);
+      await abortableDelay(pollIntervalMs, call.signal);
     }
   }
 
