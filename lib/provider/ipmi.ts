@@ -141,7 +141,18 @@ function answerOf(stderr: string, stdout: string): string {
   return text.length > 600 ? `${text.slice(0, 600)}...` : text || "(no output)";
 }
 
-/** Classifies a failed `ipmitool` call from its (verbose) stderr. */
+/**
+ * Classifies a failed `ipmitool` call from its answer (verbose stderr).
+ *
+ * @param answer What `ipmitool -v` printed.
+ * @returns The kind of failure.
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * assert.equal(classifyIpmiFailure("RAKP 2 HMAC is invalid"), "auth");
+ * assert.equal(classifyIpmiFailure("Get Auth Capabilities error"), "unreachable");
+ * ```
+ */
 export function classifyIpmiFailure(answer: string): IpmiFailure {
   if (
     /RAKP 2 HMAC is invalid|unauthorized name|invalid integrity check|invalid role/i.test(answer)

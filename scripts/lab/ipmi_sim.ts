@@ -394,7 +394,8 @@ function simHandle(
       }
       await child.status;
       // QEMU is not our child: wait until the group is empty, then force what is left.
-      for (let i = 0; i < 500 && (await processGroup(child.pid)).length > 0; i++) await delay(10);
+      const deadline = Date.now() + 5_000;
+      while (Date.now() < deadline && (await processGroup(child.pid)).length > 0) await delay(20);
       for (const pid of await processGroup(child.pid)) {
         try {
           Deno.kill(pid, "SIGKILL");
