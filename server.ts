@@ -38,6 +38,7 @@ import { createHardwareProvider, type SshRunner } from "./lib/provider/hardware.
 import type { BmcDriver } from "./lib/provider/bmc.ts";
 import { createBmcGate } from "./lib/provider/bmc_gate.ts";
 import { createRedfishDriver } from "./lib/provider/redfish.ts";
+import { createIpmiDriver } from "./lib/provider/ipmi.ts";
 import { createSshRunner, type SshRunnerOptions } from "./lib/provider/ssh.ts";
 import { ProviderError } from "./lib/provider/mod.ts";
 import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
@@ -464,7 +465,7 @@ function hardwareDrivers(
   options: { bmcConcurrency: number; ssh?: SshRunnerOptions },
 ): { drivers: BmcDriver[]; ssh?: SshRunner } {
   const gate = createBmcGate({ concurrency: options.bmcConcurrency });
-  const drivers: BmcDriver[] = [createRedfishDriver({ gate })];
+  const drivers: BmcDriver[] = [createRedfishDriver({ gate }), createIpmiDriver({ gate })];
   if (!options.ssh) return { drivers };
   const runner = createSshRunner(options.ssh);
   return {

@@ -66,7 +66,7 @@ Deno.test(
 );
 
 Deno.test(
-  "server.ts routes machines by spec.provider: bad addresses refused, real machines need a driver",
+  "server.ts routes machines by spec.provider: bad addresses refused, a real machine needs its credential",
   SANITIZE,
   async () => {
     const file = await tempFile(
@@ -98,7 +98,7 @@ Deno.test(
       await machines.registerMachine({
         machine: create(MachineSchema, {
           machineId: "m-1",
-          spec: { provider: "ipmi", bmcAddress: "10.0.0.5" },
+          spec: { provider: "ipmi", bmcAddress: "10.0.0.9" },
         }),
       });
       const enter = await machines.enterMaintenance({ machineId: "m-1", requestId: "e" });
@@ -106,19 +106,25 @@ Deno.test(
         // The log stream ends when the operation does.
       }
       const reboot = await machines.rebootMachine({ machineId: "m-1", requestId: "r" });
-      for await (const _ of operations.streamOperationLogs({ operationId: reboot.operationId })) {
-        // Idem.
+      let log = "";
+      for await (
+        const chunk of operations.streamOperationLogs({ operationId: reboot.operationId })
+      ) {
+        log += new TextDecoder().decode(chunk.data);
       }
+      // A configuration problem is permanent: the step does not spend its retries on it.
+      assert.match(log, /Not retried: the failure is permanent/);
+      assert.doesNotMatch(log, /Retry 1\//);
       const done = await operations.getOperation({ operationId: reboot.operationId });
       assert.equal(done.phase, OperationPhase.FAILED);
       assert.match(
         done.error!.message,
-        /machine m-1 has provider ipmi, but this server has no ipmi driver/,
+        /no credential for machine m-1 \(BMC 10\.0\.0\.9\) in --bmc-credentials/,
       );
       await server.stop();
       assert.match(
         server.stderr(),
-        /Hardware: drivers redfish; 1 credential entries from \S+; at most 2 calls in flight per BMC/,
+        /Hardware: drivers redfish, ipmi; 1 credential entries from \S+; at most 2 calls in flight per BMC/,
       );
       assert.ok(!server.stderr().includes(PASSWORD), "the password is never logged");
     } finally {

@@ -811,3 +811,13 @@ Deno.test(
     assert.match(log, /fetched its iPXE script\n=== Operation CANCELED ===$/);
   },
 );
+
+Deno.test("netboot: advertise() sets the base URL once the HTTP surface listens; an explicit one stays", () => {
+  const late = createNetbootBroker({});
+  assert.equal(late.baseUrl, undefined);
+  late.advertise("http://127.0.0.1:8080/");
+  assert.equal(late.baseUrl, "http://127.0.0.1:8080");
+  const fixed = createNetbootBroker({ baseUrl: "http://10.0.2.100:8080" });
+  fixed.advertise("http://127.0.0.1:8080/");
+  assert.equal(fixed.baseUrl, "http://10.0.2.100:8080", "--http-advertise-url wins");
+});

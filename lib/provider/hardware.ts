@@ -19,7 +19,7 @@ import {
 } from "../model/hardware_spec.ts";
 import type { BmcCredential, BmcDriver, BmcTarget } from "./bmc.ts";
 import type { CredentialBook } from "./credentials.ts";
-import type { Provider, ProviderCall, SshCommandOptions } from "./mod.ts";
+import { type Provider, type ProviderCall, ProviderError, type SshCommandOptions } from "./mod.ts";
 import type { NetbootBroker } from "./netboot.ts";
 
 /** Where and as whom a script runs over SSH. */
@@ -108,16 +108,20 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
     { address, host }: { address: string; host: string },
   ): BmcCredential {
     if (!credentials) {
-      throw new Error(
+      throw new ProviderError(
         `machine ${machine.machineId} is driven by ${
           driverOf(machine.spec)
         } but the server was started without --bmc-credentials: start it with a credentials file that has an entry for BMC ${address}`,
+        // Retrying cannot help: the server needs another configuration.
+        { permanent: true },
       );
     }
     const found = credentials.find({ address, host, labels: machine.labels });
     if (!found) {
-      throw new Error(
+      throw new ProviderError(
         `no credential for machine ${machine.machineId} (BMC ${address}) in --bmc-credentials ${credentials.file}: add an entry whose bmc is "${address}" or "${host}", or whose selector matches the machine's labels`,
+        // Retrying cannot help: the server needs another configuration.
+        { permanent: true },
       );
     }
     return found;
@@ -127,8 +131,10 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
   function bmcOf(machine: Machine, name: BmcDriverName): { driver: BmcDriver; target: BmcTarget } {
     const driver = drivers.get(name);
     if (!driver) {
-      throw new Error(
+      throw new ProviderError(
         `machine ${machine.machineId} has provider ${name}, but this server has no ${name} driver`,
+        // Retrying cannot help: the server needs another configuration.
+        { permanent: true },
       );
     }
     const address = machine.spec?.bmcAddress ?? "";

@@ -21,7 +21,7 @@
 
 import { abortableDelay } from "../model/abort.ts";
 import type { BmcDriver, BmcGate, BmcTarget, PowerState } from "./bmc.ts";
-import type { ProviderCall } from "./mod.ts";
+import { type ProviderCall, ProviderError } from "./mod.ts";
 
 /** What went wrong in one `ipmitool` call; decides whether retrying can help. */
 export type IpmiFailure =
@@ -45,11 +45,9 @@ const PERMANENT: ReadonlySet<IpmiFailure> = new Set(["auth", "rejected", "config
  * `permanent` says a retry cannot help (wrong credential, refused command, bad setup); the
  * executor may retry the rest.
  */
-export class IpmiError extends Error {
+export class IpmiError extends ProviderError {
   /** What kind of failure it is. */
   readonly failure: IpmiFailure;
-  /** Whether retrying unchanged cannot succeed. */
-  readonly permanent: boolean;
 
   /**
    * @param failure What kind of failure it is.
@@ -57,10 +55,9 @@ export class IpmiError extends Error {
    * @param options Cause.
    */
   constructor(failure: IpmiFailure, message: string, options?: ErrorOptions) {
-    super(message, options);
+    super(message, { ...options, permanent: PERMANENT.has(failure) });
     this.name = "IpmiError";
     this.failure = failure;
-    this.permanent = PERMANENT.has(failure);
   }
 }
 
