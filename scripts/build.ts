@@ -37,7 +37,7 @@ const PROGRAMS = [
     name: "bmdemo-server",
     entry: "server.ts",
     // The real hardware drivers run the system's ssh and ipmitool (docs/hardware.md).
-    flags: [`--v8-flags=${SERVER_V8_FLAGS.join(",")}`, "--allow-run=ssh,ipmitool"],
+    flags: ["--allow-run=ssh,ipmitool", `--v8-flags=${SERVER_V8_FLAGS.join(",")}`],
   },
   { name: "bmdemo-cli", entry: "cli.ts", flags: [] },
 ];

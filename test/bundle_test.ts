@@ -119,7 +119,7 @@ Deno.test(
       assert.doesNotMatch(output, /node_modules|registry\.npmjs\.org/);
       assert.match(
         output,
-        /--v8-flags=--max-semi-space-size=2,--expose-gc --output \S+bmdemo-server/,
+        /--allow-run=ssh,ipmitool --v8-flags=--max-semi-space-size=2,--expose-gc --output \S+bmdemo-server/,
       );
       for (const name of ["bmdemo-server", "bmdemo-cli"]) await Deno.stat(`${run.dir}/${name}`);
     } finally {
