@@ -29,6 +29,7 @@ import {
   parseCommandLine,
   type ParsedArgs,
   UnknownCommandError,
+  UnknownFlagError,
   validateOptions,
 } from "./command_line.ts";
 import { commandUsage, completionText, shortUsage, usageText } from "./help.ts";
@@ -116,6 +117,11 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     );
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
+    if (error instanceof UnknownFlagError) {
+      const help = error.command === undefined ? "--help" : `${error.command} --help`;
+      io.err(`error: unknown flag ${error.flag} (see '${program} ${help}')\n`);
+      return EXIT.USAGE;
+    }
     if (error.command) {
       io.err(
         `error: ${error.message}\n\n${wrapText(commandUsage(error.command, program), width())}`,
