@@ -367,6 +367,51 @@ Deno.test("a running step shows a spinner and its elapsed time on a terminal onl
   assert.equal(ticker.running, 0);
 });
 
+Deno.test("TERM=dumb gets no spinner, though stdout is a terminal", SANITIZE, async () => {
+  const repave = holdVerb();
+  await using server = await testServer({
+    engine: await maintenanceEngine({ hooks: { repave: repave.hook } }),
+  });
+  importMachines(server.engine, 2);
+  await enterMaintenance(server.engine, "machine-2");
+  const started = (text: string) => text.includes("→ repave-image...");
+  let dumbOut = "";
+  const dumbAt = Promise.withResolvers<void>();
+  const dumb = main(["reimage", "machine-1", "--server", server.address], {
+    out: (t) => {
+      dumbOut += t;
+      if (started(dumbOut)) dumbAt.resolve();
+    },
+    err: () => {},
+    env: { TERM: "dumb", NO_COLOR: "1" },
+    isTerminal: true,
+  });
+  await dumbAt.promise;
+  // As in the pipe test below: the live run's step starts after the dumb one's.
+  let liveOut = "";
+  const spun = Promise.withResolvers<void>();
+  const live = main(["reimage", "machine-2", "--server", server.address], {
+    out: (t) => {
+      liveOut += t;
+      if (longestSpin(liveOut, "repave-image") >= 0.3) spun.resolve();
+    },
+    err: () => {},
+    env: { TERM: "xterm", NO_COLOR: "1" },
+    isTerminal: true,
+  });
+  // A spinner that never comes fails the test rather than hanging it.
+  const deadline = setTimeout(() => spun.reject(new Error(`no spinner: ${liveOut}`)), 30_000);
+  try {
+    await spun.promise;
+  } finally {
+    clearTimeout(deadline);
+    repave.release();
+  }
+  assert.deepEqual([await dumb, await live], [0, 0]);
+  assert.ok(dumbOut.includes("→ repave-image... ✓\n"), dumbOut);
+  assert.doesNotMatch(dumbOut, /\r/);
+});
+
 /** The longest elapsed time the spinner of a step has shown, in seconds (0: none yet). */
 function longestSpin(output: string, step: string): number {
   const spins = output.matchAll(new RegExp(`→ ${step}\\.\\.\\. ${FRAME.source}`, "g"));
