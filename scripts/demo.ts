@@ -31,8 +31,9 @@ import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 
 const HELP = `usage: deno task demo [flags]
 
-The presenter demo: starts a bmdemo server on a free loopback port and runs the guided tour
-against it, pausing for Enter between sections on a terminal. Ctrl+C ends it at once (exit 130).
+The presenter demo: starts a bmdemo server on a free loopback port and runs the
+guided tour against it, pausing for Enter between sections on a terminal. Ctrl+C
+ends it at once (exit 130). The tour fits the terminal's width (COLUMNS overrides).
 
   --slow               slow timings for live presentations (~29 s per reimage)
   --server host:port   run the tour against that server instead of starting one

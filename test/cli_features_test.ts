@@ -103,7 +103,8 @@ Deno.test(
     assert.match(wide.out.split("\n")[0], /PROVIDER\s+RACK\s+LAST_SEEN\s+CONDITIONS$/);
     const opsWide = await runCli(server, ["ops", "-o", "wide"]);
     assert.match(opsWide.out.split("\n")[0], /REQUEST_ID\s+CREATED\s+DURATION$/);
-    const get = await runCli(server, ["get", "machine-2"]);
+    // Wide enough for every column of the conditions (80 drops LAST_TRANSITION: width_test.ts).
+    const get = await runCli(server, ["get", "machine-2", "--width", "120"]);
     assert.match(get.out, /^Machine: +machine-2\nPhase: +MAINTENANCE\n/);
     assert.match(get.out, /\nSpec:\n {2}Provider: +fake\n/);
     assert.match(get.out, /\nLabels:\n {2}role=worker\n/);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type BmdemoServer } from "../lib/grpc/server.ts";
-import { displayWidth, formatTable } from "../lib/cli/format.ts";
+import { displayWidth, formatTable, shortId } from "../lib/cli/format.ts";
 import { main } from "../lib/cli/main.ts";
 import { parseCommandLine } from "../lib/cli/command_line.ts";
 import { type CliIo, UsageError } from "../lib/cli/session.ts";
@@ -203,8 +203,9 @@ Deno.test("ops lists operations oldest first, or says there are none", SANITIZE,
   assert.deepEqual([code, err], [0, ""]);
   const lines = out.trimEnd().split("\n");
   assert.deepEqual(lines.length, 3);
+  // Within 80 columns: the ids are their pasteable prefix (width_test.ts has every width).
   assert.deepEqual(lines[0].split(/\s+/), [
-    "OPERATION_ID",
+    "OPERATION",
     "MACHINE",
     "TYPE",
     "PHASE",
@@ -212,18 +213,21 @@ Deno.test("ops lists operations oldest first, or says there are none", SANITIZE,
     "ERROR",
   ]);
   assert.deepEqual(lines[1].split(/\s+/).slice(0, 4), [
-    first.operationId,
+    shortId(first.operationId),
     "machine-2",
     "ENTER_MAINTENANCE",
     "SUCCEEDED",
   ]);
   assert.deepEqual(lines[2].split(/\s+/).slice(0, 4), [
-    second.operationId,
+    shortId(second.operationId),
     "machine-2",
     "REBOOT",
     "SUCCEEDED",
   ]);
   assert.match(lines[1], / -$/);
+  // -o wide is never limited: the whole ids.
+  const wide = await runCli(server, ["ops", "-o", "wide"]);
+  assert.ok(wide.out.includes(`\n${second.operationId} `), wide.out);
 });
 
 Deno.test("logs prints every line of a finished reimage and ends", SANITIZE, async () => {

@@ -158,6 +158,27 @@ Deno.test("a mistyped command gets a short usage and a suggestion, exit 2", asyn
   assert.deepEqual(closestCommand("e"), undefined);
 });
 
+Deno.test("an unknown flag is one line naming it and the right --help, exit 2", async () => {
+  for (
+    const [args, expected] of [
+      [["list", "--bogus"], "error: unknown flag --bogus (see 'bmdemo-cli list --help')\n"],
+      [["--bogus", "list"], "error: unknown flag --bogus (see 'bmdemo-cli list --help')\n"],
+      [["--bogus"], "error: unknown flag --bogus (see 'bmdemo-cli --help')\n"],
+      [["list", "-o", "json", "-x"], "error: unknown flag -x (see 'bmdemo-cli list --help')\n"],
+      [
+        ["reimage", "m-1", "--image=u", "--zap=1"],
+        "error: unknown flag --zap (see 'bmdemo-cli reimage --help')\n",
+      ],
+    ] as const
+  ) {
+    const refused = await run([...args]);
+    assert.deepEqual([refused.code, refused.out, refused.err], [2, "", expected], args.join(" "));
+  }
+  // A flag another command has is unknown to this one.
+  const other = await run(["list", "--image", "u"]);
+  assert.deepEqual(other.err, "error: unknown flag --image (see 'bmdemo-cli list --help')\n");
+});
+
 Deno.test("command help: its own flags, examples, global flags in one line", async () => {
   const help = await run(["reimage", "--help"]);
   assert.deepEqual([help.code, help.err], [0, ""]);

@@ -129,7 +129,7 @@ Deno.test(
       "ラック ✓ ⛔",
     ];
     for (const text of texts) assert.deepEqual(displayWidth(text), expected(text), text);
-    assert.deepEqual(truncate("ラック".repeat(20), 10), "ラック...");
+    assert.deepEqual(truncate("ラック".repeat(20), 10), "ラックラ…");
   },
 );
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { COMMANDS, GLOBAL_OPTIONS } from "./command_table.ts";
 import { SHELLS } from "./completion.ts";
 import { parseCount, parsePageSize } from "./machines.ts";
@@ -33,6 +33,55 @@ export class UnknownCommandError extends UsageError {
     this.name = "UnknownCommandError";
     this.typo = typo;
   }
+}
+
+/** A flag no option of the command (nor a global one) has; `main` refuses it in one line. */
+export class UnknownFlagError extends UsageError {
+  /** The flag as typed, e.g. `--bogus` or `-x`. */
+  readonly flag: string;
+
+  /**
+   * @param flag The flag as typed.
+   * @param command The command it was given to, if any.
+   */
+  constructor(flag: string, command?: string) {
+    super(`unknown flag ${flag}`, command);
+    this.name = "UnknownFlagError";
+    this.flag = flag;
+  }
+}
+
+/**
+ * The first flag of `args` that none of `options` is (before `--`), skipping option values.
+ *
+ * @param args The command line.
+ * @param options The options it may use.
+ * @returns The flag as typed (without `=value`), or `undefined`.
+ */
+function unknownFlag(args: readonly string[], options: ParseArgsOptionsConfig): string | undefined {
+  const shorts = new Map(
+    Object.entries(options).filter(([, o]) => o.short).map(([name, o]) => [o.short!, name]),
+  );
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return undefined;
+    if (arg.startsWith("--")) {
+      const name = arg.slice(2).split("=", 1)[0];
+      if (!(name in options)) return `--${name}`;
+      if (options[name].type === "string" && !arg.includes("=")) i++;
+    } else if (arg.startsWith("-") && arg.length > 1) {
+      for (const [k, ch] of [...arg.slice(1)].entries()) {
+        const name = shorts.get(ch);
+        if (name === undefined) return `-${ch}`;
+        // A short string option takes the rest of the word, or the next argument.
+        if (options[name].type === "string") {
+          if (k === arg.length - 2) i++;
+          break;
+        }
+      }
+    }
+  }
+  return undefined;
 }
 
 /** A parsed command line. */
@@ -79,6 +128,11 @@ export function parseCommandLine(args: readonly string[]): ParsedArgs {
       strict: true,
     });
   } catch (error) {
+    // From the parser's error code, not its wording; the flag is found in the arguments.
+    if ((error as { code?: string }).code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+      const flag = unknownFlag(args, { ...GLOBAL_OPTIONS, ...spec?.options });
+      if (flag !== undefined) throw new UnknownFlagError(flag, command);
+    }
     const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
     throw new UsageError(message.replace(/\. To specify a positional.*$/, ""), command);
   }

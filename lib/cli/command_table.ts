@@ -220,4 +220,5 @@ export const GLOBAL_OPTIONS: ParseArgsOptionsConfig = {
   key: { type: "string" },
   token: { type: "string" },
   "token-file": { type: "string" },
+  width: { type: "string" },
 };

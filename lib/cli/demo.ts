@@ -28,13 +28,17 @@ import { EXIT, isServiceError, type Session } from "./session.ts";
 const DEMO_MACHINES = ["demo-1", "demo-2", "demo-3"];
 const FENCE = "```";
 
-function machineStateBlock(machines: readonly Machine[]): string {
+function machineStateBlock(machines: readonly Machine[], width: number): string {
   const rows = machines.map((m) => {
     const on = (m.status?.conditions ?? []).filter((c) => c.status).map((c) => `${c.type}=✓`);
     return [m.machineId, phaseLabel(m), effectiveLabel(m), on.length > 0 ? on.join(", ") : "-"];
   });
   return `### Machine State\n\n${FENCE}text\n` +
-    formatTable(["MACHINE", "PHASE", "OBSERVED", "CONDITIONS"], rows, { firstGap: 2 }) +
+    formatTable(["MACHINE", "PHASE", "OBSERVED", "CONDITIONS"], rows, {
+      firstGap: 2,
+      width,
+      fit: [undefined, undefined, undefined, { min: 12 }],
+    }) +
     `${FENCE}\n\n`;
 }
 
@@ -45,7 +49,7 @@ async function showState(session: Session): Promise<void> {
     ),
   );
   await prepareWidths(machines);
-  session.io.out(machineStateBlock(machines));
+  session.io.out(machineStateBlock(machines, session.width?.() ?? Infinity));
 }
 
 /** Runs one operation in a fenced block; returns the exit code of its outcome. */

@@ -17,6 +17,8 @@ import {
 import { isTerminalPhase } from "../model/lifecycle.ts";
 import { OutcomeUnknownError } from "./failure.ts";
 import type { Session } from "./session.ts";
+import { Spinner, type Ticker } from "./spinner.ts";
+import { widthAtMost } from "./width.ts";
 
 /** What {@linkcode followOperation} reports while an operation runs. */
 export interface FollowHandlers {
@@ -139,25 +141,44 @@ export async function followOperation(
   }
 }
 
+/** Options of {@linkcode StepPrinter}. */
+export interface StepPrinterOptions {
+  /** The clock and timer of the spinner (tests step it by hand). @default REAL_TICKER */
+  ticker?: Ticker;
+}
+
 /**
  * Prints step progress: `→ name... ✓` on one line, or, when log lines come between, the
  * `→ name...` line, the log lines (`  │ ...`), then `  ✓ name`.
+ *
+ * On a terminal (`session.live`) a running step also shows a spinner and its elapsed time:
+ * after `→ name...` (`→ name... ⠙ 3.2s`), or, once log lines came, on a status line under
+ * them (`  ⠙ 3.2s name`) that each log line moves down; the mark then says how long the step
+ * took (`→ name... ✓ 8.1s`). Elsewhere it prints exactly the lines above.
  */
-export class StepPrinter implements FollowHandlers {
+export class StepPrinter implements FollowHandlers, Disposable {
   readonly #session: Session;
+  readonly #spinner: Spinner | undefined;
   #open = "";
   #broken = false;
+  /** Cells of the spinner text drawn last on the current line (0: none). */
+  #drawn = 0;
 
-  /** @param session Where to print, and its colours. */
-  constructor(session: Session) {
+  /**
+   * @param session Where to print, its colours, and whether to draw a spinner.
+   * @param options The spinner's clock.
+   */
+  constructor(session: Session, options: StepPrinterOptions = {}) {
     this.#session = session;
+    this.#spinner = session.live ? new Spinner(options.ticker) : undefined;
   }
 
   /** Opens the line of step `name`. */
   stepStarted(name: string): void {
     this.end();
     this.#open = name;
-    this.#session.io.out(`→ ${name}...`);
+    this.#session.io.out(this.#prefix());
+    this.#spinner?.start((tail) => this.#draw(tail));
   }
 
   /** Marks step `name` ✓. */
@@ -180,18 +201,29 @@ export class StepPrinter implements FollowHandlers {
   log(line: string, stream: string): void {
     const { io, colors } = this.#session;
     if (this.#open !== "" && !this.#broken) {
-      io.out("\n");
+      io.out(this.#erase() + "\n");
       this.#broken = true;
+    } else {
+      io.out(this.#erase());
     }
     const bar = stream === "stderr" ? "│!" : "│";
     io.out(colors.dim(`  ${bar} ${line}`) + "\n");
+    if (this.#open !== "" && this.#spinner) this.#draw(this.#spinner.tail());
   }
 
   /** Ends an open step line that got no mark. */
   end(): void {
-    if (this.#open !== "" && !this.#broken) this.#session.io.out("\n");
+    this.#spinner?.stop();
+    const erase = this.#erase();
+    if (this.#open !== "" && !this.#broken) this.#session.io.out(erase + "\n");
+    else if (erase !== "") this.#session.io.out(erase);
     this.#open = "";
     this.#broken = false;
+  }
+
+  /** Ends an open step line and stops the spinner. */
+  [Symbol.dispose](): void {
+    this.end();
   }
 
   /** The step whose line is open, if any. */
@@ -199,9 +231,38 @@ export class StepPrinter implements FollowHandlers {
     return this.#open;
   }
 
+  #prefix(): string {
+    return `→ ${this.#open}...`;
+  }
+
+  /** Draws the spinner's tail: after the step's line, or on the status line under its logs. */
+  #draw(tail: string): void {
+    const { io, colors, width } = this.#session;
+    const line = this.#broken ? `  ${tail} ${this.#open}` : `${this.#prefix()} ${tail}`;
+    const cells = widthAtMost(line);
+    // A line the terminal would wrap could not be redrawn in place.
+    if (cells > (width?.() ?? Infinity)) return;
+    const head = this.#broken ? "" : this.#prefix();
+    const drawn = colors.dim(line.slice(head.length));
+    io.out(`\r${head}${drawn}${" ".repeat(Math.max(0, this.#drawn - cells))}`);
+    this.#drawn = cells;
+  }
+
+  /** What removes the drawn spinner, leaving the cursor where the line's own text ends. */
+  #erase(): string {
+    if (this.#drawn === 0) return "";
+    const head = this.#broken ? "" : this.#prefix();
+    const text = `\r${" ".repeat(this.#drawn)}\r${head}`;
+    this.#drawn = 0;
+    return text;
+  }
+
   #close(mark: string, name: string): void {
-    if (this.#open === name && !this.#broken) this.#session.io.out(` ${mark}\n`);
-    else this.#session.io.out(`  ${mark} ${name}\n`);
+    this.#spinner?.stop();
+    const time = this.#spinner ? " " + this.#session.colors.dim(this.#spinner.elapsed()) : "";
+    const erase = this.#erase();
+    if (this.#open === name && !this.#broken) this.#session.io.out(`${erase} ${mark}${time}\n`);
+    else this.#session.io.out(`${erase}  ${mark} ${name}${time}\n`);
     this.#open = "";
     this.#broken = false;
   }

@@ -29,11 +29,10 @@ const GLOBAL_HELP = `Global options:
   --ca <file>           Trust this CA certificate (PEM); implies --tls (env BMDEMO_CA)
   --cert <file>         Client certificate (PEM) for mutual TLS; needs --key
   --key <file>          Client private key (PEM) for mutual TLS; needs --cert
-  --token-file <file>   Send 'authorization: Bearer <token>' with the token read from <file>
-                        (or set BMDEMO_TOKEN); prefer either to --token, which the shell
-                        history, the process list and 'deno task' (it prints its command) show
+  --token-file <file>   Send 'authorization: Bearer <token>' with the token read from <file> (or set BMDEMO_TOKEN); prefer either to --token, which the shell history, the process list and 'deno task' (it prints its command) show
   --token <token>       The token on the command line (see --token-file)
   --no-color            No colours (also NO_COLOR; colour is only used on a terminal)
+  --width <n>           Wrap and fit tables to <n> columns; 0 for no limit (default: COLUMNS, else the terminal's width, else 80; -o wide, json and yaml are never limited)
   -h, --help            Show help
   --version             Show the version
 `;
@@ -82,7 +81,7 @@ export function commandUsage(name: string, program: string = PROGRAM): string {
   return `Usage: ${program} ${name} ${spec.args}`.trimEnd() + `\n\n${spec.summary}\n${options}\n` +
     `Examples:\n${examples}\n\n` +
     `Global options (see '${program} --help'):\n` +
-    "  --server --tls --ca --cert --key --token-file --token --no-color\n";
+    "  --server --tls --ca --cert --key --token-file --token --no-color --width\n";
 }
 
 /**

@@ -163,7 +163,9 @@ export async function listCommand(session: Session, options: ListOptions = {}): 
   } else {
     await prepareWidths(machines);
     session.io.out(
-      format === "wide" ? formatMachineWideTable(machines) : formatMachineTable(machines),
+      format === "wide"
+        ? formatMachineWideTable(machines)
+        : formatMachineTable(machines, session.width?.()),
     );
   }
   return EXIT.OK;
@@ -189,7 +191,7 @@ export async function getCommand(
     session.io.out(await renderStructured(MachineSchema, machine, format));
   } else {
     await prepareWidths(machine);
-    session.io.out(formatMachineDetail(machine));
+    session.io.out(formatMachineDetail(machine, session.width?.()));
   }
   return EXIT.OK;
 }

@@ -29,6 +29,7 @@ import {
   parseCommandLine,
   type ParsedArgs,
   UnknownCommandError,
+  UnknownFlagError,
   validateOptions,
 } from "./command_line.ts";
 import { commandUsage, completionText, shortUsage, usageText } from "./help.ts";
@@ -36,6 +37,7 @@ import { currentExecPath, DEFAULT_PROGRAM, programName } from "./program.ts";
 import { resolveOperationId } from "./operation_ids.ts";
 import { hintFor } from "./hints.ts";
 import { parseDuration, parseOutputFormat } from "./output.ts";
+import { explicitWidth, parseWidth, screenWidth, wrappingIo, wrapText } from "./layout.ts";
 import { demoCommand } from "./demo.ts";
 import { tourCommand } from "./tour.ts";
 import { type CliIo, EXIT, isServiceError, type Session, UsageError } from "./session.ts";
@@ -60,21 +62,39 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     // A shell runs this on every Tab: nothing but ids may reach its prompt.
     io = { ...io, err: () => {}, isTerminal: false };
   }
+  // The width (`layout.ts`): tables, help and the tour are laid out for it everywhere; other
+  // lines are wrapped only on a terminal or at an explicit width, so that in a pipe a log line
+  // or a command to paste stays whole. `--width`, a structured format and completion set it
+  // once the command line is parsed.
+  let requested: number | undefined;
+  let unlimited = completing !== undefined;
+  const env = io.env ?? {};
+  const terminal = io.columns;
+  const width = (): number =>
+    unlimited
+      ? Infinity
+      : requested ?? screenWidth({ columnsEnv: env.COLUMNS, terminal: terminal?.() });
+  const wrapsAll = !!io.isTerminal || explicitWidth(env.COLUMNS);
+  io = wrappingIo(io, () => (wrapsAll || requested !== undefined ? width() : Infinity));
   try {
     parsed = parseCommandLine(completing?.args ?? args);
+    if (parsed.values.width !== undefined) {
+      requested = parseWidth(parsed.values.width as string, parsed.command);
+    }
+    unlimited ||= unlimitedOutput(parsed);
     if (parsed.values.version) {
       io.out(`bmdemo-cli ${VERSION}\n`);
       return EXIT.OK;
     }
     if (parsed.command === undefined) {
       if (parsed.values.help) {
-        io.out(usageText(program));
+        io.out(wrapText(usageText(program), width()));
         return EXIT.OK;
       }
       throw new UsageError("missing command");
     }
     if (parsed.values.help) {
-      io.out(commandUsage(parsed.command, program));
+      io.out(wrapText(commandUsage(parsed.command, program), width()));
       return EXIT.OK;
     }
     validateOptions(parsed);
@@ -97,8 +117,15 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     );
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
+    if (error instanceof UnknownFlagError) {
+      const help = error.command === undefined ? "--help" : `${error.command} --help`;
+      io.err(`error: unknown flag ${error.flag} (see '${program} ${help}')\n`);
+      return EXIT.USAGE;
+    }
     if (error.command) {
-      io.err(`error: ${error.message}\n\n${commandUsage(error.command, program)}`);
+      io.err(
+        `error: ${error.message}\n\n${wrapText(commandUsage(error.command, program), width())}`,
+      );
     } else {
       const typo = error instanceof UnknownCommandError ? error.typo : undefined;
       io.err(`error: ${error.message}\n${shortUsage(program, typo)}`);
@@ -106,7 +133,6 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     return EXIT.USAGE;
   }
 
-  const env = io.env ?? {};
   const address = (parsed.values.server as string | undefined) || env.BMDEMO_SERVER ||
     DEFAULT_SERVER;
   const color = !!io.isTerminal && !parsed.values["no-color"] && !env.NO_COLOR;
@@ -122,6 +148,9 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     interrupt: io.interrupt ?? new AbortController().signal,
     program,
     tokenSent: clientOptions.token !== undefined,
+    width,
+    // A spinner redraws its line: only on a terminal that can, and never into structured output.
+    live: !!io.isTerminal && env.TERM !== "dumb" && !completing && !unlimitedOutput(parsed),
   };
   try {
     return completing ? await completeIds(session, completing) : await runCommand(session, parsed);
@@ -129,6 +158,13 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     machines.close();
     operations.close();
   }
+}
+
+/** Output a program reads, or asked for whole (`-o wide`), which no width limits. */
+function unlimitedOutput(parsed: ParsedArgs): boolean {
+  const format = parsed.values.output;
+  return parsed.command === "completion" || format === "json" || format === "yaml" ||
+    format === "wide";
 }
 
 /** The commands whose first argument is an operation id (any unique prefix of one is taken). */

@@ -51,7 +51,11 @@ export async function opsCommand(session: Session, options: ListOptions = {}): P
     session.io.out(filter === "" ? "No operations.\n" : "No operations match the filter.\n");
   } else {
     await prepareWidths(ops);
-    session.io.out(format === "wide" ? formatOperationWideTable(ops) : formatOperationTable(ops));
+    session.io.out(
+      format === "wide"
+        ? formatOperationWideTable(ops)
+        : formatOperationTable(ops, session.width?.()),
+    );
   }
   return EXIT.OK;
 }

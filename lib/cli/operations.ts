@@ -209,7 +209,7 @@ export async function operationCommand(
     }
     if (op.type === OperationType.ENTER_MAINTENANCE) io.out("→ entering maintenance...\n");
     if (op.type === OperationType.EXIT_MAINTENANCE) io.out("→ exiting maintenance...\n");
-    const steps = new StepPrinter(session);
+    using steps = new StepPrinter(session);
     const result = events
       ? await followOperation(timer.session, events, op, steps)
       : await followLogs(timer.session, op, steps, stop.signal);
@@ -275,7 +275,7 @@ export async function waitCommand(
       io.out(resultLine(session, op));
       return exitCodeOf(op);
     }
-    const steps = new StepPrinter(session);
+    using steps = new StepPrinter(session);
     const result = await followOperation(timer.session, events, op, steps);
     steps.end();
     return reportOutcome(session, operationId, result, { timedOut: timer.timedOut, timeoutMs });

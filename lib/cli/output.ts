@@ -21,6 +21,7 @@ import {
   Operation_Phase as OperationPhase,
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import {
+  type ColumnFit,
   formatTable,
   MACHINE_COLUMNS,
   machineCells,
@@ -216,9 +217,11 @@ function keyValues(map: Readonly<Record<string, string>>): string[] {
  * The detail view of one machine (`get`): spec, labels, status and every condition.
  *
  * @param m The machine.
+ * @param width The widest the conditions table may be (its MESSAGE is cut, then LAST_TRANSITION
+ *   goes); longer lines are left to the wrapping io. @default Infinity
  * @returns Multi-line text.
  */
-export function formatMachineDetail(m: Machine): string {
+export function formatMachineDetail(m: Machine, width = Infinity): string {
   const status = m.status;
   const spec = m.spec;
   let text = fields([
@@ -261,12 +264,25 @@ export function formatMachineDetail(m: Machine): string {
           formatTimestamp(c.lastTransitionTime),
           c.message || "-",
         ]),
+        { width: width - 2, fit: CONDITION_FIT },
       ),
       "  ",
     );
   }
   return text;
 }
+
+/**
+ * How the conditions table of `get` fits: MESSAGE is cut down to 16 cells, then the time goes
+ * (80 columns keep the message rather than the time); TYPE, STATUS and REASON stay whole.
+ */
+const CONDITION_FIT: readonly (ColumnFit | undefined)[] = [
+  undefined,
+  undefined,
+  undefined,
+  { drop: 1 },
+  { min: 16 },
+];
 
 /**
  * The detail view of one operation (`op`).

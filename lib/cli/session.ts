@@ -30,11 +30,17 @@ export interface CliIo {
   /** Writes text to stderr as is. */
   err(text: string): void;
   /**
-   * Environment variables (BMDEMO_SERVER, NO_COLOR, BMDEMO_TOKEN, BMDEMO_TLS, BMDEMO_CA).
+   * Environment variables (BMDEMO_SERVER, NO_COLOR, BMDEMO_TOKEN, BMDEMO_TLS, BMDEMO_CA,
+   * COLUMNS, TERM).
    */
   env?: Readonly<Record<string, string | undefined>>;
-  /** Whether stdout is a terminal; colour is only used on one. @default false */
+  /** Whether stdout is a terminal; colour and the spinner are only used on one. @default false */
   isTerminal?: boolean;
+  /**
+   * The terminal's width now, in columns; `undefined` or 0 when unknown. Read at every write, so
+   * a resized window is followed. @default unknown (80 columns are used, see `layout.ts`)
+   */
+  columns?: () => number | undefined;
   /** Aborted on Ctrl+C (SIGINT). */
   interrupt?: AbortSignal;
   /**
@@ -75,6 +81,10 @@ export interface Session {
   readonly program?: string;
   /** Whether calls carry a token, so an UNAUTHENTICATED hint can tell missing from refused. */
   readonly tokenSent?: boolean;
+  /** The widest a line may be now (`layout.ts`); `Infinity`: no limit. @default no limit */
+  readonly width?: () => number;
+  /** Whether a running step may show a spinner with its elapsed time (a terminal). @default false */
+  readonly live?: boolean;
 }
 
 /**

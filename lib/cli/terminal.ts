@@ -1,6 +1,6 @@
 /**
  * The real terminal as a {@linkcode CliIo}: Deno's stdout and stderr, the environment variables
- * the CLI reads, whether stdout is a terminal, Ctrl+C, and (only when stdin is a terminal) a
+ * the CLI reads, whether stdout is a terminal and how wide it is now, Ctrl+C, and (only when stdin is a terminal) a
  * pause that waits for Enter. Used by `cli.ts` and `deno task demo`; tests inject their own io.
  *
  * @module
@@ -20,6 +20,16 @@ function readEnv(name: string): string | undefined {
     return Deno.env.get(name);
   } catch {
     return undefined; // No --allow-env: fall back to defaults.
+  }
+}
+
+/** The width of the terminal stdout is, if it is one (else the layout's default applies). */
+function stdoutColumns(): number | undefined {
+  if (!Deno.stdout.isTerminal()) return undefined;
+  try {
+    return Deno.consoleSize().columns;
+  } catch {
+    return undefined;
   }
 }
 
@@ -53,8 +63,11 @@ export function terminalIo(interrupt: AbortSignal): CliIo {
       BMDEMO_TLS: readEnv("BMDEMO_TLS"),
       BMDEMO_CA: readEnv("BMDEMO_CA"),
       BMDEMO_CLI_PROGRAM: readEnv("BMDEMO_CLI_PROGRAM"),
+      COLUMNS: readEnv("COLUMNS"),
+      TERM: readEnv("TERM"),
     },
     isTerminal: Deno.stdout.isTerminal(),
+    columns: stdoutColumns,
     interrupt,
     pause: Deno.stdin.isTerminal() ? waitForEnter : undefined,
   };

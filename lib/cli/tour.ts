@@ -19,6 +19,8 @@ import {
 } from "../gen/baremetal/v1/baremetal_pb.ts";
 import { Code } from "../client/code.ts";
 import { isTerminalPhase } from "../model/lifecycle.ts";
+import { shortId } from "./format.ts";
+import { wrapText } from "./layout.ts";
 import { EXIT, isServiceError, type Session } from "./session.ts";
 
 /** How the tour runs commands and waits for the presenter. */
@@ -31,7 +33,22 @@ export interface TourOptions {
   dashboard?: string;
 }
 
-const RULE = "═".repeat(63);
+/** A section's rule: the width of the output, at most {@linkcode RULE_MAX} cells. */
+function rule(session: Session): string {
+  const width = session.width?.() ?? RULE_MAX;
+  return "═".repeat(Math.min(width, RULE_MAX));
+}
+
+/**
+ * Prints the tour's own text laid out for the width, in a pipe too (where the io leaves lines
+ * whole): each paragraph is one line in the source, continued under its text.
+ */
+function narrate(session: Session, text: string): void {
+  session.io.out(wrapText(text, session.width?.() ?? Infinity));
+}
+
+/** The longest rule: a wide terminal gets this, not a line across the whole screen. */
+const RULE_MAX = 80;
 
 /** Ends the tour early with an exit code: Ctrl+C, or a command that did not do what it shows. */
 class TourStopped extends Error {
@@ -179,8 +196,8 @@ async function tourSections(
       await Promise.race([options.pause(), interrupted]);
       checkInterrupt();
     }
-    io.out(`\n${c.dim(RULE)}\n${c.bold(title)}\n${c.dim(RULE)}\n`);
-    for (const point of points) io.out(`  ℹ ${point}\n`);
+    narrate(session, `\n${c.dim(rule(session))}\n${c.bold(title)}\n${c.dim(rule(session))}\n`);
+    for (const point of points) narrate(session, `  ℹ ${point}\n`);
   };
   const run = async (args: string[], expected: number[] = [EXIT.OK]): Promise<number> => {
     checkInterrupt();
@@ -191,14 +208,18 @@ async function tourSections(
     return code;
   };
 
-  io.out(`${c.bold("Baremetal Provisioning Demo")}
+  narrate(
+    session,
+    `${c.bold("Baremetal Provisioning Demo")}
 
-  MachineService manages the inventory and starts operations; OperationService reads,
-  watches and streams the logs of those operations. Plans and steps are internal: clients see
-  an operation's type, phase, current_stage, params, error and timestamps.
-`);
+  MachineService manages the inventory and starts operations; OperationService reads, \
+watches and streams the logs of those operations. Plans and steps are internal: clients see \
+an operation's type, phase, current_stage, params, error and timestamps.
+`,
+  );
   if (options.dashboard) {
-    io.out(
+    narrate(
+      session,
       `  ℹ Live dashboard: ${options.dashboard} (every step below shows up there as it runs)\n`,
     );
   }
@@ -239,7 +260,10 @@ async function tourSections(
   );
   await run(["reimage", "machine-1", "-v"]);
   await run(["list"]);
-  io.out("  ℹ The machine stays in MAINTENANCE after a reimage; now Provisioned and Reachable.\n");
+  narrate(
+    session,
+    "  ℹ The machine stays in MAINTENANCE after a reimage; now Provisioned and Reachable.\n",
+  );
 
   await section("Step 4: Exit Maintenance", "The machine returns to READY and IDLE.");
   await run(["exit-maintenance", "machine-1"]);
@@ -248,12 +272,15 @@ async function tourSections(
   const requestId = `tour-idempotent-${stamp}`;
   await section(
     "Step 5: Idempotency",
-    "Every operation carries a request_id; a retry with the same one returns the original",
-    "operation, even after it finished, instead of doing the work twice.",
+    "Every operation carries a request_id; a retry with the same one returns the original " +
+      "operation, even after it finished, instead of doing the work twice.",
   );
   await run(["enter-maintenance", "machine-2"]);
   await run(["reimage", "machine-2", "--request-id", requestId]);
-  io.out("  ℹ The same request again: same operation id, already SUCCEEDED, no new work.\n");
+  narrate(
+    session,
+    "  ℹ The same request again: same operation id, already SUCCEEDED, no new work.\n",
+  );
   await run(["reimage", "machine-2", "--request-id", requestId]);
 
   await section("Step 6: A Simple Reboot", "Reboot is allowed in READY or MAINTENANCE.");
@@ -262,8 +289,8 @@ async function tourSections(
 
   await section(
     "Step 7: Cancellation",
-    "A cancel aborts the running step at once; the phase does not change, and the machine",
-    "gets the OperationCanceled condition.",
+    "A cancel aborts the running step at once; the phase does not change, and the machine " +
+      "gets the OperationCanceled condition.",
   );
   await run(["enter-maintenance", "machine-3"]);
   await cancelDemo(session, run, stamp);
@@ -288,7 +315,6 @@ async function cancelDemo(
   run: (args: string[], expected?: number[]) => Promise<number>,
   stamp: string,
 ): Promise<void> {
-  const { io } = session;
   const stop = new AbortController();
   try {
     const events = session.operations.watchOperations(
@@ -323,12 +349,14 @@ async function cancelDemo(
     }
     await reimage;
     if (target && canceled) {
-      io.out(
+      narrate(
+        session,
         `\n  ℹ The tour canceled it through the API while it ran; from another terminal:\n` +
-          `    bmdemo-cli cancel ${target.operationId}\n`,
+          // The short id (a unique prefix) keeps the command on one line of a narrow terminal.
+          `    bmdemo-cli cancel ${shortId(target.operationId)}\n`,
       );
     } else {
-      io.out("\n  ℹ The operation completed before we could cancel it - that's OK!\n");
+      narrate(session, "\n  ℹ The operation completed before we could cancel it - that's OK!\n");
     }
   } finally {
     stop.abort();
@@ -354,28 +382,29 @@ async function faultDemo(
   run: (args: string[], expected?: number[]) => Promise<number>,
   section: (title: string, ...points: string[]) => Promise<void>,
 ): Promise<void> {
-  const { io } = session;
   await section(
     "Step 8: When Hardware Fails",
-    `A server started with --fault ${FAULT_DEMO} (deno task demo's is)`,
-    `fails writing the image on ${FAULT_MACHINE}; every other machine works.`,
-    "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the",
-    "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
+    `A server started with --fault ${FAULT_DEMO} (deno task demo's is) fails writing the ` +
+      `image on ${FAULT_MACHINE}; every other machine works.`,
+    "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the " +
+      "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
   );
   await run(["import", "4"]);
   await run(["enter-maintenance", FAULT_MACHINE]);
   const code = await run(["reimage", FAULT_MACHINE, "-v"], [EXIT.FAILED, EXIT.OK]);
   if (code === EXIT.OK) {
-    io.out(
-      `  ℹ This server has no fault on ${FAULT_MACHINE}, so the reimage succeeded; to see the\n` +
-        `    failure, start it with: bmdemo-server --fault ${FAULT_DEMO}\n`,
+    narrate(
+      session,
+      `  ℹ This server has no fault on ${FAULT_MACHINE}, so the reimage succeeded; to see the ` +
+        `failure, start it with: bmdemo-server --fault ${FAULT_DEMO}\n`,
     );
     return;
   }
   await run(["list"]);
-  io.out(
-    `  ℹ ${FAULT_MACHINE} is in ATTENTION. The operator fixes the hardware and reimages again;\n` +
-      "    a success clears NeedsIntervention (the fault here is spent after 2 attempts).\n",
+  narrate(
+    session,
+    `  ℹ ${FAULT_MACHINE} is in ATTENTION. The operator fixes the hardware and reimages again; ` +
+      "a success clears NeedsIntervention (the fault here is spent after 2 attempts).\n",
   );
   await run(["reimage", FAULT_MACHINE]);
   await run(["list"]);

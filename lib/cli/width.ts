@@ -18,16 +18,27 @@
 
 type StringWidth = typeof import("string-width").default;
 
+/** The frames of the spinner a step shows on a terminal while it runs (`spinner.ts`). */
+export const SPINNER_FRAMES: readonly string[] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
 /**
- * string-width's widths of the non-ASCII symbols the CLI itself puts into tables. Each is a single
- * UTF-16 code unit that forms a grapheme cluster on its own next to printable ASCII or another of
- * these symbols, so the width of such a string is the sum of its characters' widths.
+ * string-width's widths of the non-ASCII symbols the CLI itself prints: in tables, step lines,
+ * the tour's rules and points, the truncation ellipsis and the spinner. Each is a single UTF-16
+ * code unit that forms a grapheme cluster on its own next to printable ASCII or another of these
+ * symbols, so the width of such a string is the sum of its characters' widths.
  */
 export const KNOWN_SYMBOL_WIDTHS: ReadonlyMap<string, number> = new Map([
   ["✓", 1],
   ["✗", 1],
   ["⚠", 1],
   ["⛔", 2],
+  ["→", 1],
+  ["│", 1],
+  ["○", 1],
+  ["ℹ", 1],
+  ["═", 1],
+  ["…", 1],
+  ...SPINNER_FRAMES.map((frame): [string, number] => [frame, 1]),
 ]);
 
 /**
@@ -157,4 +168,32 @@ export function displayWidth(text: string): number {
   let extra = 0;
   for (const ch of text) if (WIDE_SYMBOLS.has(ch)) extra += 1;
   return stringWidth(text) + extra;
+}
+
+/**
+ * The cells text occupies at most, without loading string-width: {@linkcode displayWidth} when it
+ * can measure the text now, else two cells for every character beyond printable ASCII (no
+ * character is wider). For layout that must not exceed a width but cannot wait to load
+ * string-width: wrapping what is being written.
+ *
+ * @param text The text.
+ * @returns Its width in cells, or an upper bound of it.
+ *
+ * @example
+ * ```ts
+ * import { widthAtMost } from "./width.ts";
+ *
+ * widthAtMost("→ reboot... ✓"); // 13
+ * ```
+ */
+export function widthAtMost(text: string): number {
+  const simple = simpleWidth(text);
+  if (simple !== undefined) return simple;
+  if (stringWidth) return displayWidth(text);
+  let width = 0;
+  for (const ch of text) {
+    const code = ch.codePointAt(0)!;
+    width += code >= 0x20 && code <= 0x7e ? 1 : 2;
+  }
+  return width;
 }
