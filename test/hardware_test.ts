@@ -522,6 +522,10 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
       /insecure: must be true or false/,
     ],
     [
+      "credentials:\n  - bmc: h\n    username: u\n    password: p\n    allow_bootdev_refused: 1",
+      /allow_bootdev_refused: must be true or false/,
+    ],
+    [
       "credentials:\n  - bmc: h\n    username: u\n    password: p\n  - bmc: g\n    username: u\n    password: p\n    ssh_key_file: /nonexistent/key",
       /entry 2 \(bmc "g"\): ssh_key_file: cannot read/,
     ],
@@ -551,7 +555,7 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
   await t.step("password_file and password_env are resolved at load", async () => {
     const secret = await credentialsFile("from-file\n");
     const file = await credentialsFile(
-      `credentials:\n  - bmc: a\n    username: u\n    password_file: ${secret}\n    ssh_user: root\n    ssh_key_file: ${secret}\n  - bmc: b\n    username: u\n    password_env: PW\n    insecure: true\n`,
+      `credentials:\n  - bmc: a\n    username: u\n    password_file: ${secret}\n    ssh_user: root\n    ssh_key_file: ${secret}\n  - bmc: b\n    username: u\n    password_env: PW\n    insecure: true\n    allow_bootdev_refused: true\n`,
     );
     try {
       const book = await loadCredentials(file, {
@@ -568,6 +572,7 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
         username: "u",
         password: "from-env",
         insecure: true,
+        allowBootDeviceRefused: true,
       });
       assert.equal(book.find({ address: "c", host: "c", labels: {} }), undefined);
     } finally {
