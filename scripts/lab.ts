@@ -244,8 +244,9 @@ export async function startLab(options: LabOptions = {}): Promise<Lab> {
         vm: options.vm === true,
       });
     }
-    cleanups.push(async () => {
+    cleanups.push(() => {
       for (const controller of boots.values()) controller.abort();
+      return Promise.resolve();
     });
 
     const credentialsFile = options.credentialsFile ?? `${dir}/bmc-credentials.yaml`;
