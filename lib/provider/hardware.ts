@@ -163,12 +163,13 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
   /**
    * A reimage canceled while the machine network-boots leaves it powered off (as Ironic does
    * when a deploy is aborted), not half-way into an installer; in the background, since the step
-   * ends at once, bounded by {@linkcode CANCEL_POWER_OFF_MS}.
+   * ends at once, bounded by {@linkcode CANCEL_POWER_OFF_MS}. The operation's log has ended by
+   * then, so its lines are kept only if it has not (the repave said beforehand what a cancel
+   * does).
    */
   function powerOffAfterCancel(call: ProviderCall, machine: Machine, name: BmcDriverName): void {
     const signal = AbortSignal.timeout(CANCEL_POWER_OFF_MS);
     const offCall: ProviderCall = { ...call, signal };
-    call.log(`[repave] Canceled while the machine network-boots: powering it off (${name})`);
     (async () => {
       const { driver, target } = bmcOf(machine, name);
       await driver.powerOff(offCall, target);
@@ -215,11 +216,16 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
       call.log(
         `[repave] Image ${repaveOptions.imageRef}, cloud-init ${repaveOptions.cloudInitRef}`,
       );
+      // Said now: a cancel ends the operation's log before the power-off runs.
+      call.log("[repave] A cancel while the machine network-boots powers it off");
+      const onAbort = (): void => {
+        if (canceledByUser(call.signal)) powerOffAfterCancel(call, machine, name);
+      };
+      call.signal.addEventListener("abort", onAbort, { once: true });
       try {
         await netboot.awaitReport(call, machine, repaveOptions);
-      } catch (error) {
-        if (canceledByUser(call.signal)) powerOffAfterCancel(call, machine, name);
-        throw error;
+      } finally {
+        call.signal.removeEventListener("abort", onAbort);
       }
     },
 
