@@ -23,6 +23,7 @@ import {
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { connectClient } from "../lib/client/mod.ts";
 import { bootLoaderScript } from "../lib/provider/netboot.ts";
+import { loadCredentials } from "../lib/provider/credentials.ts";
 import { freePort, type IpmiSim, startIpmiSim } from "./lab/ipmi_sim.ts";
 import { GUEST_HTTP_HOST } from "./lab/qemu.ts";
 import { type RedfishMock, startRedfishMock } from "./lab/redfish_mock.ts";
@@ -133,6 +134,17 @@ export function labCredentials(password: string): string {
   ].join("\n");
 }
 
+/** The password of a credentials file an earlier lab wrote, if `file` is one. */
+async function previousPassword(file: string | undefined): Promise<string | undefined> {
+  if (file === undefined) return undefined;
+  try {
+    const book = await loadCredentials(file);
+    return book.find({ address: "", host: "", labels: { lab: "bmdemo" } })?.password;
+  } catch {
+    return undefined; // Missing or not a credentials file: the lab writes a new one.
+  }
+}
+
 /**
  * Starts a lab.
  *
@@ -164,10 +176,9 @@ export async function startLab(options: LabOptions = {}): Promise<Lab> {
     const httpPort = options.httpPort ?? freePort();
     const serverHost = options.server?.replace(/:\d+$/, "") ?? "127.0.0.1";
     const httpUrl = `http://${serverHost}:${httpPort}`;
-    const password = Array.from(
-      crypto.getRandomValues(new Uint8Array(8)),
-      (b) => hex2(b),
-    ).join("");
+    // A server started earlier read this file: keep its password, so the BMCs accept it.
+    const password = (await previousPassword(options.credentialsFile)) ??
+      Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => hex2(b)).join("");
     const standIn = options.standIn ?? true;
     const boots = new Map<string, AbortController>();
     const boot = (mac: string, detail: string): void => {
@@ -353,7 +364,9 @@ and the CLI against it; Ctrl+C stops everything it started (exit 130).
   --server <host:port>  target this server instead of starting one; it must run with the
                         flags the lab prints (--bmc-credentials, --http-port...)
   --http-port <n>       the server's HTTP port (required with --server; else a free one)
-  --credentials <file>  where to write the credentials file (default: the lab's temp dir)
+  --credentials <file>  where to write the credentials file (default: the lab's temp dir);
+                        an existing lab file keeps its password, so a server started with it
+                        (--server) accepts the next lab's BMCs
   -h, --help            this help`;
 
 async function main(): Promise<number> {
