@@ -40,12 +40,30 @@ async function cli(server: string, ...args: string[]): Promise<{ code: number; o
   return { code: run.code, out: decoder.decode(run.stdout) + decoder.decode(run.stderr) };
 }
 
-/** Processes of the lab: its BMCs, VMs and server (by the files and MACs they name). */
-async function labProcesses(mac: string, credentials: string): Promise<string[]> {
+/**
+ * The `ipmi_sim` processes serving these UDP ports (found by the `lan.conf` of their state
+ * directories; other tests may run BMCs of their own meanwhile).
+ */
+async function ipmiSimPids(ports: number[]): Promise<number[]> {
+  const dirs: string[] = [];
+  for await (const entry of Deno.readDir("/tmp")) {
+    if (!entry.name.startsWith("bmdemo-ipmi-sim-")) continue;
+    const conf = await Deno.readTextFile(`/tmp/${entry.name}/lan.conf`).catch(() => "");
+    if (ports.some((port) => conf.includes(`addr 127.0.0.1 ${port}\n`))) {
+      dirs.push(`/tmp/${entry.name}/`);
+    }
+  }
+  return (await processList())
+    .filter((p) => p.args.startsWith("ipmi_sim") && dirs.some((dir) => p.args.includes(dir)))
+    .map((p) => p.pid);
+}
+
+/** Which of `pids`, and of the processes naming the MAC or the credentials file, still run. */
+async function leftovers(pids: number[], mac: string, credentials: string): Promise<string[]> {
   return (await processList())
     .filter((p) =>
-      p.args.includes(mac) || (credentials !== "" && p.args.includes(credentials)) ||
-      p.args.includes("bmdemo-ipmi-sim-") && p.args.includes("ipmi_sim")
+      pids.includes(p.pid) || p.args.includes(mac) ||
+      (credentials !== "" && p.args.includes(credentials))
     )
     .map((p) => `${p.pid} ${p.args}`);
 }
@@ -87,6 +105,7 @@ Deno.test(
     let out = "";
     const errText = new Response(lab.stderr).text();
     let credentials = "";
+    let bmcs: number[] = [];
     let stopped = false;
     try {
       while (!out.includes("Lab ready")) {
@@ -96,6 +115,9 @@ Deno.test(
       }
       const server = /^Server: (\S+)/m.exec(out)![1];
       credentials = /credentials: (\S+)/.exec(out)![1];
+      const port = Number(/machine-2 +ipmi +127\.0\.0\.1:(\d+)/.exec(out)![1]);
+      bmcs = await ipmiSimPids([port]);
+      assert.equal(bmcs.length, 1, "the lab's BMC runs");
       assert.equal((await Deno.stat(credentials)).mode! & 0o777, 0o600);
       assert.match(out, new RegExp(`machine-2 +ipmi +127\\.0\\.0\\.1:\\d+ +${mac} +\\(QEMU VM\\)`));
       const drain = (async () => {
@@ -150,7 +172,7 @@ Deno.test(
       stopped = true;
       assert.equal((await lab.status).code, 130);
       await drain;
-      assert.deepEqual(await labProcesses(mac, credentials), [], "the lab left nothing running");
+      assert.deepEqual(await leftovers(bmcs, mac, credentials), [], "the lab left nothing running");
       await assert.rejects(Deno.stat(credentials), Deno.errors.NotFound);
     } finally {
       if (!stopped) {
@@ -158,7 +180,7 @@ Deno.test(
           Deno.kill(-lab.pid, "SIGKILL");
         } catch { /* gone */ }
         // ipmi_sim and QEMU run in process groups of their own: end what names the lab's MAC.
-        for (const line of await labProcesses(mac, credentials)) {
+        for (const line of await leftovers(bmcs, mac, credentials)) {
           try {
             Deno.kill(-Number(line.split(" ")[0]), "SIGKILL");
           } catch { /* gone */ }
@@ -249,5 +271,52 @@ Deno.test(
       await Promise.allSettled(standIns);
       await Deno.remove(credentials);
     }
+  },
+);
+
+Deno.test(
+  "deno task demo --lab runs the tour on machines driven by the real drivers and leaves nothing running",
+  SANITIZE,
+  async () => {
+    const demo = new Deno.Command(Deno.execPath(), {
+      args: ["task", "--quiet", "demo", "--lab"],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const reader = demo.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const errText = new Response(demo.stderr).text();
+    let out = "";
+    let bmcs: number[] = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+      if (bmcs.length === 0 && out.includes("Live dashboard")) {
+        const ports = [...out.matchAll(/machine-\d: ipmi 127\.0\.0\.1:(\d+)/g)].map((m) =>
+          Number(m[1])
+        );
+        assert.equal(ports.length, 2, out);
+        bmcs = await ipmiSimPids(ports);
+      }
+    }
+    const status = await demo.status;
+    assert.equal(status.code, 0, `${out}\n${await errText}`);
+    await errText;
+    assert.equal(bmcs.length, 2, "both IPMI BMCs ran during the tour");
+    for (
+      const expected of [
+        /Not importing: machine-1 \(redfish\), machine-2 \(ipmi\), machine-3 \(redfish\) are driven by real BMC drivers/,
+        /\$ bmdemo-cli reimage machine-1 -v\n[^$]*Redfish POST \/redfish\/v1\/Systems\/1\/Actions\/ComputerSystem\.Reset/,
+        /image writer: bmdemo lab stand-in for Redfish system 1: no image written/,
+        /\$ bmdemo-cli reimage machine-4 -v\n[^$]*ipmitool power on[^$]*image writer: bmdemo lab stand-in for IPMI BMC machine-4/,
+        /Demo Complete/,
+      ]
+    ) {
+      assert.match(out, expected);
+    }
+    assert.deepEqual(await leftovers(bmcs, labMac(2), ""), [], "the lab left nothing running");
   },
 );
