@@ -168,8 +168,12 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
    * does).
    */
   function powerOffAfterCancel(call: ProviderCall, machine: Machine, name: BmcDriverName): void {
-    const signal = AbortSignal.timeout(CANCEL_POWER_OFF_MS);
-    const offCall: ProviderCall = { ...call, signal };
+    const bound = new AbortController();
+    const timer = setTimeout(
+      () => bound.abort(new Error(`the power-off took longer than ${CANCEL_POWER_OFF_MS} ms`)),
+      CANCEL_POWER_OFF_MS,
+    );
+    const offCall: ProviderCall = { ...call, signal: bound.signal };
     (async () => {
       const { driver, target } = bmcOf(machine, name);
       await driver.powerOff(offCall, target);
@@ -181,7 +185,7 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
         }`,
         "stderr",
       );
-    });
+    }).finally(() => clearTimeout(timer));
   }
 
   function simulatedNote(call: ProviderCall, name: BmcDriverName, what: string): void {
