@@ -15,6 +15,8 @@
  *   deno task demo --server host:port   run the tour against an external server instead
  *   deno task demo --no-web   without the live dashboard (otherwise served on a free loopback
  *                             port, its URL printed before the first pause)
+ *   deno task demo --lab      run the tour on a hardware lab (scripts/lab.ts): machine-1..4 driven
+ *                             by the real Redfish and IPMI drivers over loopback
  *
  * @module
  */
@@ -24,7 +26,8 @@ import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startServer } from "../lib/grpc/server.ts";
 import { startHttpSurface } from "../lib/http/surface.ts";
-import { parseScriptArgs } from "./cli_args.ts";
+import { parseScriptArgs, usageError } from "./cli_args.ts";
+import { type Lab, startLab } from "./lab.ts";
 import { FAULT_DEMO } from "../lib/cli/tour.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
 import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
@@ -39,6 +42,8 @@ ends it at once (exit 130). The tour fits the terminal's width (COLUMNS override
   --server host:port   run the tour against that server instead of starting one
   --no-web             do not serve the live dashboard (by default its URL is printed first:
                        open it on the screen the audience sees)
+  --lab                run the tour on a hardware lab (deno task lab --machines 4): machine-1..4
+                       driven by the real Redfish and IPMI drivers against BMCs on loopback
   -h, --help           this help`;
 
 const { values } = parseScriptArgs({
@@ -46,6 +51,7 @@ const { values } = parseScriptArgs({
     slow: { type: "boolean", default: false },
     server: { type: "string" },
     "no-web": { type: "boolean", default: false },
+    lab: { type: "boolean", default: false },
   },
 }, { program: "deno task demo", help: HELP });
 
@@ -54,7 +60,21 @@ const interrupt = new AbortController();
 // runner), so a second signal cannot mean "exit now": every cleanup step is bounded instead.
 Deno.addSignalListener("SIGINT", () => interrupt.abort());
 
-const server = values.server ? undefined : await startServer({
+if (values.lab && values.server) {
+  usageError("deno task demo", "--lab starts its own server: pass only one of --lab and --server");
+}
+let lab: Lab | undefined;
+if (values.lab) {
+  console.log("Starting the hardware lab (4 machines: Redfish and IPMI BMCs on loopback)...");
+  lab = await startLab({
+    machines: 4,
+    serverArgs: values.slow ? ["--timing", "slow"] : [],
+    log: (line) => console.log(line),
+  });
+  for (const m of lab.machines) console.log(`  ${m.machineId}: ${m.provider} ${m.bmcAddress}`);
+}
+
+const server = values.server || lab ? undefined : await startServer({
   host: "127.0.0.1",
   port: 0,
   // A fault on one machine the tour's "When Hardware Fails" section reimages; the others work.
@@ -65,19 +85,21 @@ const server = values.server ? undefined : await startServer({
     ),
   }),
 });
-const address = values.server ?? server!.address;
+const address = values.server ?? lab?.server ?? server!.address;
 const web = server && !values["no-web"]
   ? await startHttpSurface({ engine: server.engine, host: "127.0.0.1", port: 0 })
   : undefined;
+const dashboardUrl = web?.url ?? (lab && !values["no-web"] ? lab.httpUrl : undefined);
 if (server) {
   console.log(`Started a bmdemo server on ${address}${values.slow ? " (slow timings)" : ""}.`);
 }
-if (web) console.log(`Live dashboard: ${web.url}`);
+if (dashboardUrl) console.log(`Live dashboard: ${dashboardUrl}`);
 let code: number;
 try {
-  const dashboard = web ? ["--dashboard", web.url] : [];
+  const dashboard = dashboardUrl ? ["--dashboard", dashboardUrl] : [];
   code = await main(["tour", "--server", address, ...dashboard], terminalIo(interrupt.signal));
 } finally {
   await (web ? web.shutdown({ before: () => server!.shutdown() }) : server?.shutdown());
+  await lab?.stop();
 }
 Deno.exit(code);

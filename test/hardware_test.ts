@@ -77,6 +77,7 @@ function testGate(concurrency: number): BmcGate {
  */
 function recordingDriver(name: string, gate?: BmcGate) {
   const calls: DriverCall[] = [];
+  const finished: { verb: string; resolve: () => void }[] = [];
   const inFlight = new Map<string, number>();
   let maxInFlight = 0;
   async function act(
@@ -100,6 +101,11 @@ function recordingDriver(name: string, gate?: BmcGate) {
         await new Promise((resolve) => setTimeout(resolve, 0));
       } finally {
         inFlight.set(target.key, inFlight.get(target.key)! - 1);
+        for (const waiter of [...finished]) {
+          if (waiter.verb !== verb) continue;
+          finished.splice(finished.indexOf(waiter), 1);
+          waiter.resolve();
+        }
       }
     };
     return gate ? await gate.run(target.key, call.signal, body) : await body();
@@ -116,7 +122,13 @@ function recordingDriver(name: string, gate?: BmcGate) {
       return "on";
     },
   };
-  return { driver, calls, maxInFlight: () => maxInFlight };
+  return {
+    driver,
+    calls,
+    maxInFlight: () => maxInFlight,
+    /** Resolves once the driver has finished its next `verb`. */
+    finished: (verb: string) => new Promise<void>((resolve) => finished.push({ verb, resolve })),
+  };
 }
 
 function route(broker: NetbootBroker, method: string, path: string): HttpRoute {
@@ -171,6 +183,8 @@ interface Rig extends AsyncDisposable {
   broker: NetbootBroker;
   calls: DriverCall[];
   maxInFlight(): number;
+  /** Resolves once the redfish driver has finished its next `verb`. */
+  finished(verb: string): Promise<void>;
   /** Resolves with the machine id when a repave starts waiting for its report. */
   waiting(): Promise<string>;
 }
@@ -229,6 +243,7 @@ async function rig(
     broker,
     calls: recording.calls,
     maxInFlight: recording.maxInFlight,
+    finished: recording.finished,
     waiting: () => {
       const id = arrived.shift();
       if (id !== undefined) return Promise.resolve(id);
@@ -522,6 +537,10 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
       /insecure: must be true or false/,
     ],
     [
+      "credentials:\n  - bmc: h\n    username: u\n    password: p\n    allow_bootdev_refused: 1",
+      /allow_bootdev_refused: must be true or false/,
+    ],
+    [
       "credentials:\n  - bmc: h\n    username: u\n    password: p\n  - bmc: g\n    username: u\n    password: p\n    ssh_key_file: /nonexistent/key",
       /entry 2 \(bmc "g"\): ssh_key_file: cannot read/,
     ],
@@ -551,7 +570,7 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
   await t.step("password_file and password_env are resolved at load", async () => {
     const secret = await credentialsFile("from-file\n");
     const file = await credentialsFile(
-      `credentials:\n  - bmc: a\n    username: u\n    password_file: ${secret}\n    ssh_user: root\n    ssh_key_file: ${secret}\n  - bmc: b\n    username: u\n    password_env: PW\n    insecure: true\n`,
+      `credentials:\n  - bmc: a\n    username: u\n    password_file: ${secret}\n    ssh_user: root\n    ssh_key_file: ${secret}\n  - bmc: b\n    username: u\n    password_env: PW\n    insecure: true\n    allow_bootdev_refused: true\n`,
     );
     try {
       const book = await loadCredentials(file, {
@@ -568,6 +587,7 @@ Deno.test("credentials file errors name the file, the entry and the field", SANI
         username: "u",
         password: "from-env",
         insecure: true,
+        allowBootDeviceRefused: true,
       });
       assert.equal(book.find({ address: "c", host: "c", labels: {} }), undefined);
     } finally {
@@ -802,12 +822,23 @@ Deno.test(
     });
     await r.waiting();
     assert.equal((await fetchScript(r.broker, "52:54:00:00:00:01"))[0], 200);
+    const poweredOff = r.finished("powerOff");
     r.engine.cancelOperation(operation.operationId);
     const done = await untilTerminal(r.engine, operation.operationId);
+    // A user's cancel while the machine network-boots powers it off through its BMC.
+    await poweredOff;
+    assert.deepEqual(r.calls.at(-1), {
+      verb: "powerOff",
+      machineId: "m-1",
+      key: r.calls[0].key,
+      username: r.calls[0].username,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 0)); // the provider's own continuation
     assert.equal(done.phase, OperationPhase.CANCELED);
     assert.equal(r.broker.pending, 0, "the expectation is gone");
     assert.equal((await fetchScript(r.broker, "52:54:00:00:00:01"))[0], 404);
     const log = logText(r.engine, operation.operationId).join("\n");
+    assert.match(log, /A cancel while the machine network-boots powers it off/);
     assert.match(log, /fetched its iPXE script\n=== Operation CANCELED ===$/);
   },
 );

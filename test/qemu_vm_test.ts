@@ -92,6 +92,12 @@ Deno.test(
     await createIpmiDriver({ gate, pollIntervalMs: 50, retries: 1, allowBootDeviceRefused: true })
       .setBootPxe(call, target);
     assert.match(call.lines.at(-1)!, /network-boots by itself/);
+    // The same per BMC, from its --bmc-credentials entry (allow_bootdev_refused: true).
+    await driver.setBootPxe(call, {
+      ...target,
+      credential: { ...target.credential, allowBootDeviceRefused: true },
+    });
+    assert.match(call.lines.at(-1)!, /network-boots by itself \(allow_bootdev_refused\)/);
 
     await driver.powerOn(call, target);
     const [qemu] = await vmsWithMac(mac);

@@ -217,6 +217,23 @@ Deno.test(
 );
 
 Deno.test(
+  "Redfish driver falls back to Basic auth when the BMC's session table is full (503)",
+  SANITIZE,
+  async () => {
+    await using mock = startRedfishMock({ ...MOCK, maxSessions: 0 });
+    const call = testCall();
+    assert.equal(await driverOf().powerState(call, targetOf(mock)), "on");
+    assert.deepEqual(sequence(mock), [
+      "GET /redfish/v1 none 200",
+      "POST /redfish/v1/SessionService/Sessions none 503",
+      "GET /redfish/v1/Systems basic 200",
+      "GET /redfish/v1/Systems/1 basic 200",
+    ]);
+    assert.ok(call.lines.some((line) => line.includes("refused a session (HTTP 503")));
+  },
+);
+
+Deno.test(
   "Redfish driver reports a refused credential as permanent, with the BMC's message",
   SANITIZE,
   async () => {

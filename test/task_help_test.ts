@@ -15,7 +15,8 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const TASKS: [task: string, flags: string[], refusalLines: number][] = [
   ["server", ["--port", "--host", "--timing", "--db", "--version"], 1],
   ["cli", ["--server", "--tls", "--ca", "--token-file", "--version"], 1],
-  ["demo", ["--slow", "--server"], 1],
+  ["demo", ["--slow", "--server", "--lab"], 1],
+  ["lab", ["--machines", "--vm", "--server", "--http-port", "--credentials"], 1],
   [
     "bench",
     ["--server", "--scenarios", "--json", "--scale", "--server-flags", "--seconds", "--db"],

@@ -240,7 +240,7 @@ an operation's type, phase, current_stage, params, error and timestamps.
     "Step 1: Import Machines into Inventory",
     "New machines start in FACTORY_READY; re-running an import only refreshes spec and labels.",
   );
-  await run(["import", "3"]);
+  await importUnlessReal(session, run, 3);
   await run(["list"]);
 
   await section(
@@ -389,7 +389,7 @@ async function faultDemo(
     "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the " +
       "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
   );
-  await run(["import", "4"]);
+  await importUnlessReal(session, run, 4);
   await run(["enter-maintenance", FAULT_MACHINE]);
   const code = await run(["reimage", FAULT_MACHINE, "-v"], [EXIT.FAILED, EXIT.OK]);
   if (code === EXIT.OK) {
@@ -408,6 +408,37 @@ async function faultDemo(
   );
   await run(["reimage", FAULT_MACHINE]);
   await run(["list"]);
+}
+
+/**
+ * `import <count>`, unless machine-1..count include machines driven by real BMC drivers (the
+ * ones `deno task lab` registers): an import would turn them back into simulated machines.
+ */
+async function importUnlessReal(
+  session: Session,
+  run: (args: string[], expected?: number[]) => Promise<number>,
+  count: number,
+): Promise<void> {
+  const real: string[] = [];
+  for (let n = 1; n <= count; n++) {
+    try {
+      const machine = await session.machines.getMachine({ machineId: `machine-${n}` });
+      const provider = machine.spec?.provider ?? "";
+      if (provider === "redfish" || provider === "ipmi") {
+        real.push(`${machine.machineId} (${provider})`);
+      }
+    } catch (error) {
+      if (!(isServiceError(error) && error.code === Code.NotFound)) throw error;
+    }
+  }
+  if (real.length === 0) {
+    await run(["import", String(count)]);
+    return;
+  }
+  session.io.out(
+    `\n  ℹ Not importing: ${real.join(", ")} are driven by real BMC drivers (deno task lab),\n` +
+      "    and an import would make them simulated again.\n",
+  );
 }
 
 function isFinished(event: OperationEvent | undefined): boolean {

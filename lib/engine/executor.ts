@@ -76,9 +76,13 @@ export function createExecutor(deps: ExecutorDeps, options: ExecutorOptions = {}
 
 /** Why an operation's task was aborted. */
 class OperationCanceledError extends Error {
+  /** Who canceled: read by providers (structurally) that undo work on a user's cancel. */
+  readonly cancelCause: CancelCause;
+
   constructor(operationId: string, cause: CancelCause) {
     super(`operation ${operationId} was canceled (${cause})`);
     this.name = "OperationCanceledError";
+    this.cancelCause = cause;
   }
 }
 

@@ -24,6 +24,11 @@ export interface BmcCredential {
   readonly sshUser?: string;
   /** Private key file for the machine's SSH endpoint. */
   readonly sshKeyFile?: string;
+  /**
+   * IPMI: this BMC refuses `chassis bootdev pxe` and its machine network-boots by itself
+   * (`allow_bootdev_refused: true`; `ipmi_sim` driving a QEMU VM started with `-boot n`).
+   */
+  readonly allowBootDeviceRefused?: boolean;
 }
 
 /**

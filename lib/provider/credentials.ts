@@ -19,6 +19,10 @@
  *     insecure: true
  *     ssh_user: root
  *     ssh_key_file: /etc/bmdemo/id_ed25519
+ *   - selector: { bmc-kind: ipmi-vm }              # BMCs that refuse `chassis bootdev pxe`
+ *     username: admin
+ *     password: secret
+ *     allow_bootdev_refused: true
  * ```
  *
  * A machine gets the first entry whose `bmc` equals its `spec.bmc_address`, else the first whose
@@ -92,6 +96,7 @@ const FIELDS = [
   "insecure",
   "ssh_user",
   "ssh_key_file",
+  "allow_bootdev_refused",
 ];
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -248,6 +253,9 @@ async function readEntry(
       fail(field, `cannot read "${path}": ${message(error)}`);
     }
   }
+  if (raw.allow_bootdev_refused !== undefined && typeof raw.allow_bootdev_refused !== "boolean") {
+    fail("allow_bootdev_refused", "must be true or false");
+  }
   const sshUser = text("ssh_user");
   return {
     bmc,
@@ -259,6 +267,7 @@ async function readEntry(
       ...(raw.insecure === true ? { insecure: true } : {}),
       ...(sshUser === undefined ? {} : { sshUser }),
       ...(sshKeyFile === undefined ? {} : { sshKeyFile }),
+      ...(raw.allow_bootdev_refused === true ? { allowBootDeviceRefused: true } : {}),
     }),
   };
 }

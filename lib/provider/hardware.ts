@@ -22,6 +22,16 @@ import type { CredentialBook } from "./credentials.ts";
 import { type Provider, type ProviderCall, ProviderError, type SshCommandOptions } from "./mod.ts";
 import type { NetbootBroker } from "./netboot.ts";
 
+/** How long the power-off after a canceled repave may take. */
+export const CANCEL_POWER_OFF_MS = 60_000;
+
+/** Whether `signal` was aborted by a user's cancel (the executor's `cancelCause`). */
+function canceledByUser(signal: AbortSignal): boolean {
+  const reason: unknown = signal.reason;
+  return signal.aborted && typeof reason === "object" && reason !== null &&
+    (reason as { cancelCause?: unknown }).cancelCause === "user";
+}
+
 /** Where and as whom a script runs over SSH. */
 export interface SshTarget {
   /** Machine, for log lines. */
@@ -150,6 +160,34 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
     };
   }
 
+  /**
+   * A reimage canceled while the machine network-boots leaves it powered off (as Ironic does
+   * when a deploy is aborted), not half-way into an installer; in the background, since the step
+   * ends at once, bounded by {@linkcode CANCEL_POWER_OFF_MS}. The operation's log has ended by
+   * then, so its lines are kept only if it has not (the repave said beforehand what a cancel
+   * does).
+   */
+  function powerOffAfterCancel(call: ProviderCall, machine: Machine, name: BmcDriverName): void {
+    const bound = new AbortController();
+    const timer = setTimeout(
+      () => bound.abort(new Error(`the power-off took longer than ${CANCEL_POWER_OFF_MS} ms`)),
+      CANCEL_POWER_OFF_MS,
+    );
+    const offCall: ProviderCall = { ...call, signal: bound.signal };
+    (async () => {
+      const { driver, target } = bmcOf(machine, name);
+      await driver.powerOff(offCall, target);
+      call.log("[repave] Machine is powered off");
+    })().catch((error) => {
+      call.log(
+        `[repave] Could not power the machine off after the cancel: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        "stderr",
+      );
+    }).finally(() => clearTimeout(timer));
+  }
+
   function simulatedNote(call: ProviderCall, name: BmcDriverName, what: string): void {
     call.log(`[simulated] ${what} is simulated: no real action for this ${name} machine`);
   }
@@ -177,11 +215,22 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
     },
 
     async repave(call, machine, repaveOptions) {
-      if (!real(machine)) return await simulated.repave(call, machine, repaveOptions);
+      const name = real(machine);
+      if (!name) return await simulated.repave(call, machine, repaveOptions);
       call.log(
         `[repave] Image ${repaveOptions.imageRef}, cloud-init ${repaveOptions.cloudInitRef}`,
       );
-      await netboot.awaitReport(call, machine, repaveOptions);
+      // Said now: a cancel ends the operation's log before the power-off runs.
+      call.log("[repave] A cancel while the machine network-boots powers it off");
+      const onAbort = (): void => {
+        if (canceledByUser(call.signal)) powerOffAfterCancel(call, machine, name);
+      };
+      call.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        await netboot.awaitReport(call, machine, repaveOptions);
+      } finally {
+        call.signal.removeEventListener("abort", onAbort);
+      }
     },
 
     // The cluster is not machine-specific: the join below says whether it is simulated.

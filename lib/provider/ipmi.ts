@@ -85,7 +85,8 @@ export interface IpmiDriverOptions {
   softOffTimeoutMs?: number;
   /**
    * Treat a BMC that refuses `chassis bootdev pxe` as one whose machine network-boots by itself
-   * (logged, not an error): `ipmi_sim` driving a QEMU VM started with `-boot n`. @default false
+   * (logged, not an error): `ipmi_sim` driving a QEMU VM started with `-boot n`. A credential's
+   * `allow_bootdev_refused: true` does the same for its BMCs. @default false
    */
   allowBootDeviceRefused?: boolean;
 }
@@ -382,13 +383,10 @@ export function createIpmiDriver(options: IpmiDriverOptions): BmcDriver {
       try {
         await run(call, target, ["chassis", "bootdev", "pxe"], /^Set Boot Device to pxe$/m);
       } catch (error) {
-        if (
-          !(allowBootDeviceRefused && error instanceof IpmiError && error.failure === "rejected")
-        ) {
-          throw error;
-        }
+        const allowed = allowBootDeviceRefused || target.credential.allowBootDeviceRefused;
+        if (!(allowed && error instanceof IpmiError && error.failure === "rejected")) throw error;
         call.log(
-          `ipmi ${target.address}: BMC refused a boot device; the machine network-boots by itself (allowBootDeviceRefused)`,
+          `ipmi ${target.address}: BMC refused a boot device; the machine network-boots by itself (allow_bootdev_refused)`,
         );
       }
     },

@@ -277,10 +277,16 @@ export async function openRedfishSession(
           } else sessionPath = new URL(location, origin).pathname;
         } else call.log("Redfish: the BMC gave no X-Auth-Token; using Basic auth");
       } catch (error) {
-        if (!(error instanceof RedfishError) || ![404, 405, 501].includes(error.status)) {
+        if (!(error instanceof RedfishError) || ![404, 405, 501, 503].includes(error.status)) {
           throw error;
         }
-        call.log(`Redfish: sessions are not supported (HTTP ${error.status}); using Basic auth`);
+        // 503: the BMC's session table is full (many operations at once); sushy's
+        // SessionOrBasicAuth falls back to Basic auth the same way.
+        call.log(
+          error.status === 503
+            ? "Redfish: the BMC refused a session (HTTP 503, its session limit?); using Basic auth"
+            : `Redfish: sessions are not supported (HTTP ${error.status}); using Basic auth`,
+        );
       }
     }
     if (sessionPath === undefined && authorization["x-auth-token"] === undefined) {

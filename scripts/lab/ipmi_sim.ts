@@ -37,6 +37,11 @@ export interface IpmiSimVmOptions {
   mac?: string;
   /** QEMU binary. @default "qemu-system-x86_64" */
   qemu?: string;
+  /**
+   * The whole `boot.ipxe` QEMU's TFTP serves instead of a `chain` to `bootPath`, e.g. the
+   * server's retrying `bootLoaderScript`.
+   */
+  script?: string;
 }
 
 /** Options of {@linkcode startIpmiSim}. */
@@ -54,6 +59,12 @@ export interface IpmiSimOptions {
   obeySoftOff?: boolean;
   /** Run a QEMU VM behind the BMC instead of the chassis-control hook. */
   vm?: IpmiSimVmOptions;
+  /**
+   * Chassis mode: called on every boot (a power-up or reset) with the boot device it used
+   * (`pxe` once `chassis bootdev pxe` was set, else `default`), e.g. to make the machine
+   * network-boot (the lab's stand-in, `netboot_stand_in.ts`).
+   */
+  onBoot?: (device: string) => void;
   /** How long to wait for the BMC to answer. @default 10_000 */
   startTimeoutMs?: number;
 }
@@ -79,6 +90,8 @@ export interface IpmiSim extends AsyncDisposable {
   calls(): Promise<string[]>;
   /** Power state the hook holds (chassis mode). */
   power(): Promise<"on" | "off">;
+  /** Boot device of every boot so far, in order (chassis mode): `pxe` or `default`. */
+  boots(): Promise<string[]>;
   /** What the VM's serial console printed so far (VM mode; `""` before the first power on). */
   vmConsole(): Promise<string>;
   /** What `ipmi_sim` and the VM's QEMU printed (the last 16 KiB), for diagnosing a failure. */
@@ -150,14 +163,24 @@ get)
   done
   ;;
 set)
+  booted=0
   while [ $# -ge 2 ]; do
     case $1 in
-    power) echo "$2" > "$dir/power" ;;
+    power)
+      if [ "$2" = 1 ] && [ "$(cat "$dir/power")" = 0 ]; then booted=1; fi
+      echo "$2" > "$dir/power"
+      ;;
+    reset) [ "$2" = 1 ] && booted=1 ;;
     boot) echo "$2" > "$dir/boot" ;;
     shutdown) ${obeySoftOff ? `echo 0 > "$dir/power"` : ":"} ;;
     esac
     shift 2
   done
+  # A power-up or reset boots the machine from the boot device, which applies once (next boot).
+  if [ $booted = 1 ]; then
+    cat "$dir/boot" >> "$dir/boots.log"
+    echo default > "$dir/boot"
+  fi
   ;;
 esac
 `;
@@ -252,7 +275,8 @@ export async function startIpmiSim(options: IpmiSimOptions = {}): Promise<IpmiSi
     if (options.vm) {
       const tftpDir = `${stateDir}/tftp`;
       await Deno.mkdir(tftpDir);
-      await writeBootScript(tftpDir, options.vm);
+      if (options.vm.script === undefined) await writeBootScript(tftpDir, options.vm);
+      else await Deno.writeTextFile(`${tftpDir}/boot.ipxe`, options.vm.script);
       const serialPort = freePort();
       const argv = netbootVmArgs({
         ...options.vm,
@@ -274,6 +298,7 @@ export async function startIpmiSim(options: IpmiSimOptions = {}): Promise<IpmiSi
       await Deno.writeTextFile(`${stateDir}/power`, power === "on" ? "1\n" : "0\n");
       await Deno.writeTextFile(`${stateDir}/boot`, "default\n");
       await Deno.writeTextFile(`${stateDir}/calls.log`, "");
+      await Deno.writeTextFile(`${stateDir}/boots.log`, "");
     }
     for (let attempt = 1;; attempt++) {
       const port = freePort();
@@ -283,7 +308,14 @@ export async function startIpmiSim(options: IpmiSimOptions = {}): Promise<IpmiSi
       );
       const started = await launch(stateDir, port, startTimeoutMs);
       if (started.ok) {
-        return simHandle({ ...started, stateDir, port, username, password });
+        return simHandle({
+          ...started,
+          stateDir,
+          port,
+          username,
+          password,
+          onBoot: options.onBoot,
+        });
       }
       // Another process took the port between freePort() and the bind: try another one.
       if (!started.portTaken || attempt === 3) {
@@ -381,12 +413,15 @@ function simHandle(
     port: number;
     username: string;
     password: string;
+    onBoot?: (device: string) => void;
   },
 ): IpmiSim {
   const { child, stateDir } = sim;
+  const watching = sim.onBoot ? watchBoots(`${stateDir}/boots.log`, sim.onBoot) : undefined;
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     stopping ??= (async () => {
+      await watching?.close();
       try {
         Deno.kill(-child.pid, "SIGTERM");
       } catch {
@@ -425,10 +460,40 @@ function simHandle(
     calls: async () =>
       (await readOr(`${stateDir}/calls.log`, "")).split("\n").filter((line) => line !== ""),
     power: async () => (await readOr(`${stateDir}/power`, "0")).trim() === "1" ? "on" : "off",
+    boots: async () =>
+      (await readOr(`${stateDir}/boots.log`, "")).split("\n").filter((line) => line !== ""),
     vmConsole: () => readOr(`${stateDir}/console.log`, ""),
     output: sim.output,
     processes: () => processGroup(child.pid),
     stop,
     [Symbol.asyncDispose]: stop,
+  };
+}
+
+/**
+ * Calls `onBoot` for each line the chassis-control hook appends to `boots.log` (one per boot),
+ * woken by the file system's change events rather than a poll.
+ */
+function watchBoots(
+  file: string,
+  onBoot: (device: string) => void,
+): { close(): Promise<void> } {
+  const watcher = Deno.watchFs(file, { recursive: false });
+  let seen = 0;
+  const read = async (): Promise<void> => {
+    const lines = (await Deno.readTextFile(file)).split("\n").filter((line) => line !== "");
+    for (const device of lines.slice(seen)) onBoot(device.trim());
+    seen = Math.max(seen, lines.length);
+  };
+  const loop = (async () => {
+    for await (const event of watcher) {
+      if (event.kind === "modify" || event.kind === "create") await read().catch(() => {});
+    }
+  })();
+  return {
+    async close() {
+      watcher.close();
+      await loop;
+    },
   };
 }

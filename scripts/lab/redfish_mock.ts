@@ -45,6 +45,12 @@ export interface RedfishMockOptions {
   port?: number;
   /** Serve HTTPS with this PEM certificate chain and key. */
   tls?: { cert: string; key: string };
+  /**
+   * Called when a system powers on (boots), e.g. to make it network-boot when `boot.source` is
+   * `Pxe` (the lab's stand-in, `netboot_stand_in.ts`). With it, a reset's power change lands when
+   * due even if nobody reads the system.
+   */
+  onBoot?: (systemId: string, boot: RedfishBoot) => void;
 }
 
 /** An injected fault; it applies to requests matching `method` and `path` (all when omitted). */
@@ -207,6 +213,7 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
   const closing = new AbortController();
   let inFlight = 0;
   let peakInFlight = 0;
+  const timers = new Set<ReturnType<typeof setTimeout>>();
 
   function settle(system: SystemState): void {
     const pending = system.pending;
@@ -218,8 +225,11 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
     }
     system.power = "On";
     const overridden = system.bootEnabled !== "Disabled";
-    system.boots.push({ source: overridden ? system.bootTarget : "Hdd", image: system.image });
+    const boot = { source: overridden ? system.bootTarget : "Hdd", image: system.image };
+    system.boots.push(boot);
     if (system.boots.length > MAX_BOOTS) system.boots.shift();
+    // After the state change, so the hook sees the system on.
+    if (options.onBoot) queueMicrotask(() => options.onBoot?.(system.id, boot));
     if (system.bootEnabled === "Once") {
       system.bootEnabled = "Disabled";
       system.bootTarget = "None";
@@ -357,6 +367,13 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
       system.pending = { kind: on ? "restart" : "on", at };
     }
     settle(system);
+    if (options.onBoot && system.pending) {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        settle(system);
+      }, powerDelayMs);
+      timers.add(timer);
+    }
   }
 
   async function insertMedia(system: SystemState, input: Record<string, unknown>): Promise<void> {
@@ -608,6 +625,8 @@ export function startRedfishMock(options: RedfishMockOptions = {}): RedfishMock 
 
   async function close(): Promise<void> {
     closing.abort();
+    for (const timer of timers) clearTimeout(timer);
+    timers.clear();
     await server.shutdown();
   }
 
