@@ -34,13 +34,12 @@ import { parseCount, parseDuration } from "./lib/engine/retention.ts";
 import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { createFakeProvider } from "./lib/provider/fake.ts";
 import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
-import { createHardwareProvider, type SshRunner } from "./lib/provider/hardware.ts";
+import { createHardwareProvider } from "./lib/provider/hardware.ts";
 import type { BmcDriver } from "./lib/provider/bmc.ts";
 import { createBmcGate } from "./lib/provider/bmc_gate.ts";
 import { createRedfishDriver } from "./lib/provider/redfish.ts";
 import { createIpmiDriver } from "./lib/provider/ipmi.ts";
-import { createSshRunner, type SshRunnerOptions } from "./lib/provider/ssh.ts";
-import { ProviderError } from "./lib/provider/mod.ts";
+import { createSshRunner, type SshRunner, type SshRunnerOptions } from "./lib/provider/ssh.ts";
 import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
@@ -465,29 +464,9 @@ function hardwareDrivers(
   options: { bmcConcurrency: number; ssh?: SshRunnerOptions },
 ): { drivers: BmcDriver[]; ssh?: SshRunner } {
   const gate = createBmcGate({ concurrency: options.bmcConcurrency });
-  const drivers: BmcDriver[] = [createRedfishDriver({ gate }), createIpmiDriver({ gate })];
-  if (!options.ssh) return { drivers };
-  const runner = createSshRunner(options.ssh);
   return {
-    drivers,
-    ssh: {
-      run(call, target, command) {
-        if (target.user === undefined || target.keyFile === undefined) {
-          throw new ProviderError(
-            `machine ${target.machineId} has an ssh_endpoint but its --bmc-credentials entry has no ${
-              target.user === undefined ? "ssh_user" : "ssh_key_file"
-            }: add ssh_user and ssh_key_file to the entry`,
-            { permanent: true },
-          );
-        }
-        return runner.run(call, {
-          endpoint: `${target.host}:${target.port}`,
-          user: target.user,
-          keyFile: target.keyFile,
-          machineId: target.machineId,
-        }, command);
-      },
-    },
+    drivers: [createRedfishDriver({ gate }), createIpmiDriver({ gate })],
+    ...(options.ssh ? { ssh: createSshRunner(options.ssh) } : {}),
   };
 }
 

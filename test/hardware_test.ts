@@ -17,8 +17,9 @@ import { InvalidArgumentError } from "../lib/model/errors.ts";
 import type { BmcDriver, BmcGate, BmcTarget, RestartOptions } from "../lib/provider/bmc.ts";
 import { type CredentialBook, loadCredentials } from "../lib/provider/credentials.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
-import { createHardwareProvider, type SshRunner } from "../lib/provider/hardware.ts";
-import type { ProviderCall } from "../lib/provider/mod.ts";
+import { createHardwareProvider } from "../lib/provider/hardware.ts";
+import type { SshRunner } from "../lib/provider/ssh.ts";
+import { type ProviderCall, ProviderError } from "../lib/provider/mod.ts";
 import {
   createNetbootBroker,
   type HttpRoute,
@@ -760,7 +761,14 @@ Deno.test(
         return Promise.resolve();
       },
     };
+    const key = await Deno.makeTempFile({ prefix: "bmdemo-key-" });
     const file = await credentialsFile(
+      CREDENTIALS.replace(
+        "username: exact-user",
+        `username: exact-user\n    ssh_user: root\n    ssh_key_file: ${key}`,
+      ),
+    );
+    const userOnly = await credentialsFile(
       CREDENTIALS.replace("username: exact-user", "username: exact-user\n    ssh_user: root"),
     );
     try {
@@ -783,7 +791,7 @@ Deno.test(
       });
       await provider.executeSshCommand(call, withSsh, { scriptRef: "drain_node.sh" });
       assert.deepEqual(runs, [{
-        target: { machineId: "m-1", host: "10.0.0.1", port: 2222, user: "root" },
+        target: { machineId: "m-1", endpoint: "10.0.0.1:2222", user: "root", keyFile: key },
         script: "drain_node.sh",
       }]);
       const without = create(MachineSchema, { machineId: "m-2", spec: REDFISH_1 });
@@ -803,8 +811,28 @@ Deno.test(
       });
       await provider.executeSshCommand(call, fake, { scriptRef: "drain_node.sh" });
       assert.equal(runs.length, 1, "a fake machine's SSH stays simulated");
+      // An entry without a key file: a permanent step error naming the field, nothing run.
+      const keyless = createHardwareProvider({
+        simulated: createFakeProvider({ timing: "zero" }),
+        drivers: [recordingDriver("redfish").driver],
+        credentials: await loadCredentials(userOnly),
+        netboot: createNetbootBroker({ baseUrl: "http://h:1" }),
+        ssh,
+      });
+      const refused = await keyless.executeSshCommand(call, withSsh, { scriptRef: "x.sh" }).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      assert.ok(refused instanceof ProviderError && refused.permanent);
+      assert.match(
+        refused.message,
+        /machine m-1 has an ssh_endpoint, but its entry .* has no ssh_key_file/,
+      );
+      assert.equal(runs.length, 1);
     } finally {
       await Deno.remove(file);
+      await Deno.remove(userOnly);
+      await Deno.remove(key);
     }
   },
 );

@@ -19,8 +19,9 @@ import {
 } from "../model/hardware_spec.ts";
 import type { BmcCredential, BmcDriver, BmcTarget } from "./bmc.ts";
 import type { CredentialBook } from "./credentials.ts";
-import { type Provider, type ProviderCall, ProviderError, type SshCommandOptions } from "./mod.ts";
+import { type Provider, type ProviderCall, ProviderError } from "./mod.ts";
 import type { NetbootBroker } from "./netboot.ts";
+import type { SshRunner } from "./ssh.ts";
 
 /** How long the power-off after a canceled repave may take. */
 export const CANCEL_POWER_OFF_MS = 60_000;
@@ -30,29 +31,6 @@ function canceledByUser(signal: AbortSignal): boolean {
   const reason: unknown = signal.reason;
   return signal.aborted && typeof reason === "object" && reason !== null &&
     (reason as { cancelCause?: unknown }).cancelCause === "user";
-}
-
-/** Where and as whom a script runs over SSH. */
-export interface SshTarget {
-  /** Machine, for log lines. */
-  readonly machineId: string;
-  /** Host of `spec.ssh_endpoint`. */
-  readonly host: string;
-  /** Port of `spec.ssh_endpoint`. */
-  readonly port: number;
-  /** `ssh_user` of the machine's credential entry, if any. */
-  readonly user?: string;
-  /** `ssh_key_file` of the machine's credential entry, if any. */
-  readonly keyFile?: string;
-}
-
-/**
- * Runs a script on a machine over SSH (the SSH driver implements it), streaming its output into
- * `call.log` line by line and rejecting with `call.signal.reason` once the signal aborts.
- */
-export interface SshRunner {
-  /** Runs `options.scriptRef` with `options.args` on `target`. */
-  run(call: ProviderCall, target: SshTarget, options: SshCommandOptions): Promise<void>;
 }
 
 /** Options of {@linkcode createHardwareProvider}. */
@@ -261,13 +239,22 @@ export function createHardwareProvider(options: HardwareProviderOptions): Provid
         const { host, port } = parseSshEndpoint(endpoint, { machineId: machine.machineId });
         const address = machine.spec?.bmcAddress ?? "";
         const bmcHost = address === "" ? "" : parseBmcAddress(name, address).host;
-        const credential = credentials?.find({ address, host: bmcHost, labels: machine.labels });
+        const credential = credentialOf(machine, { address, host: bmcHost });
+        if (credential.sshUser === undefined || credential.sshKeyFile === undefined) {
+          throw new ProviderError(
+            `machine ${machine.machineId} has an ssh_endpoint, but its entry in --bmc-credentials ${
+              credentials?.file ?? ""
+            } has no ${
+              credential.sshUser === undefined ? "ssh_user" : "ssh_key_file"
+            }: add ssh_user and ssh_key_file to it`,
+            { permanent: true },
+          );
+        }
         return await ssh.run(call, {
           machineId: machine.machineId,
-          host,
-          port,
-          ...(credential?.sshUser === undefined ? {} : { user: credential.sshUser }),
-          ...(credential?.sshKeyFile === undefined ? {} : { keyFile: credential.sshKeyFile }),
+          endpoint: `${host}:${port}`,
+          user: credential.sshUser,
+          keyFile: credential.sshKeyFile,
         }, sshOptions);
       }
       if (name) {
