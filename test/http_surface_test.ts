@@ -364,7 +364,7 @@ Deno.test(
       body: "Not found: /nope\n",
       allow: null,
     });
-    assert.equal((await status("events", { method: "POST" })).allow, "GET");
+    assert.equal((await status("events", { method: "POST" })).allow, "GET, HEAD");
     assert.equal((await status("events", { method: "DELETE" })).status, 405);
     assert.equal((await status("boot/report")).allow, "POST");
     assert.equal(
@@ -390,6 +390,84 @@ Deno.test(
     assert.equal(full.status, 503);
     assert.match(full.body, /Too many open event streams \(1, the server's --max-watchers\)/);
     await open.body!.cancel();
+  },
+);
+
+Deno.test(
+  "HEAD: every GET route answers it like GET without a body; an event stream opens none",
+  SANITIZE,
+  async () => {
+    const metrics: HttpRoute = {
+      method: "GET",
+      path: "/metrics",
+      access: "token",
+      handle: () => new Response("bmdemo_up 1\n"),
+    };
+    const report: HttpRoute = {
+      method: "POST",
+      path: "/boot/report",
+      access: "public",
+      handle: () => new Response("noted\n"),
+    };
+    let opened = 0;
+    await using s = await surface({
+      authToken: "t0ken",
+      maxStreams: 1,
+      routes: [metrics, report],
+      onStream: () => {
+        opened++;
+        return { [Symbol.dispose]: () => {} };
+      },
+    });
+    const url = s.http.url;
+    const bearer = { authorization: "Bearer t0ken" };
+    const head = async (path: string, headers: HeadersInit = {}) => {
+      const response = await fetch(`${url}${path}`, { method: "HEAD", headers });
+      return {
+        status: response.status,
+        body: await response.text(),
+        type: response.headers.get("content-type"),
+        length: response.headers.get("content-length"),
+        allow: response.headers.get("allow"),
+      };
+    };
+    const get = async (path: string, headers: HeadersInit = {}) => {
+      const response = await fetch(`${url}${path}`, { headers });
+      const body = await response.text();
+      return { status: response.status, type: response.headers.get("content-type"), body };
+    };
+    for (
+      const [path, headers] of [["healthz", {}], ["readyz", {}], ["", bearer], [
+        "metrics",
+        bearer,
+      ]] as const
+    ) {
+      const [probe, full] = [await head(path, headers), await get(path, headers)];
+      assert.equal(probe.status, 200, path);
+      assert.equal(probe.body, "", path);
+      assert.equal(probe.type, full.type, path);
+      assert.equal(probe.length, String(new TextEncoder().encode(full.body).length), path);
+    }
+    // Unauthenticated: the same 401 as GET (how the dashboard tells "signed out" from "offline").
+    assert.equal((await head("events")).status, 401);
+    assert.equal((await head("metrics")).status, 401);
+    const events = await head("events", bearer);
+    assert.deepEqual([events.status, events.body], [200, ""]);
+    assert.match(events.type ?? "", /^text\/event-stream/);
+    assert.equal((await head("operations/op-missing/logs", bearer)).status, 404);
+    assert.equal(s.http.streamCount, 0, "a HEAD opens no stream");
+    assert.equal(opened, 0, "a HEAD is no watcher");
+    // The stream limit answers HEAD as it answers GET.
+    const open = await fetch(`${url}events`, { headers: bearer });
+    assert.equal((await head("events", bearer)).status, 503);
+    await open.body!.cancel();
+    assert.deepEqual(
+      [(await head("boot/report")).status, (await head("boot/report")).allow],
+      [405, "POST"],
+    );
+    assert.equal((await head("nope")).status, 404);
+    s.http.stopServing();
+    assert.equal((await head("readyz")).status, 503);
   },
 );
 

@@ -14,6 +14,11 @@
  * `maxBodyBytes` (413; a body of unknown length on a POST 411; any body on a GET 400), URLs at
  * most 8 KiB (414); unknown paths 404, wrong methods 405 with `Allow`.
  *
+ * HEAD: every GET route answers HEAD as it answers GET, without the body (load balancers and
+ * `curl -I` probe `/healthz` and `/readyz` so). On an event stream it checks the token, the
+ * operation and the stream limit, and opens no stream: a HEAD on `/events` is how the dashboard
+ * tells "signed out" (401) from "offline".
+ *
  * Shutdown: `/readyz` turns 503 first, then whatever the caller stops (the gRPC server and the
  * engine), then every open stream ends and the listener closes.
  *
@@ -109,6 +114,11 @@ function exact(path: string): (candidate: string) => string[] | undefined {
   return (candidate) => candidate === path ? [] : undefined;
 }
 
+/** The methods a route's method allows: a GET route answers HEAD too. */
+function allowed(method: Route["method"]): string[] {
+  return method === "GET" ? ["GET", "HEAD"] : [method];
+}
+
 function text(status: number, body: string, headers: HeadersInit = {}): Response {
   return new Response(`${body}\n`, {
     status,
@@ -167,7 +177,9 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
   let streams = 0;
   const feed = new DashboardFeed(engine, options.feed);
 
+  /** Opens an SSE stream; on a HEAD, only answers as the GET would (no stream is opened). */
   function openStream(
+    request: Request,
     build: (onEnd: () => void) => ReadableStream<Uint8Array>,
   ): Response {
     if (streams >= maxStreams) {
@@ -177,19 +189,19 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
         { "retry-after": "5" },
       );
     }
+    const headers = {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-store",
+      "x-accel-buffering": "no",
+    };
+    if (request.method === "HEAD") return new Response(null, { headers });
     streams++;
     const tracked = options.onStream?.();
     const body = build(() => {
       streams--;
       tracked?.[Symbol.dispose]();
     });
-    return new Response(body, {
-      headers: {
-        "content-type": "text/event-stream; charset=utf-8",
-        "cache-control": "no-store",
-        "x-accel-buffering": "no",
-      },
-    });
+    return new Response(body, { headers });
   }
 
   const routes: Route[] = [
@@ -214,12 +226,14 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
       match: exact("/events"),
       access: "token",
       handle: (request) =>
-        openStream((onEnd) =>
-          feedStream(feed, feed.resume(request.headers.get("last-event-id")), {
-            signal: stopping.signal,
-            heartbeatMs,
-            onEnd,
-          })
+        openStream(
+          request,
+          (onEnd) =>
+            feedStream(feed, feed.resume(request.headers.get("last-event-id")), {
+              signal: stopping.signal,
+              heartbeatMs,
+              onEnd,
+            }),
         ),
     },
     {
@@ -251,14 +265,13 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
           throw error;
         }
         const last = Number(request.headers.get("last-event-id") ?? "0");
-        return openStream((onEnd) =>
+        return openStream(request, (onEnd) =>
           logStream(engine, operationId, {
             signal: stopping.signal,
             heartbeatMs,
             onEnd,
             afterSeq: Number.isSafeInteger(last) && last > 0 ? last : 0,
-          })
-        );
+          }));
       },
     },
     {
@@ -368,15 +381,16 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
       .map((route) => ({ route, params: route.match(path) }))
       .filter((entry) => entry.params !== undefined);
     if (matched.length === 0) return text(404, `Not found: ${path}`);
-    const hit = matched.find((entry) => entry.route.method === request.method);
+    const head = request.method === "HEAD";
+    const hit = matched.find((entry) => entry.route.method === (head ? "GET" : request.method));
     if (!hit) {
-      const allow = [...new Set(matched.map((entry) => entry.route.method))].join(", ");
+      const allow = [...new Set(matched.flatMap(({ route }) => allowed(route.method)))].join(", ");
       return text(405, `Method ${request.method} not allowed on ${path}: use ${allow}`, { allow });
     }
     const refused = checkBody(request);
     if (refused) return refused;
     if (hit.route.access === "token") {
-      if (request.method === "GET" && url.searchParams.has("token")) return signIn(url);
+      if ((request.method === "GET" || head) && url.searchParams.has("token")) return signIn(url);
       const denied = authorize(request);
       if (denied) return denied;
     }
@@ -392,6 +406,23 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
     }
   }
 
+  /** The answer to a HEAD: the GET's status and headers, its length, no body. */
+  async function withoutBody(response: Response): Promise<Response> {
+    if (response.body === null) return response;
+    const streaming = response.headers.get("content-type")?.startsWith("text/event-stream");
+    const headers = new Headers(response.headers);
+    if (streaming) {
+      await response.body.cancel();
+    } else {
+      headers.set("content-length", String((await response.arrayBuffer()).byteLength));
+    }
+    return new Response(null, {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  }
+
   const listening = Promise.withResolvers<Deno.NetAddr>();
   const server = Deno.serve({
     hostname: host,
@@ -405,7 +436,8 @@ export async function startHttpSurface(options: HttpSurfaceOptions): Promise<Htt
       return text(500, "Internal error (see the server log)");
     },
   }, async (request) => {
-    const response = await handle(request);
+    const answer = await handle(request);
+    const response = request.method === "HEAD" ? await withoutBody(answer) : answer;
     response.headers.set("x-content-type-options", "nosniff");
     if (logger.isEnabledFor("debug")) {
       logger.debug("HTTP {method} {path} {status}", {
