@@ -26,7 +26,7 @@ import { getLogger } from "@logtape/logtape";
 import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
 import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
 import { createEngine } from "./lib/engine/mod.ts";
-import { denoVersionWarning, startServer } from "./lib/grpc/server.ts";
+import { denoVersionWarning } from "./lib/grpc/server.ts";
 import { isLoopbackHost } from "./lib/grpc/auth.ts";
 import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/store/sqlite.ts";
@@ -43,8 +43,8 @@ import { createSshRunner, type SshRunner, type SshRunnerOptions } from "./lib/pr
 import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
-import { type HttpSurface, startHttpSurface } from "./lib/http/surface.ts";
-import { createMetrics } from "./lib/metrics/mod.ts";
+import type { HttpSurface } from "./lib/http/surface.ts";
+import { startSurfaces, type Surfaces, SurfaceStartError } from "./lib/serve/surfaces.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
@@ -330,44 +330,33 @@ async function main(): Promise<void> {
     store,
     retention: { ...retention, sweepIntervalMs: RETENTION_SWEEP_MS },
   });
-  // Created before the server starts, so the operations restart recovery fails are counted;
-  // served on the HTTP surface's /metrics.
-  const metrics = values["no-metrics"] ? undefined : createMetrics(engine);
-  let server;
+  // The metrics (unless --no-metrics) observe gRPC and are served on the HTTP surface's /metrics.
+  let surfaces: Surfaces;
   try {
-    server = await startServer({
-      host: values.host,
-      port,
-      engine,
-      tls,
-      authToken,
-      maxWatchers,
-      callObserver: metrics?.grpcObserver,
-    });
-  } catch (error) {
-    logger.error("{message}", { message: listenError(values.host, port, error) });
-    store?.close();
-    Deno.exit(1);
-  }
-  let http: HttpSurface | undefined;
-  if (httpPort !== undefined) {
-    try {
-      http = await startHttpSurface({
-        engine: server.engine,
+    surfaces = await startSurfaces(engine, {
+      grpc: { host: values.host, port, tls, authToken, maxWatchers },
+      http: httpPort === undefined ? undefined : {
         host: values.host,
         port: httpPort,
         tls,
         authToken,
         maxStreams: maxWatchers,
-        routes: [...netboot.routes, ...(metrics ? [metrics.route] : [])],
-        onStream: metrics?.trackWatcher,
-      });
-    } catch (error) {
-      logger.error("{message}", { message: httpListenError(values.host, httpPort, error) });
-      await server.shutdown();
-      store?.close();
-      Deno.exit(1);
-    }
+        routes: netboot.routes,
+      },
+      metrics: values["no-metrics"] ? false : undefined,
+    });
+  } catch (error) {
+    const cause = error instanceof SurfaceStartError ? error.cause : error;
+    logger.error("{message}", {
+      message: error instanceof SurfaceStartError && error.surface === "http"
+        ? httpListenError(values.host, httpPort!, cause)
+        : listenError(values.host, port, cause),
+    });
+    store?.close();
+    Deno.exit(1);
+  }
+  const { server, http } = surfaces;
+  if (http) {
     try {
       netbootBaseUrl({ host: values.host, port: http.port }); // refuses a wildcard --host
       netboot.advertise(http.url); // with the surface's scheme (https under --tls-cert)
@@ -434,9 +423,7 @@ async function main(): Promise<void> {
     }, 15_000);
     // /readyz turns 503 first; the event streams end after gRPC and the engine stopped, so a
     // dashboard sees the operations shutdown cancels.
-    const stopAll = http ? http.shutdown({ before: () => server.shutdown() }) : server.shutdown();
-    stopAll.then(() => {
-      metrics?.close();
+    surfaces.shutdown().then(() => {
       // Every operation is settled (CANCELED, reason ServerShutdown) and written: close the file.
       store?.close();
       clearTimeout(force);

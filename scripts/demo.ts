@@ -14,7 +14,7 @@
  *   deno task demo --slow     slow timings for live presentations (~29 s per reimage)
  *   deno task demo --server host:port   run the tour against an external server instead
  *   deno task demo --no-web   without the live dashboard (otherwise served on a free loopback
- *                             port, its URL printed before the first pause)
+ *                             port with its /metrics, its URL printed before the first pause)
  *   deno task demo --lab      run the tour on a hardware lab (scripts/lab.ts): machine-1..4 driven
  *                             by the real Redfish and IPMI drivers over loopback
  *
@@ -24,8 +24,7 @@
 import { main } from "../lib/cli/main.ts";
 import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
-import { startServer } from "../lib/grpc/server.ts";
-import { startHttpSurface } from "../lib/http/surface.ts";
+import { startSurfaces } from "../lib/serve/surfaces.ts";
 import { parseScriptArgs, usageError } from "./cli_args.ts";
 import { type Lab, startLab } from "./lab.ts";
 import { FAULT_DEMO } from "../lib/cli/tour.ts";
@@ -74,21 +73,24 @@ if (values.lab) {
   for (const m of lab.machines) console.log(`  ${m.machineId}: ${m.provider} ${m.bmcAddress}`);
 }
 
-const server = values.server || lab ? undefined : await startServer({
-  host: "127.0.0.1",
-  port: 0,
+// The same composition as server.ts: the dashboard serves /metrics beside it.
+const surfaces = values.server || lab ? undefined : await startSurfaces(
   // A fault on one machine the tour's "When Hardware Fails" section reimages; the others work.
-  engine: createEngine({
+  createEngine({
     provider: withFaults(
       createFakeProvider({ timing: values.slow ? "slow" : "normal" }),
       [parseFault(FAULT_DEMO)],
     ),
   }),
-});
+  {
+    grpc: { host: "127.0.0.1", port: 0 },
+    http: values["no-web"] ? undefined : { host: "127.0.0.1", port: 0 },
+    metrics: values["no-web"] ? false : undefined, // served only on the dashboard's port
+  },
+);
+const server = surfaces?.server;
 const address = values.server ?? lab?.server ?? server!.address;
-const web = server && !values["no-web"]
-  ? await startHttpSurface({ engine: server.engine, host: "127.0.0.1", port: 0 })
-  : undefined;
+const web = surfaces?.http;
 const dashboardUrl = web?.url ?? (lab && !values["no-web"] ? lab.httpUrl : undefined);
 if (server) {
   console.log(`Started a bmdemo server on ${address}${values.slow ? " (slow timings)" : ""}.`);
@@ -99,7 +101,7 @@ try {
   const dashboard = dashboardUrl ? ["--dashboard", dashboardUrl] : [];
   code = await main(["tour", "--server", address, ...dashboard], terminalIo(interrupt.signal));
 } finally {
-  await (web ? web.shutdown({ before: () => server!.shutdown() }) : server?.shutdown());
+  await surfaces?.shutdown();
   await lab?.stop();
 }
 Deno.exit(code);

@@ -46,6 +46,9 @@ const LAYERS: Record<string, Layer> = {
     forbiddenPackages: SURFACES,
     forbiddenModules: ["store/memory.ts", "store/sqlite.ts"],
   },
+  // What a server serves, composed once (server.ts and the demo): gRPC, the HTTP surface and the
+  // metrics wired into both, on an engine it is given.
+  serve: { mayImport: ["grpc", "http", "metrics", "engine"] },
   // The client side of the wire: connect-es over the generated descriptors, never grpc-js.
   client: { mayImport: ["gen"], forbiddenPackages: /^(npm:)?@grpc\// },
   cli: { mayImport: ["client", "model", "gen"] },

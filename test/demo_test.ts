@@ -316,6 +316,14 @@ Deno.test("Ctrl+C at the pause ends deno task demo at once with 130", SANITIZE, 
   assert.ok(demo.output.includes(`ℹ Live dashboard: ${dashboard[1]} (every step`), demo.output);
   const page = await fetch(dashboard[1]);
   assert.match(await page.text(), /<title>bmdemo dashboard<\/title>/);
+  // It serves the server's metrics too, wired as server.ts wires them: gRPC calls observed,
+  // an open event stream counted among the watchers.
+  const events = await fetch(`${dashboard[1]}events`);
+  const metrics = await (await fetch(`${dashboard[1]}metrics`)).text();
+  await events.body!.cancel();
+  assert.match(metrics, /^bmdemo_machines\{/m, metrics);
+  assert.match(metrics, /^bmdemo_grpc_requests_total\{.*\} [1-9]/m, metrics);
+  assert.match(metrics, /^bmdemo_watchers 1$/m, metrics);
   await demo.type("\x03");
   assert.equal(await demo.exit(), 130, demo.output);
   assert.match(demo.output, /Interrupted: the tour stopped\./);

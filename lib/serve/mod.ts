@@ -1,0 +1,12 @@
+/**
+ * The composition of what a bmdemo server serves on one engine (`surfaces.ts`): the gRPC server,
+ * the HTTP surface beside it and the Prometheus metrics wired into both, started and stopped in
+ * one order. `server.ts` and `deno task demo` both start their servers through it, so the demo's
+ * dashboard serves what the server's does (`/metrics` included).
+ *
+ * May import: `lib/grpc/`, `lib/http/`, `lib/metrics/`, `lib/engine/` (checked by
+ * `test/architecture_test.ts`). Nothing below imports it. Import each module directly; this one
+ * only documents the folder.
+ *
+ * @module
+ */
