@@ -13,75 +13,12 @@ import { chromium } from "playwright-core";
 import { connectClient } from "../../lib/client/mod.ts";
 import { MachineService, OperationService } from "../../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { maintenanceOverGrpc } from "../helpers.ts";
+import { tcpProxy } from "./tcp_proxy.ts";
 
 /** Debian's Chromium (`.ci/run` installs it). */
 const CHROMIUM = "/usr/bin/chromium";
 /** Generous safety net for each wait on the page (the page is event-driven; no sleeps). */
 const WAIT_MS = 30_000;
-
-/**
- * A TCP proxy to `port` on loopback: `cut()` closes every connection through it, `hold()` makes
- * new ones wait (accepted, not forwarded) until `release()`.
- */
-function tcpProxy(port: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const open = new Set<Deno.Conn>();
-  const pipes = new Set<Promise<unknown>>();
-  let gate: PromiseWithResolvers<void> | undefined;
-  const pipe = (from: Deno.Conn, to: Deno.Conn) =>
-    from.readable.pipeTo(to.writable).catch(() => {}).finally(() => {
-      for (const conn of [from, to]) {
-        if (open.delete(conn)) {
-          try {
-            conn.close();
-          } catch {
-            // Already closed by the other direction.
-          }
-        }
-      }
-    });
-  const accepting = (async () => {
-    for await (const inbound of listener) {
-      open.add(inbound);
-      const forward = (async () => {
-        await gate?.promise;
-        if (!open.has(inbound)) return;
-        const outbound = await Deno.connect({ hostname: "127.0.0.1", port });
-        open.add(outbound);
-        await Promise.all([pipe(inbound, outbound), pipe(outbound, inbound)]);
-      })().catch(() => {});
-      pipes.add(forward);
-      forward.finally(() => pipes.delete(forward));
-    }
-  })();
-  return {
-    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`,
-    cut() {
-      for (const conn of [...open]) {
-        open.delete(conn);
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
-      }
-    },
-    hold() {
-      gate = Promise.withResolvers<void>();
-    },
-    release() {
-      gate?.resolve();
-      gate = undefined;
-    },
-    async close() {
-      this.release();
-      listener.close();
-      this.cut();
-      await accepting.catch(() => {});
-      await Promise.all([...pipes]);
-    },
-  };
-}
 
 const [dashboardUrl, grpcAddress, artifactsDir] = Deno.args;
 const ARTIFACTS = new URL(`file://${artifactsDir.replace(/\/?$/, "/")}`);

@@ -260,14 +260,33 @@ function setConnection(state, label) {
   connectionEl.textContent = label;
 }
 
+const SIGNED_OUT = "signed out: open the sign-in link printed by the server";
+
+/** Whether the server refuses this browser's sign-in (401); `false` when it cannot be reached. */
+async function signedOut() {
+  try {
+    const response = await fetch("/events", { method: "HEAD", cache: "no-store" });
+    return response.status === 401;
+  } catch {
+    return false;
+  }
+}
+
 function connect() {
   source = new EventSource("/events");
   source.addEventListener("open", () => setConnection("live", "live"));
   source.addEventListener("error", () => {
     if (source.readyState === EventSource.CLOSED) {
       // Refused (401, 503): the browser gives up, so try again later with a fresh stream.
-      setConnection("offline", "offline: retrying");
-      setTimeout(connect, 3000);
+      // EventSource hides the status, so a HEAD on the same route (no stream) tells a sign-in
+      // that is no longer valid (a server restarted with another token) from an outage.
+      const refused = source;
+      signedOut().then((out) => {
+        if (source !== refused) return;
+        if (out) setConnection("signed-out", SIGNED_OUT);
+        else setConnection("offline", "offline: retrying");
+        setTimeout(connect, 3000);
+      });
     } else {
       reconnects++;
       setConnection("reconnecting", "reconnecting");
