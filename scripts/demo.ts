@@ -16,7 +16,9 @@
  *   deno task demo --no-web   without the live dashboard (otherwise served on a free loopback
  *                             port with its /metrics, its URL printed before the first pause)
  *   deno task demo --lab      run the tour on a hardware lab (scripts/lab.ts): machine-1..4 driven
- *                             by the real Redfish and IPMI drivers over loopback
+ *                             by the real Redfish and IPMI drivers over loopback; machine-4's
+ *                             BMC refuses its first 2 power changes (LAB_FAULT_DEMO), which the
+ *                             tour's "When Hardware Fails" shows
  *
  * @module
  */
@@ -26,8 +28,8 @@ import { terminalIo } from "../lib/cli/terminal.ts";
 import { createEngine } from "../lib/engine/mod.ts";
 import { startSurfaces } from "../lib/serve/surfaces.ts";
 import { parseScriptArgs, usageError } from "./cli_args.ts";
-import { type Lab, startLab } from "./lab.ts";
-import { FAULT_DEMO } from "../lib/cli/tour.ts";
+import { type Lab, labIpmiBmc, startLab } from "./lab.ts";
+import { FAULT_DEMO, LAB_FAULT_DEMO } from "../lib/cli/tour.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
 import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 
@@ -42,7 +44,8 @@ ends it at once (exit 130). The tour fits the terminal's width (COLUMNS override
   --no-web             do not serve the live dashboard (by default its URL is printed first:
                        open it on the screen the audience sees)
   --lab                run the tour on a hardware lab (deno task lab --machines 4): machine-1..4
-                       driven by the real Redfish and IPMI drivers against BMCs on loopback
+                       driven by the real Redfish and IPMI drivers against BMCs on loopback;
+                       machine-4's BMC refuses its first 2 power changes (a real BMC fault)
   -h, --help           this help`;
 
 const { values } = parseScriptArgs({
@@ -71,6 +74,10 @@ if (values.lab) {
     log: (line) => console.log(line),
   });
   for (const m of lab.machines) console.log(`  ${m.machineId}: ${m.provider} ${m.bmcAddress}`);
+  // --fault affects simulated machines only: on the lab, the fault is in the BMC itself.
+  const { machineId, powerChanges } = LAB_FAULT_DEMO;
+  await labIpmiBmc(lab, machineId).failPowerChanges(powerChanges);
+  console.log(`  fault: ${machineId}'s BMC refuses its next ${powerChanges} power changes`);
 }
 
 // The same composition as server.ts: the dashboard serves /metrics beside it.

@@ -93,6 +93,24 @@ export interface Lab extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
+/**
+ * The `ipmi_sim` BMC of an IPMI machine of the lab (to inject a fault:
+ * {@linkcode IpmiSim.failPowerChanges}).
+ *
+ * @param lab The running lab.
+ * @param machineId One of its IPMI machines, e.g. `machine-4`.
+ * @returns Its BMC.
+ * @throws {RangeError} The lab has no IPMI machine of that id.
+ */
+export function labIpmiBmc(lab: Lab, machineId: string): IpmiSim {
+  const index = lab.machines.filter((m) => m.provider === "ipmi")
+    .findIndex((m) => m.machineId === machineId);
+  if (index === -1) {
+    throw new RangeError(`The lab has no IPMI machine "${machineId}" (even numbers are IPMI)`);
+  }
+  return lab.ipmi[index];
+}
+
 function hex2(n: number): string {
   return n.toString(16).padStart(2, "0");
 }

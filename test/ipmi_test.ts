@@ -177,6 +177,40 @@ Deno.test(
 );
 
 Deno.test(
+  "ipmi_sim's injected fault: the next N power changes fail as a transient driver error, then work",
+  SANITIZE,
+  () =>
+    withSim({}, async (bmc) => {
+      const driver = createIpmiDriver({ gate: countingGate(), ...FAST });
+      const call = testCall();
+      await bmc.failPowerChanges(2);
+      for (let i = 0; i < 2; i++) {
+        const error = await driver.powerOn(call, targetOf(bmc)).catch((e) => e);
+        assert.ok(error instanceof IpmiError, String(error));
+        assert.equal(error.failure, "failed");
+        assert.equal(error.permanent, false, "the executor retries it");
+        assert.equal(
+          error.message,
+          `IPMI BMC ${bmc.address} failed "power on": Set Chassis Power Control to Up/On failed: Unspecified error`,
+        );
+      }
+      // A read is no power change: it still works; the fault is spent after 2.
+      assert.equal(await driver.powerState(call, targetOf(bmc)), "off");
+      await driver.powerOn(call, targetOf(bmc));
+      assert.equal(await bmc.power(), "on");
+      assert.deepEqual(fold(await bmc.calls()), [
+        "set power 1",
+        "injected fault: power change refused",
+        "set power 1",
+        "injected fault: power change refused",
+        "get power",
+        "set power 1",
+        "get power",
+      ]);
+    }),
+);
+
+Deno.test(
   "createIpmiDriver() reports a wrong password as a permanent auth error",
   SANITIZE,
   () =>

@@ -311,7 +311,13 @@ Deno.test(
         /Not importing: machine-1 \(redfish\), machine-2 \(ipmi\), machine-3 \(redfish\) are driven by real BMC drivers/,
         /\$ bmdemo-cli reimage machine-1 -v\n[^$]*Redfish POST \/redfish\/v1\/Systems\/1\/Actions\/ComputerSystem\.Reset/,
         /image writer: bmdemo lab stand-in for Redfish system 1: no image written/,
-        /\$ bmdemo-cli reimage machine-4 -v\n[^$]*ipmitool power on[^$]*image writer: bmdemo lab stand-in for IPMI BMC machine-4/,
+        // "When Hardware Fails" on the lab: machine-4's BMC refuses 2 power changes, so both
+        // attempts of reboot-to-netboot fail with the IPMI driver's error; a second reimage works.
+        /fault: machine-4's BMC refuses its next 2 power changes/,
+        /machine-4 is driven by the real ipmi driver/,
+        /\$ bmdemo-cli reimage machine-4 -v\n[^$]*ipmitool power on\n[^$]*Step failed: IPMI BMC 127\.0\.0\.1:\d+ failed "power on": Set Chassis Power Control to Up\/On failed: Unspecified error\n[^$]*Retry 1\/1[^$]*ipmitool power on\n[^$]*✗ reboot-to-netboot\n[^$]*✗ FAILED: IPMI BMC/,
+        /\$ bmdemo-cli list\n[^$]*machine-4 +MAINT +⚠ATTN/,
+        /\$ bmdemo-cli reimage machine-4\n[^$]*lab: 52:54:00:1a:00:04: report answered HTTP 200[^$]*✓ SUCCEEDED\n\n\$ bmdemo-cli list\n[^$]*machine-4 +MAINT +MAINT +✓ +✓/,
         /Demo Complete/,
       ]
     ) {

@@ -367,6 +367,17 @@ async function cancelDemo(
 const FAULT_MACHINE = "machine-4";
 
 /**
+ * The fault `deno task demo --lab` injects into the lab, where `--fault` cannot apply (it affects
+ * simulated machines only): machine-4's BMC (an `ipmi_sim`) refuses its next 2 power changes, so
+ * both attempts of reboot-to-netboot fail with the driver's error on the first reimage, and the
+ * second reimage succeeds.
+ */
+export const LAB_FAULT_DEMO: { readonly machineId: string; readonly powerChanges: number } = {
+  machineId: FAULT_MACHINE,
+  powerChanges: 2,
+};
+
+/**
  * The `--fault` value `deno task demo` gives its own server: both attempts of repave-image (one
  * retry) fail on machine-4 only, so its first reimage FAILS and the second succeeds.
  */
@@ -374,20 +385,33 @@ export const FAULT_DEMO = `repave-image:2@${FAULT_MACHINE}`;
 
 /**
  * Shows a step failing, its retry, the machine in ATTENTION and the recovery by a second
- * reimage, on a server started with `--fault` {@link FAULT_DEMO}; on any other server the first
- * reimage succeeds, and the tour says so instead of narrating a failure that did not happen.
+ * reimage, on a server started with `--fault` {@link FAULT_DEMO}, or on a lab whose machine-4 BMC
+ * has the fault {@link LAB_FAULT_DEMO}; elsewhere the first reimage succeeds, and the tour says
+ * so instead of narrating a failure that did not happen.
  */
 async function faultDemo(
   session: Session,
   run: (args: string[], expected?: number[]) => Promise<number>,
   section: (title: string, ...points: string[]) => Promise<void>,
 ): Promise<void> {
+  const driver = (await realMachines(session, 4)).get(FAULT_MACHINE);
+  const powerChanges = LAB_FAULT_DEMO.powerChanges;
   await section(
     "Step 8: When Hardware Fails",
-    `A server started with --fault ${FAULT_DEMO} (deno task demo's is) fails writing the ` +
-      `image on ${FAULT_MACHINE}; every other machine works.`,
-    "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the " +
-      "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
+    ...driver === undefined
+      ? [
+        `A server started with --fault ${FAULT_DEMO} (deno task demo's is) fails writing the ` +
+        `image on ${FAULT_MACHINE}; every other machine works.`,
+        "A failed step is retried (repave-image: 2 attempts); when every attempt fails, the " +
+        "operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
+      ]
+      : [
+        `${FAULT_MACHINE} is driven by the real ${driver} driver (--fault affects simulated ` +
+        `machines only). deno task demo --lab makes its BMC refuse the next ${powerChanges} ` +
+        "power changes, as a broken BMC does: the driver's error is what you see.",
+        "A failed step is retried (reboot-to-netboot: 2 attempts); when every attempt fails, " +
+        "the operation FAILS and the machine gets NeedsIntervention: effective state ATTENTION.",
+      ],
   );
   await importUnlessReal(session, run, 4);
   await run(["enter-maintenance", FAULT_MACHINE]);
@@ -395,8 +419,11 @@ async function faultDemo(
   if (code === EXIT.OK) {
     narrate(
       session,
-      `  ℹ This server has no fault on ${FAULT_MACHINE}, so the reimage succeeded; to see the ` +
-        `failure, start it with: bmdemo-server --fault ${FAULT_DEMO}\n`,
+      driver === undefined
+        ? `  ℹ This server has no fault on ${FAULT_MACHINE}, so the reimage succeeded; to see the ` +
+          `failure, start it with: bmdemo-server --fault ${FAULT_DEMO}\n`
+        : `  ℹ ${FAULT_MACHINE}'s BMC has no fault, so the reimage succeeded; deno task demo ` +
+          `--lab injects one (its BMC refuses ${powerChanges} power changes)\n`,
     );
     return;
   }
@@ -404,10 +431,29 @@ async function faultDemo(
   narrate(
     session,
     `  ℹ ${FAULT_MACHINE} is in ATTENTION. The operator fixes the hardware and reimages again; ` +
-      "a success clears NeedsIntervention (the fault here is spent after 2 attempts).\n",
+      "a success clears NeedsIntervention (the fault here is spent after " +
+      (driver === undefined ? "2 attempts" : `${powerChanges} refused power changes`) + ").\n",
   );
   await run(["reimage", FAULT_MACHINE]);
   await run(["list"]);
+}
+
+/**
+ * Which of machine-1..count are driven by real BMC drivers (the ones `deno task lab` registers),
+ * by machine id, with their driver.
+ */
+async function realMachines(session: Session, count: number): Promise<Map<string, string>> {
+  const real = new Map<string, string>();
+  for (let n = 1; n <= count; n++) {
+    try {
+      const machine = await session.machines.getMachine({ machineId: `machine-${n}` });
+      const provider = machine.spec?.provider ?? "";
+      if (provider === "redfish" || provider === "ipmi") real.set(machine.machineId, provider);
+    } catch (error) {
+      if (!(isServiceError(error) && error.code === Code.NotFound)) throw error;
+    }
+  }
+  return real;
 }
 
 /**
@@ -419,24 +465,14 @@ async function importUnlessReal(
   run: (args: string[], expected?: number[]) => Promise<number>,
   count: number,
 ): Promise<void> {
-  const real: string[] = [];
-  for (let n = 1; n <= count; n++) {
-    try {
-      const machine = await session.machines.getMachine({ machineId: `machine-${n}` });
-      const provider = machine.spec?.provider ?? "";
-      if (provider === "redfish" || provider === "ipmi") {
-        real.push(`${machine.machineId} (${provider})`);
-      }
-    } catch (error) {
-      if (!(isServiceError(error) && error.code === Code.NotFound)) throw error;
-    }
-  }
-  if (real.length === 0) {
+  const real = await realMachines(session, count);
+  if (real.size === 0) {
     await run(["import", String(count)]);
     return;
   }
+  const listed = [...real].map(([id, provider]) => `${id} (${provider})`);
   session.io.out(
-    `\n  ℹ Not importing: ${real.join(", ")} are driven by real BMC drivers (deno task lab),\n` +
+    `\n  ℹ Not importing: ${listed.join(", ")} are driven by real BMC drivers (deno task lab),\n` +
       "    and an import would make them simulated again.\n",
   );
 }

@@ -88,6 +88,11 @@ export interface IpmiSim extends AsyncDisposable {
    * `set boot pxe`, `set power 1`, `set reset 1`, `set shutdown 1`. Empty in VM mode.
    */
   calls(): Promise<string[]>;
+  /**
+   * Injects a fault (chassis mode): the BMC refuses the next `count` power changes (`power on`,
+   * `off`, `cycle`, `soft`) with an error, as a broken one does; `0` clears it.
+   */
+  failPowerChanges(count: number): Promise<void>;
   /** Power state the hook holds (chassis mode). */
   power(): Promise<"on" | "off">;
   /** Boot device of every boot so far, in order (chassis mode): `pxe` or `default`. */
@@ -163,6 +168,17 @@ get)
   done
   ;;
 set)
+  # An injected fault (failPowerChanges): refuse the next N power changes, as a broken BMC does.
+  case " $* " in
+  *" power "*|*" reset "*|*" shutdown "*)
+    left=$(cat "$dir/fail_power" 2>/dev/null || echo 0)
+    if [ "$left" -gt 0 ]; then
+      echo $((left - 1)) > "$dir/fail_power"
+      echo "injected fault: power change refused" >> "$dir/calls.log"
+      exit 1
+    fi
+    ;;
+  esac
   booted=0
   while [ $# -ge 2 ]; do
     case $1 in
@@ -462,6 +478,7 @@ function simHandle(
     power: async () => (await readOr(`${stateDir}/power`, "0")).trim() === "1" ? "on" : "off",
     boots: async () =>
       (await readOr(`${stateDir}/boots.log`, "")).split("\n").filter((line) => line !== ""),
+    failPowerChanges: (count) => Deno.writeTextFile(`${stateDir}/fail_power`, `${count}\n`),
     vmConsole: () => readOr(`${stateDir}/console.log`, ""),
     output: sim.output,
     processes: () => processGroup(child.pid),
