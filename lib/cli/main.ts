@@ -245,7 +245,7 @@ async function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
     case "ops":
       return opsCommand(session, list);
     case "watch":
-      return watchCommand(session, first, format);
+      return watchCommand(session, first, format, { reconnect: values.reconnect === true });
     case "logs":
       return logsCommand(session, first);
     case "cancel":
