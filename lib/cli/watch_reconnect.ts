@@ -256,10 +256,11 @@ async function resyncEnded(
       if (active.has(op.operationId)) listed.add(op.operationId);
       if (!isTerminalPhase(op.phase) || inSnapshot.has(op.operationId)) continue;
       const ended = op.finishedAt ? timestampMs(op.finishedAt) : 0;
-      // An operation that ended in the very millisecond of the last event seen is new only if
-      // its end was not that event.
+      // Without a last event (the first stream ended before its first one) there is nothing
+      // to resume from. An operation that ended in the very millisecond of the last event seen is
+      // new only if its end was not that event.
       if (
-        since !== undefined && (ended < since || (ended === since && !active.has(op.operationId)))
+        since === undefined || ended < since || (ended === since && !active.has(op.operationId))
       ) {
         continue;
       }
