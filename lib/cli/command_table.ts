@@ -157,9 +157,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
     summary: "Stream operation events (Ctrl+C to stop)",
     required: 0,
     optional: 1,
-    options: OUTPUT_OPTION,
-    optionHelp: ["-o, --output json   One JSON event (OperationEvent) per line"],
-    examples: ["watch", "watch machine-1 -o json"],
+    options: { ...OUTPUT_OPTION, reconnect: { type: "boolean" } },
+    optionHelp: [
+      "-o, --output json   One JSON event (OperationEvent) per line",
+      "--reconnect         Outlive a server restart: retry, then print what changed meanwhile",
+    ],
+    examples: ["watch", "watch machine-1 -o json", "watch --reconnect"],
   },
   logs: {
     args: "<operation-id>",

@@ -1,6 +1,7 @@
 /**
  * The one place that tells apart why a call failed before the server could answer it: the
  * network permission is missing, TLS failed (a certificate, or TLS on one side only), the
+ * server speaks TLS to a plaintext client, it requires a client certificate none was sent, the
  * server is shutting down, or nothing listens at the address. Each gets its own message that
  * names the fix with the program as the user invoked it.
  *
@@ -10,9 +11,31 @@
 import { ConnectError } from "@connectrpc/connect";
 import { Code } from "../client/code.ts";
 import type { ErrorInfo } from "../gen/google/rpc/error_details_pb.ts";
+import type { TlsProbeResult } from "./tls_probe.ts";
 
-/** Why a call could not be answered; `undefined` when the server answered it. */
-export type ConnectionFailure = "permission" | "tls" | "shutdown" | "unreachable";
+/**
+ * Why a call could not be answered; `undefined` when the server answered it. `tls-server` (a
+ * plaintext client against a TLS server) and `client-certificate` (mutual TLS, and no
+ * certificate sent) are only learnt by the active check of {@linkcode probedFailure}.
+ */
+export type ConnectionFailure =
+  | "permission"
+  | "tls"
+  | "shutdown"
+  | "unreachable"
+  | "tls-server"
+  | "client-certificate";
+
+/** How the client connected: what the active check of a failure needs to know. */
+export interface ClientSecurity {
+  /** TLS was used (`--tls`, `--ca`, `--cert`). */
+  tls: boolean;
+  /** A client certificate was sent (`--cert` and `--key`). */
+  clientCertificate: boolean;
+}
+
+/** Codes of a connection nobody accepted: no TLS check can learn more there. */
+const NOT_ACCEPTED = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH)$/;
 
 /** Node TLS error codes (certificate checks, handshake, TLS against plaintext). */
 const TLS_CODE = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET|ALTNAME|HOSTNAME/i;
@@ -46,6 +69,46 @@ export function connectionFailure(
     return "tls";
   }
   return error.code === Code.Unavailable ? "unreachable" : undefined;
+}
+
+/**
+ * Makes an ambiguous connection failure decisive with an active check (`probe`, a TLS handshake
+ * with the address: `tls_probe.ts`), run only here, on the failure path: a plaintext client whose
+ * server could not be reached learns that the server speaks TLS; a TLS client that sent no
+ * certificate learns that the server requires one. Other failures are returned as they are.
+ *
+ * @param failure The failure read from the error ({@linkcode connectionFailure}).
+ * @param context The error, whether the server answered it, how the client connected, and the
+ * check.
+ * @returns The failure, made precise when the check could.
+ */
+export async function probedFailure(
+  failure: ConnectionFailure | undefined,
+  context: {
+    error: ConnectError;
+    /** Whether the server sent an ErrorInfo (then it answered). */
+    answered: boolean;
+    security: ClientSecurity;
+    probe(): Promise<TlsProbeResult>;
+  },
+): Promise<ConnectionFailure | undefined> {
+  const { error, security } = context;
+  // A session the server closes as it opens also ends our stream as CANCEL, which we did not ask
+  // for (the caller checks only when not interrupted).
+  const closed = failure === "unreachable" ||
+    (failure === undefined && error.code === Code.Canceled && context.answered === false);
+  const ambiguous = security.tls
+    ? !security.clientCertificate && (closed || failure === "tls")
+    : closed;
+  const refused = causes(error).some((cause) =>
+    NOT_ACCEPTED.test(String((cause as { code?: unknown }).code ?? ""))
+  );
+  if (!ambiguous || refused) return failure;
+  const found = await context.probe();
+  if (!security.tls) {
+    return found === "tls" || found === "client-certificate-required" ? "tls-server" : failure;
+  }
+  return found === "client-certificate-required" ? "client-certificate" : failure;
 }
 
 /**
@@ -90,6 +153,13 @@ export function formatConnectionFailure(
     case "shutdown":
       return `error: the bmdemo server at ${address} is shutting down\n` +
         `hint: run the command again once it has restarted`;
+    case "tls-server":
+      return `error: the bmdemo server at ${address} speaks TLS; ${program} connected in ` +
+        `plaintext\nhint: pass --tls (or --ca <file> for a private CA)`;
+    case "client-certificate":
+      return `error: the bmdemo server at ${address} requires a client certificate (mutual TLS)` +
+        `\nhint: pass --cert <file> and --key <file>, a certificate signed by the server's ` +
+        `client CA`;
     case "unreachable":
       return `error: cannot reach the bmdemo server at ${address}\n` +
         `hint: start it with ${serverProgram(program)}, or point ${program} at it with ` +
@@ -121,6 +191,8 @@ export interface FailureContext {
   program: string;
   /** Reads a call error's `ErrorInfo` (lib/client's `errorInfo`). */
   errorInfo(error: unknown): ErrorInfo | undefined;
+  /** How the client connected, and the active check of an ambiguous failure. @default none */
+  check?: { security: ClientSecurity; probe(): Promise<TlsProbeResult> };
 }
 
 /**
@@ -130,7 +202,10 @@ export interface FailureContext {
  * @param context The address, the program and the ErrorInfo reader.
  * @returns The lines without a final newline, or `undefined` for any other error.
  */
-export function formatFailure(error: unknown, context: FailureContext): string | undefined {
+export async function formatFailure(
+  error: unknown,
+  context: FailureContext,
+): Promise<string | undefined> {
   if (error instanceof OutcomeUnknownError) {
     const cause = error.cause;
     const failure = cause instanceof ConnectError
@@ -143,6 +218,14 @@ export function formatFailure(error: unknown, context: FailureContext): string |
       `hint: ${context.program} op ${error.operationId} shows how it ended once the server is back`;
   }
   if (!(error instanceof ConnectError)) return undefined;
-  const failure = connectionFailure(error, context.errorInfo(error));
+  const info = context.errorInfo(error);
+  let failure = connectionFailure(error, info);
+  if (context.check) {
+    failure = await probedFailure(failure, {
+      error,
+      answered: info !== undefined,
+      ...context.check,
+    });
+  }
   return failure === undefined ? undefined : formatConnectionFailure(failure, context);
 }

@@ -148,6 +148,11 @@ export async function main(args: readonly string[], io: CliIo): Promise<number> 
     interrupt: io.interrupt ?? new AbortController().signal,
     program,
     tokenSent: clientOptions.token !== undefined,
+    security: {
+      tls: clientOptions.tls !== undefined && clientOptions.tls !== false,
+      clientCertificate: typeof clientOptions.tls === "object" &&
+        clientOptions.tls.cert !== undefined,
+    },
     width,
     // A spinner redraws its line: only on a terminal that can, and never into structured output.
     live: !!io.isTerminal && env.TERM !== "dumb" && !completing && !unlimitedOutput(parsed),
@@ -178,7 +183,17 @@ async function runCommand(session: Session, parsed: ParsedArgs): Promise<number>
   } catch (error) {
     const { errorInfo: errorInfoOf } = await import("../client/mod.ts");
     const program = session.program ?? DEFAULT_PROGRAM;
-    const failure = formatFailure(error, { address, program, errorInfo: errorInfoOf });
+    const { security } = session;
+    const failure = await formatFailure(error, {
+      address,
+      program,
+      errorInfo: errorInfoOf,
+      // Ctrl+C cancels calls too: that is no connection failure to check.
+      check: security === undefined || session.interrupt.aborted ? undefined : {
+        security,
+        probe: async () => (await import("./tls_probe.ts")).probeTls(address),
+      },
+    });
     if (failure !== undefined) {
       io.err(failure + "\n");
       return EXIT.RPC;
@@ -245,7 +260,7 @@ async function dispatch(session: Session, parsed: ParsedArgs): Promise<number> {
     case "ops":
       return opsCommand(session, list);
     case "watch":
-      return watchCommand(session, first, format);
+      return watchCommand(session, first, format, { reconnect: values.reconnect === true });
     case "logs":
       return logsCommand(session, first);
     case "cancel":

@@ -24,6 +24,7 @@ import {
 } from "./output.ts";
 import { Code } from "../client/code.ts";
 import { EXIT, isServiceError, type Session } from "./session.ts";
+import { type ReconnectOptions, watchReconnecting } from "./watch_reconnect.ts";
 
 /**
  * `ops [-o table|wide|json|yaml] [--filter <expr>] [--page-size <n>]`: every operation (all
@@ -116,17 +117,20 @@ async function watchLine(
  * `watch [machine-id] [-o table|wide|json|yaml]`: prints events until Ctrl+C. With `json`,
  * stdout carries only events, one compact JSON object per line; with `yaml`, one document per
  * event. The server's snapshot marker is not printed. An unknown machine is refused
- * (MACHINE_NOT_FOUND) before watching; a stream the server ends is an error (exit 3).
+ * (MACHINE_NOT_FOUND) before watching; a stream the server ends is an error (exit 3), unless
+ * `reconnect` is set (`watch_reconnect.ts`).
  *
  * @param session The session.
  * @param machineId Only this machine's operations, when given.
  * @param format Output format.
+ * @param options `reconnect`: outlive the server going away; `sleep`: the wait between retries.
  * @returns The exit code.
  */
 export async function watchCommand(
   session: Session,
   machineId?: string,
   format: OutputFormat = "table",
+  options: Pick<ReconnectOptions, "sleep"> & { reconnect?: boolean } = {},
 ): Promise<number> {
   const { io } = session;
   const structured = format === "json" || format === "yaml";
@@ -134,6 +138,19 @@ export async function watchCommand(
   if (machineId) await session.machines.getMachine({ machineId }, { timeoutMs: 10_000 });
   const filter = machineId ? `machine_id=${machineId}` : "";
   if (!structured) io.out("Watching operation events (Ctrl+C to stop)...\n\n");
+  if (options.reconnect) {
+    const code = await watchReconnecting(session, {
+      filter,
+      machineId,
+      render: (event) => watchLine(session, event, format),
+      sleep: options.sleep,
+    });
+    if (code === EXIT.OK) {
+      if (structured) io.err("Stopped watching.\n");
+      else io.out("\nStopped watching.\n");
+    }
+    return code;
+  }
   try {
     for await (
       const event of session.operations.watchOperations(

@@ -9,6 +9,7 @@ import { ConnectError } from "@connectrpc/connect";
 import type { Client } from "../client/mod.ts";
 import type { MachineService, OperationService } from "../gen/baremetal/v1/baremetal_pb.ts";
 import type { Palette } from "./format.ts";
+import type { ClientSecurity } from "./failure.ts";
 
 /** Exit codes, as documented in `--help`. */
 export const EXIT = Object.freeze({
@@ -81,6 +82,11 @@ export interface Session {
   readonly program?: string;
   /** Whether calls carry a token, so an UNAUTHENTICATED hint can tell missing from refused. */
   readonly tokenSent?: boolean;
+  /**
+   * Whether calls use TLS and send a client certificate, so a connection failure can be checked
+   * (`failure.ts`). @default unknown: no check
+   */
+  readonly security?: ClientSecurity;
   /** The widest a line may be now (`layout.ts`); `Infinity`: no limit. @default no limit */
   readonly width?: () => number;
   /** Whether a running step may show a spinner with its elapsed time (a terminal). @default false */
