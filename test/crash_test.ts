@@ -5,24 +5,12 @@ import {
   MachineService,
   MachineStatus_EffectiveState as EffectiveState,
   Operation_Phase as OperationPhase,
-  type OperationEvent,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
 import { connectClient } from "../lib/client/mod.ts";
 import { getCondition } from "../lib/model/lifecycle.ts";
-import { SANITIZE } from "./helpers.ts";
+import { nextEvent, SANITIZE } from "./helpers.ts";
 import { spawnServer } from "../scripts/server_process.ts";
-
-async function nextMatching(
-  events: AsyncIterator<OperationEvent>,
-  predicate: (event: OperationEvent) => boolean,
-): Promise<OperationEvent> {
-  for (;;) {
-    const { value, done } = await events.next();
-    if (done) throw new Error("the watch ended before the expected event");
-    if (predicate(value)) return value;
-  }
-}
 
 Deno.test(
   "a server killed with SIGKILL mid-reimage restarts on the same --db with the truth",
@@ -42,10 +30,10 @@ Deno.test(
           await machines.registerMachine({ machine: create(MachineSchema, { machineId: id }) });
         }
         const events = operations.watchOperations({ sendInitialSnapshot: true });
-        await nextMatching(events, (e) => e.message === "Snapshot complete");
+        await nextEvent(events, (e) => e.message === "Snapshot complete");
         finished = (await machines.enterMaintenance({ machineId: "machine-1", requestId: "enter" }))
           .operationId;
-        await nextMatching(
+        await nextEvent(
           events,
           (e) => e.snapshot?.operationId === finished && e.message === "Operation succeeded",
         );
@@ -54,7 +42,7 @@ Deno.test(
           requestId: "reimage-1",
           imageRef: "ubuntu-2404",
         })).operationId;
-        await nextMatching(
+        await nextEvent(
           events,
           (e) =>
             e.snapshot?.operationId === interrupted &&
@@ -117,9 +105,9 @@ Deno.test(
             filter: "machine_id=machine-1",
             sendInitialSnapshot: true,
           });
-          await nextMatching(events, (e) => e.message === "Snapshot complete");
+          await nextEvent(events, (e) => e.message === "Snapshot complete");
           const reboot = await machines.rebootMachine({ machineId: "machine-1", requestId: "r-2" });
-          const end = await nextMatching(
+          const end = await nextEvent(
             events,
             (e) => e.snapshot?.operationId === reboot.operationId && e.snapshot.phase >= 3,
           );
@@ -155,10 +143,10 @@ Deno.test(
               machine: create(MachineSchema, { machineId: "machine-1", status: { phase: 2 } }),
             });
             const events = operations.watchOperations({ sendInitialSnapshot: true });
-            await nextMatching(events, (e) => e.message === "Snapshot complete");
+            await nextEvent(events, (e) => e.message === "Snapshot complete");
             id = (await machines.rebootMachine({ machineId: "machine-1", requestId: "r" }))
               .operationId;
-            await nextMatching(
+            await nextEvent(
               events,
               (e) => e.snapshot?.operationId === id && e.message === "Step reboot started",
             );

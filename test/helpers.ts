@@ -89,14 +89,17 @@ export function importMachines(engine: Engine, count: number): void {
   }
 }
 
-/** Reads a subscription until an event matches, and returns it. */
+/**
+ * Reads events (an engine subscription, or a WatchOperations stream of a client) until one
+ * matches, and returns it.
+ */
 export async function nextEvent(
-  subscription: EventSubscription,
+  subscription: EventSubscription | AsyncIterator<OperationEvent>,
   predicate: (event: OperationEvent) => boolean,
 ): Promise<OperationEvent> {
   for (;;) {
     const { value, done } = await subscription.next();
-    if (done) throw new Error("subscription ended before the expected event");
+    if (done) throw new Error("the events ended before the expected one");
     if (predicate(value)) return value;
   }
 }

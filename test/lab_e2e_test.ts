@@ -14,7 +14,6 @@ import {
   MachineService,
   MachineStatus_Phase as MachinePhase,
   Operation_Phase as OperationPhase,
-  type OperationEvent,
   OperationEvent_Kind as EventKind,
   OperationService,
 } from "../lib/gen/baremetal/v1/baremetal_pb.ts";
@@ -24,7 +23,7 @@ import { processList } from "../scripts/lab/ipmi_sim.ts";
 import { startRedfishMock } from "../scripts/lab/redfish_mock.ts";
 import { netbootStandIn } from "../scripts/lab/netboot_stand_in.ts";
 import { spawnServer } from "../scripts/server_process.ts";
-import { SANITIZE } from "./helpers.ts";
+import { nextEvent, SANITIZE } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = `${ROOT}cli.ts`;
@@ -77,17 +76,6 @@ async function until(check: () => Promise<boolean>, what: string, ms = 30_000): 
   }
 }
 
-async function nextMatching(
-  events: AsyncIterator<OperationEvent>,
-  predicate: (event: OperationEvent) => boolean,
-): Promise<OperationEvent> {
-  for (;;) {
-    const { value, done } = await events.next();
-    if (done) throw new Error("the event stream ended");
-    if (predicate(value)) return value;
-  }
-}
-
 Deno.test(
   "lab --vm: a reimage through bmdemo-cli network-boots the QEMU VM behind ipmi_sim and succeeds; a cancel mid-boot powers it off; Ctrl+C leaves nothing running",
   SANITIZE,
@@ -132,9 +120,9 @@ Deno.test(
         { filter: "machine_id=machine-2", sendInitialSnapshot: true },
         { signal: watch.signal },
       )[Symbol.asyncIterator]();
-      await nextMatching(events, (e) => e.kind === EventKind.SNAPSHOT_COMPLETE);
+      await nextEvent(events, (e) => e.kind === EventKind.SNAPSHOT_COMPLETE);
       const canceled = cli(server, "reimage", "machine-2", "--request-id", "lab-cancel");
-      const repave = await nextMatching(
+      const repave = await nextEvent(
         events,
         (e) => e.kind === EventKind.STEP_STARTED && e.step === "repave-image",
       );
