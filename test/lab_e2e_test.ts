@@ -296,7 +296,7 @@ Deno.test(
     assert.equal(bmcs.length, 2, "both IPMI BMCs ran during the tour");
     for (
       const expected of [
-        /Not importing: machine-1 \(redfish\), machine-2 \(ipmi\), machine-3 \(redfish\) are driven by real BMC drivers/,
+        /Not importing: machine-1 \(redfish\),\s+machine-2 \(ipmi\),\s+machine-3 \(redfish\)\s+are\s+driven\s+by\s+real\s+BMC\s+drivers/,
         /\$ bmdemo-cli reimage machine-1 -v\n[^$]*Redfish POST \/redfish\/v1\/Systems\/1\/Actions\/ComputerSystem\.Reset/,
         /image writer: bmdemo lab stand-in for Redfish system 1: no image written/,
         // "When Hardware Fails" on the lab: machine-4's BMC refuses 2 power changes, so both

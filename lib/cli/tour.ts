@@ -471,9 +471,10 @@ async function importUnlessReal(
     return;
   }
   const listed = [...real].map(([id, provider]) => `${id} (${provider})`);
-  session.io.out(
-    `\n  ℹ Not importing: ${listed.join(", ")} are driven by real BMC drivers (deno task lab),\n` +
-      "    and an import would make them simulated again.\n",
+  narrate(
+    session,
+    `\n  ℹ Not importing: ${listed.join(", ")} are driven by real BMC drivers (deno task lab), ` +
+      "and an import would make them simulated again.\n",
   );
 }
 
