@@ -42,7 +42,7 @@ import { toGrpcStatus } from "./status.ts";
 import { createTokenCheck } from "./auth.ts";
 import { createServerHealth, file_grpc_health_v1 } from "./health.ts";
 import { addReflection } from "./reflection.ts";
-import { serverCredentials, type TlsOptions } from "./tls.ts";
+import { refuseUnverifiedPeers, serverCredentials, type TlsOptions } from "./tls.ts";
 
 const logger = getLogger(["bmdemo", "server"]);
 
@@ -267,7 +267,15 @@ export async function startServer(options: ServerOptions): Promise<BmdemoServer>
         (error, bound) => error ? reject(error) : resolve(bound),
       );
     });
+    if (options.tls?.clientCa !== undefined) {
+      refuseUnverifiedPeers(server, (socket) =>
+        logger.warn(
+          "Refused a TLS connection from {address} without a verified client certificate ({reason})",
+          { address: socket.remoteAddress, reason: socket.authorizationError ?? "none" },
+        ));
+    }
   } catch (error) {
+    server.forceShutdown(); // nothing bound after a failed bind; the listener after a failed check
     unlisten();
     throw error;
   }

@@ -7,6 +7,8 @@
  */
 
 import { Buffer } from "node:buffer";
+import type { EventEmitter } from "node:events";
+import type { TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 
 /** TLS settings of the server, as PEM contents (not paths). */
@@ -95,4 +97,49 @@ export async function readTlsFiles(paths: TlsPaths): Promise<TlsOptions | undefi
     key: await Deno.readTextFile(key),
     ...(clientCa === undefined ? {} : { clientCa: await Deno.readTextFile(clientCa) }),
   };
+}
+
+/**
+ * Makes a mutual-TLS grpc-js server close every TLS connection whose client certificate was not
+ * verified, before HTTP/2 reads a request from it. Call it once the server is bound.
+ *
+ * Why: Deno 2.9.3's node:tls servers share TLS session state within a process, and a resumed
+ * session skips the client-certificate check. A client that got a session from ANOTHER node:tls
+ * listener in the same process (one that asks for no certificate) resumed it here and had calls
+ * answered: `authorized` is false on such a socket, but grpc-js only reads it for auth context.
+ * A session this listener issued to a verified client resumes with `authorized` true and its
+ * certificate, so resumption keeps working for real clients.
+ *
+ * @param server A bound grpc-js server serving mutual TLS.
+ * @param onRefused Told about each refused connection (for the log).
+ * @throws {Error} When no HTTP/2 server is found on `server` (grpc-js keeps them in a private
+ * field; the version is pinned): starting without the check would be silent.
+ *
+ * @example
+ * ```ts ignore
+ * server.bindAsync(address, serverCredentials(tls), () => {
+ *   refuseUnverifiedPeers(server, (socket) => console.warn(socket.authorizationError));
+ * });
+ * ```
+ */
+export function refuseUnverifiedPeers(
+  server: grpc.Server,
+  onRefused: (socket: TLSSocket) => void,
+): void {
+  const listeners = (server as unknown as { http2Servers?: Map<EventEmitter, unknown> })
+    .http2Servers;
+  if (!(listeners instanceof Map) || listeners.size === 0) {
+    throw new Error(
+      "mutual TLS: grpc-js has no HTTP/2 server to check client certificates on " +
+        "(its private http2Servers field changed): refusing to serve without the check",
+    );
+  }
+  for (const listener of listeners.keys()) {
+    // Prepended: runs before node:http2 starts a session on the socket.
+    listener.prependListener("secureConnection", (socket: TLSSocket) => {
+      if (socket.authorized) return;
+      onRefused(socket);
+      socket.destroy();
+    });
+  }
 }
