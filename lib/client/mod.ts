@@ -129,14 +129,21 @@ interface SessionStates {
  * state stays "connecting" on a settled promise, and `gotoReady()` loops on `await` forever: a
  * microtask spin at 100% CPU in which no timer, not even the call's deadline, ever fires. Here
  * such a session rejects the connection attempt instead, so the call fails with Unavailable.
+ * Every session also keeps an "error" listener of its own (see inside).
  */
 function refuseDeadSession(
   session: http2.ClientHttp2Session,
 ): http2.ClientHttp2Session {
+  // A session emits "error" after `destroy(error)` failed its streams (the calls) with it, some
+  // ticks later (Deno: after its TLS socket's "close"). connect-node listens only while the
+  // session is its current state, so a client closed in between (`close()` as soon as a call
+  // rejected on a mutual-TLS server's alert), or a session that died as it opened, had no
+  // listener left and the error, already the call's, ended the process. This listener lives as
+  // long as the session; it closes the session should an error ever come before the destroy.
+  session.on("error", () => {
+    if (!session.destroyed) session.destroy();
+  });
   if (!session.destroyed && !session.closed) return session;
-  // What killed it is emitted on a later tick, after connect-node removed its listener: without
-  // this one, an uncaught error.
-  session.on("error", () => {});
   throw new ConnectError("the connection closed as it opened", Code.Unavailable);
 }
 
