@@ -29,7 +29,7 @@ import { createEngine } from "../lib/engine/mod.ts";
 import { startSurfaces } from "../lib/serve/surfaces.ts";
 import { parseScriptArgs, usageError } from "./cli_args.ts";
 import { type Lab, labIpmiBmc, startLab } from "./lab.ts";
-import { FAULT_DEMO, LAB_FAULT_DEMO } from "../lib/cli/tour.ts";
+import { FAULT_DEMO, LAB_FAULT_DEMO } from "../lib/cli/tour_scenes.ts";
 import { createFakeProvider } from "../lib/provider/fake.ts";
 import { parseFault, withFaults } from "../lib/provider/fault_flag.ts";
 
