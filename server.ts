@@ -19,32 +19,26 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { resolve } from "node:path";
 import denoConfig from "./deno.json" with { type: "json" };
 import { getLogger } from "@logtape/logtape";
 import { setLogger as setGrpcJsLogger } from "@grpc/grpc-js";
-import { configureLogging, LOG_LEVELS, type LogLevelName } from "./lib/runtime/logging.ts";
+import { configureLogging } from "./lib/runtime/logging.ts";
 import { createEngine } from "./lib/engine/mod.ts";
 import { denoVersionWarning } from "./lib/grpc/server.ts";
-import { isLoopbackHost } from "./lib/grpc/auth.ts";
-import { readTlsFiles, type TlsOptions } from "./lib/grpc/tls.ts";
 import { createSqliteStore, type SqliteStore, type StoreFatalError } from "./lib/store/sqlite.ts";
-import { parseCount, parseDuration } from "./lib/engine/retention.ts";
-import { type TimingProfile, TIMINGS } from "./lib/provider/fake_timing.ts";
 import { createFakeProvider } from "./lib/provider/fake.ts";
-import { type FaultRule, parseFault, withFaults } from "./lib/provider/fault_flag.ts";
+import { withFaults } from "./lib/provider/fault_flag.ts";
 import { createHardwareProvider } from "./lib/provider/hardware.ts";
 import type { BmcDriver } from "./lib/provider/bmc.ts";
 import { createBmcGate } from "./lib/provider/bmc_gate.ts";
 import { createRedfishDriver } from "./lib/provider/redfish.ts";
 import { createIpmiDriver } from "./lib/provider/ipmi.ts";
 import { createSshRunner, type SshRunner, type SshRunnerOptions } from "./lib/provider/ssh.ts";
-import { type CredentialBook, loadCredentials } from "./lib/provider/credentials.ts";
 import { createNetbootBroker, netbootBaseUrl } from "./lib/provider/netboot.ts";
 import { startHeapCollector } from "./lib/runtime/heap_collector.ts";
 import type { HttpSurface } from "./lib/http/surface.ts";
 import { startSurfaces, type Surfaces, SurfaceStartError } from "./lib/serve/surfaces.ts";
+import { readServerCommand, UsageError } from "./lib/serve/server_config.ts";
 import { SIGNAL_ECHO_MS, stopSignalPolicy } from "./lib/runtime/stop_signals.ts";
 
 const HELP = `bmdemo-server - baremetal lifecycle gRPC server (MachineService + OperationService)
@@ -133,141 +127,39 @@ function usage(message: string): never {
 }
 
 async function main(): Promise<void> {
-  let values;
+  let command;
   try {
-    ({ values } = parseArgs({
-      args: Deno.args,
-      options: {
-        port: { type: "string", default: "50051" },
-        host: { type: "string", default: "127.0.0.1" },
-        slow: { type: "boolean", default: false },
-        timing: { type: "string" },
-        "log-level": { type: "string", default: "info" },
-        "tls-cert": { type: "string" },
-        "tls-key": { type: "string" },
-        "client-ca": { type: "string" },
-        "auth-token-file": { type: "string" },
-        "insecure-expose": { type: "boolean", default: false },
-        db: { type: "string" },
-        "retain-operations": { type: "string", default: "10000" },
-        "retain-for": { type: "string", default: "168h" },
-        "max-watchers": { type: "string", default: "1000" },
-        "http-port": { type: "string" },
-        fault: { type: "string", multiple: true, default: [] },
-        "bmc-credentials": { type: "string" },
-        "bmc-concurrency": { type: "string", default: "4" },
-        "http-advertise-url": { type: "string" },
-        "ssh-known-hosts": { type: "string" },
-        "ssh-host-key-policy": { type: "string", default: "accept-new" },
-        "no-metrics": { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-        version: { type: "boolean", default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
+    command = await readServerCommand(Deno.args);
   } catch (error) {
-    usage(error instanceof Error ? error.message : String(error));
+    if (error instanceof UsageError) usage(error.message);
+    throw error;
   }
-  if (values.help) {
+  if (command.kind === "help") {
     console.log(HELP);
     return;
   }
-  if (values.version) {
+  if (command.kind === "version") {
     console.log(`bmdemo-server ${denoConfig.version}`);
     return;
   }
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    usage(`--port must be a whole number from 0 to 65535: got "${values.port}"`);
-  }
-  const level = values["log-level"] as LogLevelName;
-  if (!LOG_LEVELS.includes(level)) {
-    usage(`--log-level must be one of ${LOG_LEVELS.join(", ")}: got "${values["log-level"]}"`);
-  }
-  let retention: { maxOperations: number; maxAgeMs: number } | undefined;
-  try {
-    retention = {
-      maxOperations: parseCount(values["retain-operations"], "--retain-operations"),
-      maxAgeMs: parseDuration(values["retain-for"], "--retain-for"),
-    };
-  } catch (error) {
-    usage(error instanceof Error ? error.message : String(error));
-  }
-  const timing = parseTiming(values.timing, values.slow);
-  let faults: FaultRule[] = [];
-  try {
-    faults = values.fault.map(parseFault);
-  } catch (error) {
-    usage(error instanceof Error ? error.message : String(error));
-  }
-  const maxWatchers = Number(values["max-watchers"]);
-  if (!Number.isInteger(maxWatchers) || maxWatchers < 1) {
-    usage(`--max-watchers must be a whole number of at least 1: got "${values["max-watchers"]}"`);
-  }
-  const bmcConcurrency = Number(values["bmc-concurrency"]);
-  if (!Number.isInteger(bmcConcurrency) || bmcConcurrency < 1) {
-    usage(
-      `--bmc-concurrency must be a whole number of at least 1: got "${values["bmc-concurrency"]}"`,
-    );
-  }
-  let advertiseUrl: string | undefined;
-  let credentials: CredentialBook | undefined;
-  try {
-    const flag = values["http-advertise-url"];
-    advertiseUrl = flag === undefined ? undefined : netbootBaseUrl({ advertiseUrl: flag });
-    const file = values["bmc-credentials"];
-    credentials = file === undefined ? undefined : await loadCredentials(file);
-  } catch (error) {
-    usage(error instanceof Error ? error.message : String(error));
-  }
-  const policy = values["ssh-host-key-policy"];
-  if (policy !== "accept-new" && policy !== "strict") {
-    usage(`--ssh-host-key-policy must be accept-new or strict: got "${policy}"`);
-  }
-  const knownHosts = values["ssh-known-hosts"];
-  const sshOptions: SshRunnerOptions | undefined = knownHosts === undefined
-    ? undefined
-    : { knownHostsFile: resolve(knownHosts), hostKeyPolicy: policy };
-  let httpPort: number | undefined;
-  if (values["http-port"] !== undefined) {
-    httpPort = Number(values["http-port"]);
-    if (
-      values["http-port"].trim() === "" || !Number.isInteger(httpPort) || httpPort < 0 ||
-      httpPort > 65535
-    ) {
-      usage(`--http-port must be a whole number from 0 to 65535: got "${values["http-port"]}"`);
-    }
-  }
-  const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
-  let tls: TlsOptions | undefined;
-  let authToken: string | undefined;
-  try {
-    tls = await readTlsFiles({
-      cert: values["tls-cert"] ?? env("BMDEMO_TLS_CERT"),
-      key: values["tls-key"] ?? env("BMDEMO_TLS_KEY"),
-      clientCa: values["client-ca"] ?? env("BMDEMO_CLIENT_CA"),
-    });
-    authToken = await readToken(values["auth-token-file"]);
-  } catch (error) {
-    usage(error instanceof Error ? error.message : String(error));
-  }
-  if (
-    !isLoopbackHost(values.host) && authToken === undefined && tls?.clientCa === undefined &&
-    !values["insecure-expose"]
-  ) {
-    usage(
-      `refusing to listen on non-loopback host "${values.host}" without --auth-token-file ` +
-        `(or BMDEMO_AUTH_TOKEN, or --client-ca): anyone on the network could drive the ` +
-        `machines; pass --insecure-expose to do it anyway`,
-    );
-  }
-  if (httpPort !== undefined && tls?.clientCa !== undefined && authToken === undefined) {
-    usage(
-      `--http-port with --client-ca needs a token (--auth-token-file or BMDEMO_AUTH_TOKEN): ` +
-        `the HTTP surface does not ask browsers for client certificates`,
-    );
-  }
+  const {
+    host,
+    port,
+    level,
+    retention,
+    timing,
+    faults,
+    maxWatchers,
+    bmcConcurrency,
+    advertiseUrl,
+    credentials,
+    sshOptions,
+    httpPort,
+    tls,
+    authToken,
+    dbPath,
+    metrics: metricsOn,
+  } = command.config;
   configureLogging(level);
   const logger = getLogger(["bmdemo", "server"]);
   routeGrpcJsLog();
@@ -275,7 +167,6 @@ async function main(): Promise<void> {
   if (warning) logger.warn(warning);
   if (timing !== "normal") logger.info("Using {timing} simulated hardware timing", { timing });
 
-  const dbPath = values.db ?? env("BMDEMO_DB");
   let store: SqliteStore | undefined;
   if (dbPath === undefined) {
     logger.info("Store: in memory (a restart starts clean; --db <file> keeps state)");
@@ -334,23 +225,23 @@ async function main(): Promise<void> {
   let surfaces: Surfaces;
   try {
     surfaces = await startSurfaces(engine, {
-      grpc: { host: values.host, port, tls, authToken, maxWatchers },
+      grpc: { host: host, port, tls, authToken, maxWatchers },
       http: httpPort === undefined ? undefined : {
-        host: values.host,
+        host: host,
         port: httpPort,
         tls,
         authToken,
         maxStreams: maxWatchers,
         routes: netboot.routes,
       },
-      metrics: values["no-metrics"] ? false : undefined,
+      metrics: metricsOn ? undefined : false,
     });
   } catch (error) {
     const cause = error instanceof SurfaceStartError ? error.cause : error;
     logger.error("{message}", {
       message: error instanceof SurfaceStartError && error.surface === "http"
-        ? httpListenError(values.host, httpPort!, cause)
-        : listenError(values.host, port, cause),
+        ? httpListenError(host, httpPort!, cause)
+        : listenError(host, port, cause),
     });
     store?.close();
     Deno.exit(1);
@@ -358,7 +249,7 @@ async function main(): Promise<void> {
   const { server, http } = surfaces;
   if (http) {
     try {
-      netbootBaseUrl({ host: values.host, port: http.port }); // refuses a wildcard --host
+      netbootBaseUrl({ host: host, port: http.port }); // refuses a wildcard --host
       netboot.advertise(http.url); // with the surface's scheme (https under --tls-cert)
     } catch (error) {
       // A wildcard --host: machines cannot reach it; their repaves say how to fix it.
@@ -508,38 +399,6 @@ function httpListenError(host: string, port: number, error: unknown): string {
       `1024 need privileges); pass another --http-port`;
   }
   return `Cannot serve HTTP on ${host}:${port}: ${error instanceof Error ? error.message : error}`;
-}
-
-/** The timing profile from `--timing`, or `--slow` (its alias); exits 2 when they disagree. */
-function parseTiming(flag: string | undefined, slow: boolean): TimingProfile {
-  const profiles = Object.keys(TIMINGS);
-  if (flag !== undefined && !profiles.includes(flag)) {
-    usage(`--timing must be one of ${profiles.join(", ")}: got "${flag}"`);
-  }
-  if (slow && flag !== undefined && flag !== "slow") {
-    usage(`--slow is --timing slow; it contradicts --timing ${flag}: pass only one of them`);
-  }
-  return (flag ?? (slow ? "slow" : "normal")) as TimingProfile;
-}
-
-/** The token from `--auth-token-file`, else `BMDEMO_AUTH_TOKEN`; never logged. */
-async function readToken(file: string | undefined): Promise<string | undefined> {
-  const token = file === undefined
-    ? Deno.env.get("BMDEMO_AUTH_TOKEN")
-    : await Deno.readTextFile(file).catch((error) => {
-      throw new Error(
-        `--auth-token-file: cannot read "${file}": ${
-          error instanceof Error ? error.message : error
-        }`,
-      );
-    });
-  if (token === undefined || (file === undefined && token === "")) return undefined;
-  if (token.trim() === "") {
-    throw new Error(
-      file === undefined ? "BMDEMO_AUTH_TOKEN is blank" : `--auth-token-file "${file}" is empty`,
-    );
-  }
-  return token.trim();
 }
 
 if (import.meta.main) await main();

@@ -48,7 +48,7 @@ const LAYERS: Record<string, Layer> = {
   },
   // What a server serves, composed once (server.ts and the demo): gRPC, the HTTP surface and the
   // metrics wired into both, on an engine it is given.
-  serve: { mayImport: ["grpc", "http", "metrics", "engine"] },
+  serve: { mayImport: ["grpc", "http", "metrics", "engine", "provider", "runtime"] },
   // The client side of the wire: connect-es over the generated descriptors, never grpc-js.
   client: { mayImport: ["gen"], forbiddenPackages: /^(npm:)?@grpc\// },
   cli: { mayImport: ["client", "model", "gen"] },
